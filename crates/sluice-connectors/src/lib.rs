@@ -1,0 +1,14 @@
+//! sluice-connectors: the sources, stages and stores of sluice, each behind
+//! the core traits, and the registry that builds them from configuration.
+
+pub mod embedder;
+pub mod registry;
+pub mod source;
+pub mod stage;
+pub mod store;
+
+/// A connector's configuration is not usable. The message names the key and
+/// the value that were wrong and what was expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);

@@ -1,0 +1,341 @@
+//! Starting a run (new or resumed), the state its tasks share, and the handle
+//! a caller holds: the event stream, a stop switch and the final summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::fetch::FetchBudget;
+use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
+use crate::checkpoint::{Checkpoint, Counts};
+use crate::context::Context;
+use crate::error::{EngineError, StoreError};
+use crate::event::{Event, EventKind, EventSink};
+use crate::record::Document;
+use crate::source::Source;
+use crate::store::{ActiveRunGuard, NewRun, RunId, RunStatus, Store};
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub status: RunStatus,
+    pub counts: Counts,
+    pub checkpoint: Checkpoint,
+    pub error: Option<String>,
+    pub duration_seconds: f64,
+}
+
+/// A run going on in the background.
+pub struct RunHandle {
+    pub run_id: RunId,
+    pub resumed: bool,
+    events: mpsc::Receiver<Event>,
+    stop: CancellationToken,
+    task: JoinHandle<RunSummary>,
+}
+
+impl RunHandle {
+    /// A token that asks the run to stop at the next batch boundary when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// The next event, or `None` once the run has finished and all were read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Waits for the end of the run, discarding events not read yet.
+    pub async fn wait(mut self) -> RunSummary {
+        while self.events.recv().await.is_some() {}
+        self.task.await.expect("run task panicked")
+    }
+
+    /// The events as a stream. Dropping the stream asks the run to stop.
+    pub fn into_stream(self) -> impl Stream<Item = Event> + Send + 'static + use<> {
+        let guard = self.stop.clone().drop_guard();
+        futures::stream::unfold((self.events, guard), |(mut rx, guard)| async move {
+            rx.recv().await.map(|event| (event, (rx, guard)))
+        })
+    }
+}
+
+impl Pipeline {
+    /// The most batches that can be between the batcher and the store at
+    /// once: a crash costs at most this many batches of work.
+    pub fn max_batches_in_flight(&self) -> usize {
+        2 + self.stages.iter().map(|s| s.workers.max(1) + 1).sum::<usize>()
+    }
+
+    /// Starts a new run or resumes one, in the background. Fails at once if
+    /// another run is active on the store or the run cannot be resumed.
+    pub async fn start(&self, start: Start) -> Result<RunHandle, EngineError> {
+        let guard = self.store.acquire_active().await?;
+        let (run_id, checkpoint, resumed) = match start {
+            Start::New => {
+                let run = self
+                    .store
+                    .create_run(&NewRun {
+                        pipeline: self.settings.name.clone(),
+                        phase: self.settings.phase.clone(),
+                        config: self.settings.config.clone(),
+                        date_from: self.settings.date_from.clone(),
+                        date_to: self.settings.date_to.clone(),
+                    })
+                    .await?;
+                (run.id, Checkpoint::new(&self.settings.phase), false)
+            }
+            Start::Resume(id) => {
+                let run = self
+                    .store
+                    .get_run(id)
+                    .await?
+                    .ok_or_else(|| EngineError::Invalid(format!("run {id} not found")))?;
+                if !run.status.is_resumable() {
+                    return Err(EngineError::Invalid(format!(
+                        "run {id} is {}; only stopped, failed or stopping runs can be resumed",
+                        run.status
+                    )));
+                }
+                let checkpoint = run.checkpoint.filter(|c| !c.is_empty()).ok_or_else(|| {
+                    EngineError::Invalid(format!("run {id} has an empty checkpoint: nothing to resume, start a new run"))
+                })?;
+                self.store.set_status(id, RunStatus::Running, None).await?;
+                (id, checkpoint, true)
+            }
+        };
+
+        let (tx, rx) = mpsc::channel(self.settings.event_buffer.max(16));
+        let stop = CancellationToken::new();
+        let ctx = Context { events: EventSink::new(run_id, self.settings.per_document_events, tx), stop: stop.clone() };
+        let shared = Arc::new(Shared {
+            run_id,
+            source: self.source.clone(),
+            stages: self.stages.clone(),
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            ctx,
+            abort: CancellationToken::new(),
+            error: Mutex::new(None),
+            budget: FetchBudget::new(checkpoint.counts.fetched, self.settings.max_records),
+            progress: Progress::new(checkpoint.counts),
+        });
+        let task = tokio::spawn(execute(shared, checkpoint, resumed, guard));
+        Ok(RunHandle { run_id, resumed, events: rx, stop, task })
+    }
+
+    /// Starts the run and returns its events. The primary API.
+    pub async fn stream_events(&self, start: Start) -> Result<impl Stream<Item = Event> + Send + 'static + use<>, EngineError> {
+        Ok(self.start(start).await?.into_stream())
+    }
+
+    /// Starts the run and returns each document as it is committed.
+    pub async fn iter_results(&self, start: Start) -> Result<impl Stream<Item = Document> + Send + 'static + use<>, EngineError> {
+        use futures::StreamExt;
+        let mut pipeline = self.clone();
+        pipeline.settings.per_document_events = true;
+        pipeline.settings.include_documents = true;
+        let events = pipeline.stream_events(start).await?;
+        Ok(events.filter_map(|event| async move {
+            match event.kind {
+                EventKind::DocumentCompleted { document, .. } => document.map(|d| *d),
+                _ => None,
+            }
+        }))
+    }
+
+    /// Runs to the end and returns the summary.
+    pub async fn run(&self, start: Start) -> Result<RunSummary, EngineError> {
+        Ok(self.start(start).await?.wait().await)
+    }
+}
+
+/// State shared by the tasks of one run.
+pub(crate) struct Shared {
+    pub run_id: RunId,
+    pub source: Arc<dyn Source>,
+    pub stages: Vec<StageSpec>,
+    pub store: Arc<dyn Store>,
+    pub settings: Settings,
+    pub ctx: Context,
+    /// Cancelled on a fatal error: every task ends without committing more.
+    pub abort: CancellationToken,
+    error: Mutex<Option<EngineError>>,
+    pub budget: FetchBudget,
+    pub progress: Progress,
+}
+
+impl Shared {
+    /// Records the first fatal error and aborts the run.
+    pub fn fail(&self, error: EngineError) {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!(%error, "run failed");
+            *slot = Some(error);
+        }
+        self.abort.cancel();
+    }
+
+    fn take_error(&self) -> Option<EngineError> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Live progress numbers for `BatchProgress`.
+pub(crate) struct Progress {
+    started: Instant,
+    seeded_finished: u64,
+    fetched: AtomicU64,
+    finished: AtomicU64,
+    estimated_total: Mutex<Option<u64>>,
+}
+
+impl Progress {
+    fn new(seed: Counts) -> Self {
+        Self {
+            started: Instant::now(),
+            seeded_finished: seed.finished(),
+            fetched: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            estimated_total: Mutex::new(None),
+        }
+    }
+
+    pub fn fetched(&self, n: u64) {
+        self.fetched.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn finished(&self, delta: &Counts) {
+        self.finished.fetch_add(delta.finished(), Ordering::Relaxed);
+    }
+
+    pub fn event(&self, counts: &Counts) -> EventKind {
+        let finished = self.finished.load(Ordering::Relaxed);
+        let in_flight = self.fetched.load(Ordering::Relaxed).saturating_sub(finished);
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = finished as f64 / elapsed;
+        let estimated_total = *self.estimated_total.lock().unwrap_or_else(|e| e.into_inner());
+        let eta_seconds = estimated_total.filter(|_| rate > 0.0).map(|total| {
+            total.saturating_sub(self.seeded_finished + finished) as f64 / rate
+        });
+        EventKind::BatchProgress { completed: counts.stored, failed: counts.failed, in_flight, estimated_total, eta_seconds, rate }
+    }
+}
+
+/// Turns a receiver into a stream.
+pub(crate) fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, guard: ActiveRunGuard) -> RunSummary {
+    let started = Instant::now();
+    let settings = &shared.settings;
+    let events = shared.ctx.events.clone();
+    events
+        .emit(EventKind::RunStarted {
+            pipeline: settings.name.clone(),
+            mode: settings.mode.as_str().into(),
+            resumed,
+            batch_size: settings.batch_size,
+            phase: checkpoint.phase.clone(),
+            counts: checkpoint.counts,
+        })
+        .await;
+    match settings.mode {
+        Mode::Streaming => tracing::info!(
+            run_id = shared.run_id,
+            "Starting streaming batch pipeline (batch size {})",
+            settings.batch_size
+        ),
+        Mode::Batch => tracing::info!(run_id = shared.run_id, "Starting batch pipeline (legacy: fetch all, then each stage)"),
+    }
+    if resumed {
+        tracing::info!(
+            run_id = shared.run_id,
+            fetched = checkpoint.counts.fetched,
+            stored = checkpoint.counts.stored,
+            "Resuming from checkpoint"
+        );
+    }
+    *shared.progress.estimated_total.lock().unwrap_or_else(|e| e.into_inner()) = shared.source.estimated_total().await;
+
+    let stopping = tokio::spawn(mark_stopping(shared.clone()));
+    let final_checkpoint = match shared.source.partitions().await {
+        Ok(partitions) => {
+            let reached_end = {
+                let partitions = partitions.clone();
+                move |cp: &Checkpoint| partitions.iter().all(|p| cp.position(p).done)
+            };
+            let cp = match settings.mode {
+                Mode::Streaming => streaming::run(shared.clone(), checkpoint, partitions).await,
+                Mode::Batch => batch::run(shared.clone(), checkpoint, partitions).await,
+            };
+            let limit_reached = settings.max_records.is_some_and(|max| cp.counts.fetched >= max);
+            (cp.clone(), reached_end(&cp) || limit_reached)
+        }
+        Err(error) => {
+            shared.fail(EngineError::Source(error));
+            (checkpoint, false)
+        }
+    };
+    stopping.abort();
+    let (checkpoint, reached_end) = final_checkpoint;
+
+    let error = shared.take_error().map(|e| e.to_string());
+    let status = if error.is_some() {
+        RunStatus::Failed
+    } else if shared.ctx.stop.is_cancelled() && !reached_end {
+        tracing::info!("Stop signal at batch boundary");
+        RunStatus::Stopped
+    } else {
+        RunStatus::Completed
+    };
+    finish_status(&shared, status, error.as_deref()).await;
+    drop(guard);
+    let duration_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        run_id = shared.run_id,
+        status = status.as_str(),
+        fetched = checkpoint.counts.fetched,
+        stored = checkpoint.counts.stored,
+        failed = checkpoint.counts.failed,
+        "run finished in {duration_seconds:.1}s"
+    );
+    events
+        .emit(EventKind::RunFinished { status, counts: checkpoint.counts, duration_seconds, error: error.clone() })
+        .await;
+    RunSummary { run_id: shared.run_id, status, counts: checkpoint.counts, checkpoint, error, duration_seconds }
+}
+
+/// Writes `stopping` as soon as a stop is asked, so status shows it.
+async fn mark_stopping(shared: Arc<Shared>) {
+    shared.ctx.stop.cancelled().await;
+    tracing::info!(run_id = shared.run_id, "Stop requested: finishing the batches in flight");
+    if let Err(error) = shared.store.set_status(shared.run_id, RunStatus::Stopping, None).await {
+        tracing::warn!(%error, "could not mark the run as stopping");
+    }
+}
+
+/// The final status must land even if the store hiccups; the checkpoint is already safe.
+async fn finish_status(shared: &Shared, status: RunStatus, error: Option<&str>) {
+    for attempt in 0..10u32 {
+        match shared.store.set_status(shared.run_id, status, error).await {
+            Ok(()) => return,
+            Err(StoreError::Unavailable(message)) => {
+                tracing::warn!(attempt, %message, "could not write final status; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not write final status");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Running one stage over one batch: per-record outcomes, retries of
+//! retryable record failures, and the events and counts they produce.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::fetch::Batch;
+use super::run::{Shared, receiver_stream};
+use super::StageSpec;
+use crate::error::{EngineError, StageError};
+use crate::event::EventKind;
+use crate::record::Document;
+use crate::stage::{Outcome, StageCounter};
+use crate::store::Failure;
+
+/// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
+/// filtered and failed ones leave it and are counted.
+pub(crate) async fn process_batch(shared: &Shared, spec: &StageSpec, first: bool, mut batch: Batch) -> Result<Batch, EngineError> {
+    let stage = &spec.stage;
+    let events = &shared.ctx.events;
+    if first && events.wants_per_document() {
+        for doc in &batch.docs {
+            events.emit(EventKind::DocumentStarted { doc_id: doc.id().to_string(), source: doc.source().to_string() }).await;
+        }
+    }
+    let n = batch.docs.len();
+    let mut results: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
+    let mut pending: Vec<(usize, Document)> = std::mem::take(&mut batch.docs).into_iter().enumerate().collect();
+    let mut attempt = 0u32;
+    let mut delays = shared.settings.retry.delays();
+    while !pending.is_empty() {
+        let (indexes, docs): (Vec<usize>, Vec<Document>) = pending.into_iter().unzip();
+        let outcomes = stage
+            .process(&shared.ctx, docs)
+            .await
+            .map_err(|error| EngineError::Stage { stage: stage.name().to_string(), error })?;
+        if outcomes.len() != indexes.len() {
+            return Err(EngineError::Stage {
+                stage: stage.name().to_string(),
+                error: StageError::permanent(
+                    "contract",
+                    format!("returned {} outcomes for {} documents", outcomes.len(), indexes.len()),
+                ),
+            });
+        }
+        pending = Vec::new();
+        let mut wait: Option<Duration> = None;
+        for (index, outcome) in indexes.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Failed { doc, error } if error.retryable && attempt < spec.max_retries => {
+                    wait = wait.max(error.retry_after);
+                    pending.push((index, doc));
+                }
+                other => results[index] = Some(other),
+            }
+        }
+        if !pending.is_empty() {
+            attempt += 1;
+            let backoff = delays.next().unwrap_or(shared.settings.retry.max_delay);
+            tokio::select! {
+                _ = tokio::time::sleep(wait.map_or(backoff, |w| w.max(backoff))) => {}
+                _ = shared.abort.cancelled() => return Err(EngineError::Invalid("aborted".into())),
+            }
+        }
+    }
+
+    let counter = stage.counter();
+    for outcome in results.into_iter().flatten() {
+        match outcome {
+            Outcome::Kept(doc) => {
+                match counter {
+                    Some(StageCounter::Classified) => batch.delta.classified += 1,
+                    Some(StageCounter::Embedded) => batch.delta.embedded += embeddings_in(&doc),
+                    None => {}
+                }
+                batch.docs.push(doc);
+            }
+            Outcome::Filtered { doc, reason } => {
+                batch.delta.filtered += 1;
+                events
+                    .emit(EventKind::DocumentFiltered {
+                        doc_id: doc.id().to_string(),
+                        source: doc.source().to_string(),
+                        stage: stage.name().to_string(),
+                        reason,
+                    })
+                    .await;
+            }
+            Outcome::Failed { doc, error } => {
+                let retry_count = if error.retryable { attempt } else { 0 };
+                tracing::warn!(stage = stage.name(), doc_id = doc.id(), error = %error, "record failed");
+                events
+                    .emit(EventKind::DocumentFailed {
+                        doc_id: Some(doc.id().to_string()),
+                        source: doc.source().to_string(),
+                        stage: stage.name().to_string(),
+                        error: error.message.clone(),
+                        error_type: error.error_type.clone(),
+                        retry_count,
+                        is_retryable: error.retryable,
+                    })
+                    .await;
+                batch.delta.failed += 1;
+                batch.failures.push(Failure {
+                    source: doc.source().to_string(),
+                    record_id: doc.id().to_string(),
+                    stage: stage.name().to_string(),
+                    error_type: error.error_type,
+                    error: error.message,
+                    retryable: error.retryable,
+                    retry_count,
+                    payload: serde_json::to_string(&doc.record).unwrap_or_default(),
+                    has_record: true,
+                });
+            }
+        }
+    }
+    Ok(batch)
+}
+
+fn embeddings_in(doc: &Document) -> u64 {
+    let chunks = doc.chunks.iter().filter(|c| c.embedding.is_some()).count() as u64;
+    chunks + u64::from(doc.embedding.is_some())
+}
+
+/// A stage as a task between two channels: up to `workers` batches at once,
+/// passed on in the order they came.
+pub(crate) async fn stage_task(shared: Arc<Shared>, index: usize, rx: mpsc::Receiver<Batch>, tx: mpsc::Sender<Batch>) {
+    let spec = shared.stages[index].clone();
+    let workers = spec.workers.max(1);
+    let results = receiver_stream(rx)
+        .map(|batch| {
+            let shared = shared.clone();
+            let spec = spec.clone();
+            tokio::spawn(async move { process_batch(&shared, &spec, index == 0, batch).await })
+        })
+        .buffered(workers);
+    let mut results = std::pin::pin!(results);
+    while let Some(joined) = results.next().await {
+        let batch = match joined {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(error)) => return shared.fail(error),
+            Err(join_error) => {
+                return shared.fail(EngineError::Stage {
+                    stage: spec.stage.name().to_string(),
+                    error: StageError::permanent("panic", join_error.to_string()),
+                });
+            }
+        };
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Streaming execution: fetcher, batcher, every stage and the committer run
+//! as concurrent tasks joined by bounded channels. A slow stage or store fills
+//! its input channel and so slows everything before it (backpressure); memory
+//! is bounded by the batches in flight, never by the source's size.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::commit::commit_task;
+use super::fetch::{batch_pages, fetch_all};
+use super::run::Shared;
+use super::stages::stage_task;
+use crate::checkpoint::Checkpoint;
+
+pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {
+    let (page_tx, page_rx) = mpsc::channel(shared.settings.partition_concurrency.max(1));
+    let (batch_tx, mut rx) = mpsc::channel(1);
+    let mut tasks = vec![
+        tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx)),
+        tokio::spawn(batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1)),
+    ];
+    for index in 0..shared.stages.len() {
+        let (tx, next_rx) = mpsc::channel(1);
+        tasks.push(tokio::spawn(stage_task(shared.clone(), index, rx, tx)));
+        rx = next_rx;
+    }
+    let checkpoint = commit_task(shared.clone(), rx, checkpoint).await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    checkpoint
+}

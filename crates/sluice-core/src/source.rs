@@ -1,0 +1,64 @@
+//! The `Source` role: fetch one page of records at a position.
+
+use async_trait::async_trait;
+
+use crate::context::Context;
+use crate::error::SourceError;
+use crate::record::Record;
+
+/// One entry of a page: a record, or something the source could not turn
+/// into one (a malformed line, an unreadable file). Invalid entries go to the
+/// failures table; they occupy a place in the page like records do.
+#[derive(Clone, Debug)]
+pub enum SourceItem {
+    Record(Record),
+    Invalid {
+        /// The record id when it could be recovered, else a locator (file:line).
+        id: String,
+        /// The raw input, kept in the failures table for inspection.
+        raw: String,
+        error_type: String,
+        error: String,
+    },
+}
+
+impl SourceItem {
+    pub fn id(&self) -> &str {
+        match self {
+            SourceItem::Record(r) => &r.id,
+            SourceItem::Invalid { id, .. } => id,
+        }
+    }
+}
+
+/// A page of a partition.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub items: Vec<SourceItem>,
+    /// Cursor naming the next page; `None` on the last page.
+    pub next: Option<String>,
+    /// Records the source dropped at page level (quality filter). They are not
+    /// counted as fetched.
+    pub dropped: u64,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The source name stored with every record (`Record::source`).
+    fn name(&self) -> &str;
+
+    /// Independent slices of the work, each with its own position in the
+    /// checkpoint, fetched concurrently. Must be the same on every call for
+    /// the same configuration.
+    async fn partitions(&self) -> Result<Vec<String>, SourceError> {
+        Ok(vec!["main".to_string()])
+    }
+
+    /// Fetches the page at `cursor` (`None`: the first page) of `partition`.
+    async fn fetch(&self, ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError>;
+
+    /// Total records the source expects to yield, when it knows (for ETAs).
+    async fn estimated_total(&self) -> Option<u64> {
+        None
+    }
+}

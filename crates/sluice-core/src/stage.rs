@@ -1,0 +1,40 @@
+//! The `Stage` role: turn a batch of documents into outcomes, one per document.
+
+use async_trait::async_trait;
+
+use crate::context::Context;
+use crate::error::StageError;
+use crate::record::Document;
+
+/// What a stage did with one document.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Goes on to the next stage (possibly changed: normalized, labelled, chunked).
+    Kept(Document),
+    /// Dropped on purpose (e.g. too short); counted as filtered.
+    Filtered { doc: Document, reason: String },
+    /// The stage could not handle it. Retryable failures are tried again by the
+    /// engine; the rest go to the failures table.
+    Failed { doc: Document, error: StageError },
+}
+
+/// Which cumulative counter a stage's kept documents add to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageCounter {
+    Classified,
+    Embedded,
+}
+
+#[async_trait]
+pub trait Stage: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Returns exactly one outcome per input document, in input order. An
+    /// `Err` fails the whole batch: retried if retryable, else the run fails.
+    async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError>;
+
+    /// The counter this stage's kept documents add to, if any.
+    fn counter(&self) -> Option<StageCounter> {
+        None
+    }
+}

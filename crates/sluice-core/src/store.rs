@@ -1,0 +1,159 @@
+//! The `Store` role: runs, documents and failures, with a batch and its
+//! checkpoint committed atomically.
+
+use std::any::Any;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::StoreError;
+use crate::record::Document;
+
+pub type RunId = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Completed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Stopping => "stopping",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Failed => "failed",
+            RunStatus::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "stopping" => RunStatus::Stopping,
+            "stopped" => RunStatus::Stopped,
+            "failed" => RunStatus::Failed,
+            "completed" => RunStatus::Completed,
+            _ => return None,
+        })
+    }
+
+    /// A run in this state holds (or held, if its process died) the store's run slot.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::Stopping)
+    }
+
+    /// States from which a run may be resumed (with a non-empty checkpoint).
+    pub fn is_resumable(self) -> bool {
+        matches!(self, RunStatus::Stopped | RunStatus::Failed | RunStatus::Stopping)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a new run row starts with.
+#[derive(Clone, Debug, Default)]
+pub struct NewRun {
+    /// Name of the pipeline (from its config), used to find runs to resume.
+    pub pipeline: String,
+    pub phase: String,
+    /// The resolved configuration, so a resume uses the original settings.
+    pub config: Value,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+}
+
+/// A row of `pipeline_runs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub phase: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub config: Value,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A record that could not be processed, for the failures table (dead-letter queue).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub source: String,
+    pub record_id: String,
+    /// `source` for fetch/parse failures, else the stage name.
+    pub stage: String,
+    pub error_type: String,
+    pub error: String,
+    pub retryable: bool,
+    pub retry_count: u32,
+    /// The record as JSON when there was one (retryable through the pipeline),
+    /// else the raw input.
+    pub payload: String,
+    pub has_record: bool,
+}
+
+/// A row of the failures table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureRow {
+    pub id: i64,
+    pub run_id: RunId,
+    #[serde(flatten)]
+    pub failure: Failure,
+    pub created_at: String,
+    /// The run whose retry stored this record, once one did.
+    pub resolved_by: Option<RunId>,
+}
+
+/// What one commit writes besides the checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct CommitBatch {
+    pub documents: Vec<Document>,
+    pub failures: Vec<Failure>,
+}
+
+/// Held while a run is active; dropping it frees the store's run slot.
+pub type ActiveRunGuard = Box<dyn Any + Send + Sync>;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A short description for logs, e.g. `sqlite:/path/to/sluice.db`.
+    fn describe(&self) -> String;
+
+    /// Takes the store's single run slot, or answers `Busy` with the active
+    /// run. Runs left `running`/`stopping` by a process that died are marked
+    /// `failed` (resumable) when the slot is taken.
+    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError>;
+
+    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError>;
+    async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError>;
+    /// The latest runs, newest first.
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunInfo>, StoreError>;
+    async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError>;
+
+    /// Upserts the documents by `(source, id)`, inserts the failures and writes
+    /// the checkpoint, all in one transaction.
+    async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// The failures recorded by a run, oldest first.
+    async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError>;
+    /// Marks the failures of `run` whose record `retry_run` stored as resolved
+    /// by it; returns how many.
+    async fn resolve_failures(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError>;
+}
