@@ -90,10 +90,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(phase: impl Into<String>) -> Self {
-        Self {
-            phase: phase.into(),
-            ..Self::default()
-        }
+        Self { phase: phase.into(), ..Self::default() }
     }
 
     pub fn position(&self, partition: &str) -> Position {
@@ -112,9 +109,10 @@ mod tests {
 
     #[test]
     fn counts_missing_from_old_json_read_as_zero_not_error() {
-        let cp: Checkpoint =
-            serde_json::from_str(r#"{"phase":"classification","counts":{"fetched":150,"classified":145,"stored":140}}"#)
-                .unwrap();
+        let cp: Checkpoint = serde_json::from_str(
+            r#"{"phase":"classification","counts":{"fetched":150,"classified":145,"stored":140}}"#,
+        )
+        .unwrap();
         assert_eq!(cp.counts.fetched, 150);
         assert_eq!(cp.counts.classified, 145);
         assert_eq!(cp.counts.stored, 140);

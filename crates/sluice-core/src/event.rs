@@ -123,7 +123,9 @@ impl EventKind {
     pub fn is_per_document(&self) -> bool {
         matches!(
             self,
-            EventKind::DocumentStarted { .. } | EventKind::DocumentCompleted { .. } | EventKind::DocumentFiltered { .. }
+            EventKind::DocumentStarted { .. }
+                | EventKind::DocumentCompleted { .. }
+                | EventKind::DocumentFiltered { .. }
         )
     }
 }

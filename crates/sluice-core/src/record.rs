@@ -20,13 +20,7 @@ pub struct Record {
 
 impl Record {
     pub fn new(source: impl Into<String>, id: impl Into<String>, text: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            id: id.into(),
-            text: text.into(),
-            fields: Map::new(),
-            updated_at: None,
-        }
+        Self { source: source.into(), id: id.into(), text: text.into(), fields: Map::new(), updated_at: None }
     }
 
     pub fn with_field(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
@@ -50,11 +44,7 @@ impl Record {
 
     /// A cheap estimate of the heap bytes this record holds, for byte-bounded batches.
     pub fn approx_bytes(&self) -> usize {
-        let fields: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + approx_value_bytes(v))
-            .sum();
+        let fields: usize = self.fields.iter().map(|(k, v)| k.len() + approx_value_bytes(v)).sum();
         self.source.len() + self.id.len() + self.text.len() + fields + 64
     }
 }
@@ -119,13 +109,7 @@ pub struct Document {
 impl Document {
     pub fn from_record(record: Record) -> Self {
         let content_hash = record.content_hash();
-        Self {
-            record,
-            content_hash,
-            classification: None,
-            chunks: Vec::new(),
-            embedding: None,
-        }
+        Self { record, content_hash, classification: None, chunks: Vec::new(), embedding: None }
     }
 
     pub fn id(&self) -> &str {
@@ -137,11 +121,8 @@ impl Document {
     }
 
     pub fn approx_bytes(&self) -> usize {
-        let chunks: usize = self
-            .chunks
-            .iter()
-            .map(|c| c.text.len() + c.embedding.as_ref().map_or(0, |e| e.len() * 4) + 48)
-            .sum();
+        let chunks: usize =
+            self.chunks.iter().map(|c| c.text.len() + c.embedding.as_ref().map_or(0, |e| e.len() * 4) + 48).sum();
         self.record.approx_bytes() + chunks + self.embedding.as_ref().map_or(0, |e| e.len() * 4)
     }
 }

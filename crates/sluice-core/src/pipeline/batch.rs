@@ -29,7 +29,11 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
         return checkpoint;
     }
     let records: usize = batches.iter().map(|b| b.docs.len()).sum();
-    tracing::info!("Fetched {records} {}; running {} stages over all of them", shared.settings.record_noun, shared.stages.len());
+    tracing::info!(
+        "Fetched {records} {}; running {} stages over all of them",
+        shared.settings.record_noun,
+        shared.stages.len()
+    );
 
     for index in 0..shared.stages.len() {
         batches = match run_stage_over_all(&shared, index, batches).await {
@@ -64,7 +68,11 @@ fn interrupted(shared: &Shared) -> bool {
     shared.ctx.stop.is_cancelled() || shared.abort.is_cancelled()
 }
 
-async fn run_stage_over_all(shared: &Arc<Shared>, index: usize, batches: Vec<Batch>) -> Result<Vec<Batch>, EngineError> {
+async fn run_stage_over_all(
+    shared: &Arc<Shared>,
+    index: usize,
+    batches: Vec<Batch>,
+) -> Result<Vec<Batch>, EngineError> {
     let spec = shared.stages[index].clone();
     let results: Vec<_> = futures::stream::iter(batches)
         .map(|batch| {

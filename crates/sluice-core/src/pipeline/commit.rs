@@ -15,7 +15,11 @@ use crate::store::CommitBatch;
 
 /// Commits batches as they arrive until the channel closes or the run aborts.
 /// Returns the last committed checkpoint.
-pub(crate) async fn commit_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, mut checkpoint: Checkpoint) -> Checkpoint {
+pub(crate) async fn commit_task(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Batch>,
+    mut checkpoint: Checkpoint,
+) -> Checkpoint {
     while let Some(batch) = rx.recv().await {
         if shared.abort.is_cancelled() {
             break;
@@ -33,7 +37,11 @@ pub(crate) async fn commit_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batc
 
 /// Commits one batch on top of `previous` and reports it. The store is retried
 /// while it is unavailable; the checkpoint only moves once the commit is done.
-pub(crate) async fn commit_batch(shared: &Shared, batch: Batch, previous: &Checkpoint) -> Result<Checkpoint, EngineError> {
+pub(crate) async fn commit_batch(
+    shared: &Shared,
+    batch: Batch,
+    previous: &Checkpoint,
+) -> Result<Checkpoint, EngineError> {
     let mut next = previous.clone();
     next.partitions.extend(batch.positions);
     next.batches = batch.seq;
@@ -61,12 +69,7 @@ pub(crate) async fn commit_batch(shared: &Shared, batch: Batch, previous: &Check
     let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
     shared.progress.finished(&delta);
 
-    tracing::info!(
-        "Batch {} complete: classified={}, stored={}",
-        batch.seq,
-        delta.classified,
-        delta.stored
-    );
+    tracing::info!("Batch {} complete: classified={}, stored={}", batch.seq, delta.classified, delta.stored);
     let events = &shared.ctx.events;
     if events.wants_per_document() {
         let duration_ms = batch.formed_at.elapsed().as_secs_f64() * 1000.0;

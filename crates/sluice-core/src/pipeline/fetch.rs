@@ -50,12 +50,7 @@ impl PageMsg {
     fn position_after_page(&self) -> Position {
         match &self.next {
             Some(next) => Position { cursor: Some(next.clone()), skip: 0, last_id: None, done: false },
-            None => Position {
-                cursor: self.cursor.clone(),
-                skip: self.page_len as u64,
-                last_id: None,
-                done: true,
-            },
+            None => Position { cursor: self.cursor.clone(), skip: self.page_len as u64, last_id: None, done: true },
         }
     }
 }
@@ -153,7 +148,11 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
                 fallbacks += 1;
                 tracing::warn!(partition, %message, "Cursor fallback: invalid cursor");
                 tracing::warn!(partition, "Cursor invalid on resume, restarted from beginning");
-                shared.ctx.events.emit(EventKind::CursorFallback { partition: partition.clone(), reason: message }).await;
+                shared
+                    .ctx
+                    .events
+                    .emit(EventKind::CursorFallback { partition: partition.clone(), reason: message })
+                    .await;
                 (cursor, skip, last_id) = (None, 0, None);
                 continue;
             }
@@ -186,7 +185,14 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
         items.truncate(granted);
         let next = page.next;
         let last_page = next.is_none();
-        let msg = PageMsg { partition: partition.clone(), cursor: cursor.clone(), next: next.clone(), first_index, page_len, items };
+        let msg = PageMsg {
+            partition: partition.clone(),
+            cursor: cursor.clone(),
+            next: next.clone(),
+            first_index,
+            page_len,
+            items,
+        };
         if tx.send(msg).await.is_err() || limited || last_page {
             return;
         }
@@ -210,7 +216,12 @@ fn resume_index(items: &[SourceItem], skip: u64, last_id: Option<&str>) -> usize
 
 /// Cuts pages into batches bounded by records and bytes. On a stop it drops
 /// what it holds (re-fetched on resume) and says how much.
-pub(crate) async fn batch_pages(shared: Arc<Shared>, mut rx: mpsc::Receiver<PageMsg>, tx: mpsc::Sender<Batch>, first_seq: u64) {
+pub(crate) async fn batch_pages(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<PageMsg>,
+    tx: mpsc::Sender<Batch>,
+    first_seq: u64,
+) {
     let settings = &shared.settings;
     let source_name = shared.source.name().to_string();
     let mut builder = BatchBuilder::new(first_seq);
@@ -250,7 +261,9 @@ pub(crate) async fn batch_pages(shared: Arc<Shared>, mut rx: mpsc::Receiver<Page
                     .await;
             }
             builder.push(&source_name, item.clone(), &msg.partition, msg.position_after(offset));
-            if builder.docs.len() + builder.failures.len() >= settings.batch_size || builder.bytes >= settings.max_batch_bytes {
+            if builder.docs.len() + builder.failures.len() >= settings.batch_size
+                || builder.bytes >= settings.max_batch_bytes
+            {
                 let batch = builder.take(&shared, &settings.record_noun);
                 if tx.send(batch).await.is_err() {
                     return;
@@ -314,7 +327,11 @@ impl BatchBuilder {
         self.next_seq += 1;
         let docs = std::mem::take(&mut self.docs);
         let failures = std::mem::take(&mut self.failures);
-        let delta = Counts { fetched: (docs.len() + failures.len()) as u64, failed: failures.len() as u64, ..Counts::default() };
+        let delta = Counts {
+            fetched: (docs.len() + failures.len()) as u64,
+            failed: failures.len() as u64,
+            ..Counts::default()
+        };
         tracing::info!("Processing batch {seq}: {} {noun}", docs.len() + failures.len());
         shared.progress.fetched(delta.fetched);
         self.bytes = 0;
@@ -351,7 +368,10 @@ mod tests {
             page_len: 3,
             items: vec![rec("b"), rec("c")],
         };
-        assert_eq!(msg.position_after(0), Position { cursor: Some("c1".into()), skip: 2, last_id: Some("b".into()), done: false });
+        assert_eq!(
+            msg.position_after(0),
+            Position { cursor: Some("c1".into()), skip: 2, last_id: Some("b".into()), done: false }
+        );
         assert_eq!(msg.position_after(1), Position { cursor: Some("c2".into()), skip: 0, last_id: None, done: false });
         msg.next = None;
         assert!(msg.position_after(1).done);

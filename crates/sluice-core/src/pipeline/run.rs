@@ -93,11 +93,8 @@ impl Pipeline {
                 (run.id, Checkpoint::new(&self.settings.phase), false)
             }
             Start::Resume(id) => {
-                let run = self
-                    .store
-                    .get_run(id)
-                    .await?
-                    .ok_or_else(|| EngineError::Invalid(format!("run {id} not found")))?;
+                let run =
+                    self.store.get_run(id).await?.ok_or_else(|| EngineError::Invalid(format!("run {id} not found")))?;
                 if !run.status.is_resumable() {
                     return Err(EngineError::Invalid(format!(
                         "run {id} is {}; only stopped, failed or stopping runs can be resumed",
@@ -105,7 +102,9 @@ impl Pipeline {
                     )));
                 }
                 let checkpoint = run.checkpoint.filter(|c| !c.is_empty()).ok_or_else(|| {
-                    EngineError::Invalid(format!("run {id} has an empty checkpoint: nothing to resume, start a new run"))
+                    EngineError::Invalid(format!(
+                        "run {id} has an empty checkpoint: nothing to resume, start a new run"
+                    ))
                 })?;
                 self.store.set_status(id, RunStatus::Running, None).await?;
                 (id, checkpoint, true)
@@ -132,12 +131,18 @@ impl Pipeline {
     }
 
     /// Starts the run and returns its events. The primary API.
-    pub async fn stream_events(&self, start: Start) -> Result<impl Stream<Item = Event> + Send + 'static + use<>, EngineError> {
+    pub async fn stream_events(
+        &self,
+        start: Start,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static + use<>, EngineError> {
         Ok(self.start(start).await?.into_stream())
     }
 
     /// Starts the run and returns each document as it is committed.
-    pub async fn iter_results(&self, start: Start) -> Result<impl Stream<Item = Document> + Send + 'static + use<>, EngineError> {
+    pub async fn iter_results(
+        &self,
+        start: Start,
+    ) -> Result<impl Stream<Item = Document> + Send + 'static + use<>, EngineError> {
         use futures::StreamExt;
         let mut pipeline = self.clone();
         pipeline.settings.per_document_events = true;
@@ -222,10 +227,17 @@ impl Progress {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = finished as f64 / elapsed;
         let estimated_total = *self.estimated_total.lock().unwrap_or_else(|e| e.into_inner());
-        let eta_seconds = estimated_total.filter(|_| rate > 0.0).map(|total| {
-            total.saturating_sub(self.seeded_finished + finished) as f64 / rate
-        });
-        EventKind::BatchProgress { completed: counts.stored, failed: counts.failed, in_flight, estimated_total, eta_seconds, rate }
+        let eta_seconds = estimated_total
+            .filter(|_| rate > 0.0)
+            .map(|total| total.saturating_sub(self.seeded_finished + finished) as f64 / rate);
+        EventKind::BatchProgress {
+            completed: counts.stored,
+            failed: counts.failed,
+            in_flight,
+            estimated_total,
+            eta_seconds,
+            rate,
+        }
     }
 }
 
@@ -254,7 +266,9 @@ async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, gua
             "Starting streaming batch pipeline (batch size {})",
             settings.batch_size
         ),
-        Mode::Batch => tracing::info!(run_id = shared.run_id, "Starting batch pipeline (legacy: fetch all, then each stage)"),
+        Mode::Batch => {
+            tracing::info!(run_id = shared.run_id, "Starting batch pipeline (legacy: fetch all, then each stage)")
+        }
     }
     if resumed {
         tracing::info!(

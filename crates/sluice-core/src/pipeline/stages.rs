@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::StageSpec;
 use super::fetch::Batch;
 use super::run::{Shared, receiver_stream};
-use super::StageSpec;
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
@@ -18,12 +18,19 @@ use crate::store::Failure;
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
 /// filtered and failed ones leave it and are counted.
-pub(crate) async fn process_batch(shared: &Shared, spec: &StageSpec, first: bool, mut batch: Batch) -> Result<Batch, EngineError> {
+pub(crate) async fn process_batch(
+    shared: &Shared,
+    spec: &StageSpec,
+    first: bool,
+    mut batch: Batch,
+) -> Result<Batch, EngineError> {
     let stage = &spec.stage;
     let events = &shared.ctx.events;
     if first && events.wants_per_document() {
         for doc in &batch.docs {
-            events.emit(EventKind::DocumentStarted { doc_id: doc.id().to_string(), source: doc.source().to_string() }).await;
+            events
+                .emit(EventKind::DocumentStarted { doc_id: doc.id().to_string(), source: doc.source().to_string() })
+                .await;
         }
     }
     let n = batch.docs.len();
