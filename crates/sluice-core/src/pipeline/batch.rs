@@ -15,7 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{EngineError, StageError};
 
 pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {
-    let (page_tx, page_rx) = mpsc::channel(shared.settings.partition_concurrency.max(1));
+    let (page_tx, page_rx) = mpsc::channel(1);
     let (batch_tx, mut batch_rx) = mpsc::channel(1);
     let fetcher = tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx));
     let batcher = tokio::spawn(batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1));

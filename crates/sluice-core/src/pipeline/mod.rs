@@ -150,6 +150,12 @@ impl Pipeline {
         self
     }
 
+    /// The same pipeline reading from another source (e.g. retrying failures).
+    pub fn with_source(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = source;
+        self
+    }
+
     pub fn settings_ref(&self) -> &Settings {
         &self.settings
     }

@@ -69,9 +69,11 @@ impl RunHandle {
 
 impl Pipeline {
     /// The most batches that can be between the batcher and the store at
-    /// once: a crash costs at most this many batches of work.
+    /// once, so a crash costs at most this many batches of work: one held by
+    /// the batcher, per stage its channel, its workers and the one it is
+    /// handing on, and the one being committed.
     pub fn max_batches_in_flight(&self) -> usize {
-        2 + self.stages.iter().map(|s| s.workers.max(1) + 1).sum::<usize>()
+        2 + self.stages.iter().map(|s| s.workers.max(1) + 2).sum::<usize>()
     }
 
     /// Starts a new run or resumes one, in the background. Fails at once if

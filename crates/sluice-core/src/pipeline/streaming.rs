@@ -14,7 +14,7 @@ use super::stages::stage_task;
 use crate::checkpoint::Checkpoint;
 
 pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {
-    let (page_tx, page_rx) = mpsc::channel(shared.settings.partition_concurrency.max(1));
+    let (page_tx, page_rx) = mpsc::channel(1);
     let (batch_tx, mut rx) = mpsc::channel(1);
     let mut tasks = vec![
         tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx)),

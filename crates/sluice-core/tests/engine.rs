@@ -1,0 +1,545 @@
+//! The engine's contracts, tested with an in-memory store and a scripted
+//! source: resume skips what was committed, limits survive resume, stops end
+//! at a batch boundary, failures are recorded and retried, a refused cursor
+//! restarts the partition, both modes store the same, and a slow store holds
+//! the fetcher back.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sluice_core::store::ActiveRunGuard;
+use sluice_core::*;
+use tokio::sync::Semaphore;
+
+// ---------- an in-memory store ----------
+
+#[derive(Default)]
+struct MemState {
+    runs: Vec<RunInfo>,
+    docs: BTreeMap<(String, String), (Document, u32)>,
+    failures: Vec<FailureRow>,
+    commits: u64,
+}
+
+#[derive(Default)]
+struct MemStore {
+    state: Mutex<MemState>,
+    active: Arc<AtomicBool>,
+    /// The next N commits fail as unavailable.
+    unavailable: AtomicU32,
+    /// When set, every commit waits for a permit.
+    gate: Option<Arc<Semaphore>>,
+}
+
+struct Guard(Arc<AtomicBool>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl MemStore {
+    fn doc_ids(&self) -> Vec<String> {
+        self.state.lock().unwrap().docs.keys().map(|(_, id)| id.clone()).collect()
+    }
+    fn max_write_count(&self) -> u32 {
+        self.state.lock().unwrap().docs.values().map(|(_, n)| *n).max().unwrap_or(0)
+    }
+    fn docs(&self) -> Vec<Document> {
+        self.state.lock().unwrap().docs.values().map(|(d, _)| d.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
+        if self.active.swap(true, Ordering::SeqCst) {
+            let id = self.state.lock().unwrap().runs.iter().rev().find(|r| r.status.is_active()).map_or(0, |r| r.id);
+            return Err(StoreError::Busy { active_run_id: id });
+        }
+        Ok(Box::new(Guard(self.active.clone())))
+    }
+    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let run = RunInfo {
+            id: s.runs.len() as i64 + 1,
+            pipeline: new.pipeline.clone(),
+            status: RunStatus::Running,
+            phase: new.phase.clone(),
+            checkpoint: None,
+            config: new.config.clone(),
+            date_from: None,
+            date_to: None,
+            started_at: "t".into(),
+            updated_at: "t".into(),
+            finished_at: None,
+            error: None,
+        };
+        s.runs.push(run.clone());
+        Ok(run)
+    }
+    async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError> {
+        Ok(self.state.lock().unwrap().runs.iter().find(|r| r.id == id).cloned())
+    }
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunInfo>, StoreError> {
+        Ok(self.state.lock().unwrap().runs.iter().rev().take(limit).cloned().collect())
+    }
+    async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let run = s.runs.iter_mut().find(|r| r.id == id).ok_or(StoreError::NotFound(id.to_string()))?;
+        run.status = status;
+        run.error = error.map(str::to_string);
+        Ok(())
+    }
+    async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if self.unavailable.load(Ordering::SeqCst) > 0 {
+            self.unavailable.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        let mut s = self.state.lock().unwrap();
+        for doc in &batch.documents {
+            let key = (doc.source().to_string(), doc.id().to_string());
+            let writes = s.docs.get(&key).map_or(0, |(_, n)| *n);
+            s.docs.insert(key, (doc.clone(), writes + 1));
+        }
+        for failure in &batch.failures {
+            let id = s.failures.len() as i64 + 1;
+            s.failures.push(FailureRow {
+                id,
+                run_id: run,
+                failure: failure.clone(),
+                created_at: "t".into(),
+                resolved_by: None,
+            });
+        }
+        s.commits += 1;
+        let run = s.runs.iter_mut().find(|r| r.id == run).unwrap();
+        run.checkpoint = Some(checkpoint.clone());
+        Ok(())
+    }
+    async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
+        Ok(self.state.lock().unwrap().failures.iter().filter(|f| f.run_id == run).cloned().collect())
+    }
+    async fn resolve_failures(&self, _run: RunId, _retry_run: RunId) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+// ---------- a scripted source ----------
+
+struct VecSource {
+    /// Records per partition.
+    partitions: Vec<Vec<SourceItem>>,
+    page_size: usize,
+    pages_fetched: AtomicU64,
+    /// Refuse any non-empty cursor this many times.
+    refuse_cursors: AtomicU32,
+    /// Fail this many fetches as retryable.
+    transient_errors: AtomicU32,
+}
+
+impl VecSource {
+    fn new(n: usize, partitions: usize, page_size: usize) -> Self {
+        let parts = (0..partitions)
+            .map(|p| {
+                (0..n)
+                    .filter(|i| i % partitions == p)
+                    .map(|i| {
+                        SourceItem::Record(Record::new("vec", format!("r{i:05}"), format!("record number {i} text")))
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            partitions: parts,
+            page_size,
+            pages_fetched: AtomicU64::new(0),
+            refuse_cursors: AtomicU32::new(0),
+            transient_errors: AtomicU32::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for VecSource {
+    fn name(&self) -> &str {
+        "vec"
+    }
+    async fn partitions(&self) -> Result<Vec<String>, SourceError> {
+        Ok((0..self.partitions.len()).map(|p| format!("p{p}")).collect())
+    }
+    async fn fetch(&self, _ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError> {
+        if self.transient_errors.load(Ordering::SeqCst) > 0 {
+            self.transient_errors.fetch_sub(1, Ordering::SeqCst);
+            return Err(SourceError::retryable("503 from the fake"));
+        }
+        if cursor.is_some() && self.refuse_cursors.load(Ordering::SeqCst) > 0 {
+            self.refuse_cursors.fetch_sub(1, Ordering::SeqCst);
+            return Err(SourceError::CursorInvalid { message: "expired".into() });
+        }
+        self.pages_fetched.fetch_add(1, Ordering::SeqCst);
+        let items = &self.partitions[partition[1..].parse::<usize>().unwrap()];
+        let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
+        let end = (start + self.page_size).min(items.len());
+        Ok(Page { items: items[start..end].to_vec(), next: (end < items.len()).then(|| end.to_string()), dropped: 0 })
+    }
+}
+
+// ---------- stages ----------
+
+/// Fails the whole run on the batch that holds `fail_on` while `armed`.
+struct Tripwire {
+    fail_on: String,
+    armed: AtomicBool,
+    seen: AtomicU64,
+}
+
+#[async_trait]
+impl Stage for Tripwire {
+    fn name(&self) -> &str {
+        "tripwire"
+    }
+    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        if self.armed.load(Ordering::SeqCst) && docs.iter().any(|d| d.id() == self.fail_on) {
+            return Err(StageError::permanent("boom", "tripwire"));
+        }
+        self.seen.fetch_add(docs.len() as u64, Ordering::SeqCst);
+        Ok(docs.into_iter().map(Outcome::Kept).collect())
+    }
+}
+
+/// Filters ids ending in 3, fails ids ending in 7 (retryable the first two
+/// times for ids ending in 77), labels the rest.
+struct Picky {
+    attempts: Mutex<BTreeMap<String, u32>>,
+}
+
+#[async_trait]
+impl Stage for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn counter(&self) -> Option<StageCounter> {
+        Some(StageCounter::Classified)
+    }
+    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        let mut attempts = self.attempts.lock().unwrap();
+        Ok(docs
+            .into_iter()
+            .map(|mut doc| {
+                let n = attempts.entry(doc.id().to_string()).or_default();
+                *n += 1;
+                if doc.id().ends_with("77") && *n <= 2 {
+                    Outcome::Failed { doc, error: StageError::retryable("http_503", "try later") }
+                } else if doc.id().ends_with('3') {
+                    Outcome::Filtered { doc, reason: "ends in 3".into() }
+                } else if doc.id().ends_with('7') && !doc.id().ends_with("77") {
+                    Outcome::Failed { doc, error: StageError::permanent("parse", "bad answer") }
+                } else {
+                    doc.classification = Some(Classification {
+                        category: "x".into(),
+                        confidence: 1.0,
+                        reason: None,
+                        classifier: "t".into(),
+                    });
+                    Outcome::Kept(doc)
+                }
+            })
+            .collect())
+    }
+}
+
+fn settings(mode: Mode) -> Settings {
+    Settings {
+        name: "test".into(),
+        mode,
+        batch_size: 10,
+        retry: RetryPolicy {
+            max_retries: 3,
+            min_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(5),
+        },
+        ..Settings::default()
+    }
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r{i:05}")).collect()
+}
+
+#[tokio::test]
+async fn streaming_run_stores_every_record_once_and_completes() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(237, 3, 20));
+    let pipeline = Pipeline::new(source, store.clone()).settings(settings(Mode::Streaming));
+    let summary = pipeline.run(Start::New).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+    assert_eq!(store.doc_ids(), ids(237));
+    assert_eq!(store.max_write_count(), 1);
+    assert_eq!(summary.counts.fetched, 237);
+    assert_eq!(summary.counts.stored, 237);
+    assert!(summary.checkpoint.partitions.values().all(|p| p.done));
+    assert_eq!(summary.checkpoint.partitions.len(), 3);
+}
+
+#[tokio::test]
+async fn resume_after_a_failed_batch_processes_only_what_was_not_committed() {
+    for mode in [Mode::Streaming, Mode::Batch] {
+        let store = Arc::new(MemStore::default());
+        let source = Arc::new(VecSource::new(500, 1, 30));
+        let tripwire =
+            Arc::new(Tripwire { fail_on: "r00342".into(), armed: AtomicBool::new(true), seen: AtomicU64::new(0) });
+        let pipeline = Pipeline::new(source.clone(), store.clone())
+            .settings(settings(mode))
+            .stage(StageSpec::new(tripwire.clone()).workers(2));
+        let first = pipeline.run(Start::New).await.unwrap();
+        assert_eq!(first.status, RunStatus::Failed);
+        assert!(first.error.as_deref().unwrap().contains("tripwire"));
+        let committed = store.doc_ids().len() as u64;
+        let run = store.get_run(first.run_id).await.unwrap().unwrap();
+        let checkpoint = run.checkpoint.clone().unwrap_or_default();
+        assert_eq!(checkpoint.counts.stored, committed, "{mode:?}: checkpoint counts match the store");
+        if mode == Mode::Streaming {
+            // Batches of 10 commit in order: everything before r00340's batch is in.
+            assert_eq!(committed, 340);
+        } else {
+            assert_eq!(committed, 0, "batch mode stores nothing until every stage ran over everything");
+        }
+
+        tripwire.armed.store(false, Ordering::SeqCst);
+        tripwire.seen.store(0, Ordering::SeqCst);
+        let pages_before = source.pages_fetched.load(Ordering::SeqCst);
+        if committed == 0 {
+            let err = pipeline.run(Start::Resume(first.run_id)).await.expect_err("empty checkpoint cannot be resumed");
+            assert!(err.to_string().contains("empty checkpoint"), "{err}");
+            continue;
+        }
+        let second = pipeline.run(Start::Resume(first.run_id)).await.unwrap();
+        assert_eq!(second.run_id, first.run_id, "resume continues the original run");
+        assert_eq!(second.status, RunStatus::Completed);
+        assert_eq!(store.doc_ids(), ids(500));
+        assert_eq!(store.max_write_count(), 1, "nothing committed was written again");
+        assert_eq!(
+            tripwire.seen.load(Ordering::SeqCst),
+            500 - committed,
+            "re-processed exactly the uncommitted records"
+        );
+        // 340 = 11 pages of 30 + 10: the resume re-fetches page 12 and goes on to page 17.
+        assert_eq!(source.pages_fetched.load(Ordering::SeqCst) - pages_before, 17 - 11);
+        assert_eq!(second.counts.fetched, 500, "counts are cumulative across the resume");
+        assert_eq!(second.counts.stored, 500);
+    }
+}
+
+#[tokio::test]
+async fn max_records_counts_across_resumes() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(300, 2, 25));
+    let mut s = settings(Mode::Streaming);
+    s.max_records = Some(120);
+    let pipeline = Pipeline::new(source, store.clone()).settings(s);
+    let first = pipeline.run(Start::New).await.unwrap();
+    assert_eq!(first.status, RunStatus::Completed);
+    assert_eq!(first.counts.fetched, 120);
+    assert_eq!(store.doc_ids().len(), 120);
+
+    // Same limit: resuming the completed-by-limit run is refused (completed), a
+    // stopped one would fetch nothing more. Raise the limit and resume a copy.
+    let mut run = store.get_run(first.run_id).await.unwrap().unwrap();
+    run.status = RunStatus::Stopped;
+    store.state.lock().unwrap().runs[0] = run;
+    let mut s = settings(Mode::Streaming);
+    s.max_records = Some(200);
+    let pipeline = Pipeline::new(Arc::new(VecSource::new(300, 2, 25)), store.clone()).settings(s);
+    let second = pipeline.run(Start::Resume(first.run_id)).await.unwrap();
+    assert_eq!(second.counts.fetched, 200, "the limit is cumulative, not per session");
+    assert_eq!(store.doc_ids().len(), 200);
+    assert_eq!(store.max_write_count(), 1);
+}
+
+#[tokio::test]
+async fn failures_are_recorded_retryable_ones_retried_and_counts_add_up() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(200, 1, 50));
+    let pipeline = Pipeline::new(source, store.clone())
+        .settings(settings(Mode::Streaming))
+        .stage(StageSpec::new(Arc::new(Picky { attempts: Mutex::new(BTreeMap::new()) })));
+    let mut events = Vec::new();
+    let mut stream = Box::pin(pipeline.stream_events(Start::New).await.unwrap());
+    while let Some(e) = stream.next().await {
+        events.push(e);
+    }
+    let finished = events.iter().find_map(|e| match &e.kind {
+        EventKind::RunFinished { counts, status, .. } => Some((*counts, *status)),
+        _ => None,
+    });
+    let (counts, status) = finished.expect("RunFinished is the last event");
+    assert_eq!(status, RunStatus::Completed);
+    // ids r00000..r00199: 20 end in 3 (filtered), 18 end in 7 but not 77 (failed), r00077/r00177 succeed on retry.
+    assert_eq!(counts.filtered, 20);
+    assert_eq!(counts.failed, 18);
+    assert_eq!(counts.stored, 200 - 20 - 18);
+    assert_eq!(counts.classified, counts.stored);
+    assert_eq!(store.failures(1).await.unwrap().len(), 18);
+    assert!(store.doc_ids().contains(&"r00077".to_string()));
+    let failed_events = events.iter().filter(|e| e.kind.name() == "DocumentFailed").count();
+    assert_eq!(failed_events, 18);
+    assert_eq!(events.first().unwrap().kind.name(), "RunStarted");
+    assert_eq!(events.last().unwrap().kind.name(), "RunFinished");
+    assert_eq!(events.iter().filter(|e| e.kind.name() == "DocumentCompleted").count(), 162);
+}
+
+#[tokio::test]
+async fn invalid_cursor_restarts_the_partition_without_duplicates() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(100, 1, 10));
+    source.refuse_cursors.store(1, Ordering::SeqCst);
+    source.transient_errors.store(2, Ordering::SeqCst);
+    let pipeline = Pipeline::new(source.clone(), store.clone()).settings(settings(Mode::Streaming));
+    let mut handle = pipeline.start(Start::New).await.unwrap();
+    let mut fallbacks = 0;
+    let mut backoffs = 0;
+    while let Some(e) = handle.next_event().await {
+        match e.kind {
+            EventKind::CursorFallback { .. } => fallbacks += 1,
+            EventKind::AdapterStateChange { new_state, .. } if new_state == "backing_off" => backoffs += 1,
+            _ => {}
+        }
+    }
+    let summary = handle.wait().await;
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert_eq!(fallbacks, 1);
+    assert_eq!(backoffs, 2);
+    assert_eq!(store.doc_ids(), ids(100));
+}
+
+#[tokio::test]
+async fn both_modes_store_identical_documents() {
+    let mut results = Vec::new();
+    for mode in [Mode::Streaming, Mode::Batch] {
+        let store = Arc::new(MemStore::default());
+        let pipeline = Pipeline::new(Arc::new(VecSource::new(333, 2, 40)), store.clone())
+            .settings(settings(mode))
+            .stage(StageSpec::new(Arc::new(Picky { attempts: Mutex::new(BTreeMap::new()) })).workers(3));
+        let summary = pipeline.run(Start::New).await.unwrap();
+        assert_eq!(summary.status, RunStatus::Completed);
+        results.push((store.docs(), summary.counts));
+    }
+    assert_eq!(results[0].0.len(), 333 - 33 - 30);
+    assert_eq!(results[0], results[1]);
+}
+
+#[tokio::test]
+async fn a_stop_ends_at_a_batch_boundary_and_the_run_resumes() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(MemStore { gate: Some(gate.clone()), ..MemStore::default() });
+    let pipeline =
+        Pipeline::new(Arc::new(VecSource::new(1000, 1, 10)), store.clone()).settings(settings(Mode::Streaming));
+    let mut handle = pipeline.start(Start::New).await.unwrap();
+    gate.add_permits(3);
+    // Wait for the third commit, then stop and let everything in flight commit.
+    let mut committed = 0;
+    while let Some(e) = handle.next_event().await {
+        if e.kind.name() == "BatchCommitted" {
+            committed += 1;
+            if committed == 3 {
+                break;
+            }
+        }
+    }
+    handle.stop_token().cancel();
+    gate.add_permits(1000);
+    let summary = handle.wait().await;
+    assert_eq!(summary.status, RunStatus::Stopped);
+    let stored = store.doc_ids().len();
+    assert!((30..1000).contains(&stored), "stopped early with whole batches: {stored}");
+    assert_eq!(stored % 10, 0, "only whole batches are committed");
+    assert_eq!(summary.counts.stored as usize, stored);
+
+    let resumed = pipeline.run(Start::Resume(summary.run_id)).await.unwrap();
+    assert_eq!(resumed.status, RunStatus::Completed);
+    assert_eq!(store.doc_ids(), ids(1000));
+    assert_eq!(store.max_write_count(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_store_holds_the_fetcher_back() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(MemStore { gate: Some(gate.clone()), ..MemStore::default() });
+    let source = Arc::new(VecSource::new(10_000, 1, 10));
+    let pipeline = Pipeline::new(source.clone(), store.clone())
+        .settings(settings(Mode::Streaming))
+        .stage(StageSpec::new(Arc::new(Picky { attempts: Mutex::new(BTreeMap::new()) })).workers(2));
+    let bound = pipeline.max_batches_in_flight();
+    let handle = pipeline.start(Start::New).await.unwrap();
+    // No commit can finish: let the pipeline fill up, then look at how far the fetcher got.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let pages = source.pages_fetched.load(Ordering::SeqCst) as usize;
+    // Each batch is one page here. Besides the batches in flight, one page is
+    // being cut by the batcher, one waits in its channel, one in the fetcher.
+    assert!(pages <= bound + 3, "fetched {pages} pages with a blocked store (bound {bound})");
+    assert!(pages >= 2, "the pipeline should have filled up: {pages}");
+    handle.stop_token().cancel();
+    gate.add_permits(100_000);
+    let summary = handle.wait().await;
+    assert_eq!(summary.status, RunStatus::Stopped);
+}
+
+#[tokio::test]
+async fn store_outage_is_retried_and_nothing_is_lost() {
+    let store = Arc::new(MemStore { unavailable: AtomicU32::new(3), ..MemStore::default() });
+    let pipeline =
+        Pipeline::new(Arc::new(VecSource::new(95, 1, 10)), store.clone()).settings(settings(Mode::Streaming));
+    let summary = pipeline.run(Start::New).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert_eq!(store.doc_ids(), ids(95));
+    assert_eq!(store.state.lock().unwrap().commits, 10);
+}
+
+#[tokio::test]
+async fn a_second_run_on_a_busy_store_is_refused() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(MemStore { gate: Some(gate.clone()), ..MemStore::default() });
+    let pipeline =
+        Pipeline::new(Arc::new(VecSource::new(100, 1, 10)), store.clone()).settings(settings(Mode::Streaming));
+    let handle = pipeline.start(Start::New).await.unwrap();
+    let err = pipeline.start(Start::New).await.err().unwrap();
+    assert!(matches!(err, EngineError::Store(StoreError::Busy { active_run_id: 1 })), "{err:?}");
+    gate.add_permits(1000);
+    assert_eq!(handle.wait().await.status, RunStatus::Completed);
+    assert!(pipeline.start(Start::New).await.is_ok(), "the slot is free once the run ended");
+}
+
+#[tokio::test]
+async fn byte_bound_closes_batches_early() {
+    let store = Arc::new(MemStore::default());
+    let mut s = settings(Mode::Streaming);
+    s.batch_size = 500;
+    s.max_batch_bytes = 1024; // each record is ~100 bytes: about 10 a batch
+    let pipeline = Pipeline::new(Arc::new(VecSource::new(200, 1, 100)), store.clone()).settings(s);
+    let summary = pipeline.run(Start::New).await.unwrap();
+    assert_eq!(store.doc_ids().len(), 200);
+    assert!(summary.checkpoint.batches >= 15, "batches: {}", summary.checkpoint.batches);
+}
+
+#[tokio::test]
+async fn iter_results_yields_each_committed_document() {
+    let store = Arc::new(MemStore::default());
+    let pipeline =
+        Pipeline::new(Arc::new(VecSource::new(57, 1, 10)), store.clone()).settings(settings(Mode::Streaming));
+    let docs: Vec<Document> = pipeline.iter_results(Start::New).await.unwrap().collect().await;
+    let got: Vec<String> = docs.iter().map(|d| d.id().to_string()).collect();
+    assert_eq!(got, ids(57));
+}
