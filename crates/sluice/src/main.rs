@@ -1,1 +1,61 @@
-fn main() {}
+//! `sluice`: run streaming, checkpointed, resumable ingestion pipelines.
+
+mod assemble;
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod progress;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::progress::{LogWriter, stderr_is_terminal};
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is worth saying.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("warning: .env could not be read: {e}");
+    }
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Run(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::code::FAILED);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Logs go to stderr. `SLUICE_LOG` (or `RUST_LOG`) sets the filter; the
+/// default is `info`, or `warn` while a progress bar is on a terminal.
+fn init_logging(format: LogFormat, running: bool) {
+    let default = if running && stderr_is_terminal() { "warn" } else { "info" };
+    let filter = std::env::var("SLUICE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).with_target(false);
+    let result = match format {
+        LogFormat::Text => builder.with_ansi(stderr_is_terminal()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("warning: logging not initialised: {e}");
+    }
+}

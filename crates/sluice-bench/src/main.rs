@@ -1,0 +1,178 @@
+//! Benchmarks of the engine, printed as Markdown rows for BENCHMARKS.md.
+//!
+//! ```sh
+//! cargo run --release -p sluice-bench -- throughput [RECORDS]
+//! cargo run --release -p sluice-bench -- rss RECORDS          # one size per process: peak RSS is per process
+//! cargo run --release -p sluice-bench -- modes
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sluice_connectors::registry::{StageConfig, StageEntry, build_stage};
+use sluice_connectors::source::generate::{GenerateConfig, GenerateSource};
+use sluice_connectors::stage::classify_rules::{Rule, RulesClassifyConfig};
+use sluice_connectors::stage::filter::FilterConfig;
+use sluice_connectors::stage::normalize::NormalizeConfig;
+use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_core::{
+    Context, Document, Mode, Outcome, Pipeline, RunStatus, Settings, Stage, StageError, StageSpec, Start,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let number = |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    match args.first().map(String::as_str) {
+        Some("throughput") => runtime.block_on(throughput(number(1, 1_000_000))),
+        Some("rss") => runtime.block_on(rss(number(1, 100_000))),
+        Some("modes") => runtime.block_on(modes()),
+        _ => eprintln!("usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes"),
+    }
+}
+
+fn stage(config: StageConfig) -> StageSpec {
+    build_stage(&StageEntry { workers: 1, stage: config }).expect("stage config")
+}
+
+/// generate -> normalize -> filter -> classify(rules) -> SQLite.
+fn engine_pipeline(records: u64, batch_size: usize, per_document_events: bool, db: &std::path::Path) -> Pipeline {
+    let mut gen_config = GenerateConfig::new(records);
+    gen_config.page_size = 500;
+    let source = Arc::new(GenerateSource::new(gen_config).expect("generate"));
+    let store = Arc::new(SqliteStore::open(db).expect("sqlite"));
+    let rules = RulesClassifyConfig {
+        rules: vec![
+            Rule { category: "billing".into(), keywords: vec!["refund".into(), "invoice".into(), "billing".into()] },
+            Rule { category: "account".into(), keywords: vec!["login".into(), "password".into()] },
+            Rule { category: "bug".into(), keywords: vec!["crash".into(), "error".into(), "bug".into()] },
+        ],
+        default_category: "other".into(),
+    };
+    Pipeline::new(source, store)
+        .settings(Settings { batch_size, per_document_events, name: "bench".into(), ..Settings::default() })
+        .stage(stage(StageConfig::Normalize(NormalizeConfig::default())))
+        .stage(stage(StageConfig::Filter(FilterConfig::default())))
+        .stage(stage(StageConfig::Classify(rules)))
+}
+
+/// Runs to the end, reading every event as a consumer would.
+async fn drive(pipeline: &Pipeline) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut events = Box::pin(pipeline.stream_events(Start::New).await.expect("start"));
+    let mut seen = 0u64;
+    while events.next().await.is_some() {
+        seen += 1;
+    }
+    (started.elapsed(), seen)
+}
+
+async fn throughput(records: u64) {
+    println!("| batch size | per-document events | records | wall s | records/s | events |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for batch_size in [50, 500] {
+        for events in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let pipeline = engine_pipeline(records, batch_size, events, &dir.path().join("bench.db"));
+            let (wall, seen) = drive(&pipeline).await;
+            println!(
+                "| {batch_size} | {} | {records} | {:.2} | {:.0} | {seen} |",
+                if events { "on" } else { "off" },
+                wall.as_secs_f64(),
+                records as f64 / wall.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Peak resident set of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn rss(records: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = engine_pipeline(records, 50, false, &dir.path().join("bench.db"));
+    let (wall, _) = drive(&pipeline).await;
+    println!(
+        "| {records} | 50 | {:.1} | {:.0} | {:.1} |",
+        wall.as_secs_f64(),
+        records as f64 / wall.as_secs_f64(),
+        peak_rss_mib()
+    );
+}
+
+/// A stage that only waits, standing for a remote call of fixed latency per batch.
+struct Latency {
+    name: String,
+    per_batch: Duration,
+}
+
+#[async_trait]
+impl Stage for Latency {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        tokio::time::sleep(self.per_batch).await;
+        Ok(docs.into_iter().map(Outcome::Kept).collect())
+    }
+}
+
+async fn modes() {
+    const RECORDS: u64 = 5_000;
+    const BATCH: u64 = 50;
+    const PAGE_MS: u64 = 20;
+    let stage_ms = [10u64, 15];
+    let pages = RECORDS / BATCH;
+    let fetch_alone = pages * PAGE_MS;
+    let stage_alone: Vec<u64> = stage_ms.iter().map(|ms| pages * ms).collect();
+    let ideal = Duration::from_millis(*stage_alone.iter().chain([&fetch_alone]).max().unwrap_or(&0));
+    let sequential = Duration::from_millis(fetch_alone + stage_alone.iter().sum::<u64>());
+    println!(
+        "{RECORDS} records, pages of {BATCH} at {PAGE_MS} ms, stages of {:?} ms per batch: fetch alone {fetch_alone} ms, stages alone {stage_alone:?} ms",
+        stage_ms
+    );
+    println!("| mode | wall s | ideal s (slowest stage alone) | ratio to ideal | sum of stages s |");
+    println!("| --- | --- | --- | --- | --- |");
+    for mode in [Mode::Streaming, Mode::Batch] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = GenerateConfig::new(RECORDS);
+        config.page_size = BATCH as usize;
+        config.latency_ms = PAGE_MS;
+        let source = Arc::new(GenerateSource::new(config).expect("generate"));
+        let store = Arc::new(SqliteStore::open(&dir.path().join("modes.db")).expect("sqlite"));
+        let mut pipeline = Pipeline::new(source, store).settings(Settings {
+            mode,
+            batch_size: BATCH as usize,
+            per_document_events: false,
+            name: "modes".into(),
+            ..Settings::default()
+        });
+        for (i, ms) in stage_ms.iter().enumerate() {
+            pipeline = pipeline.stage(StageSpec::new(Arc::new(Latency {
+                name: format!("latency{i}"),
+                per_batch: Duration::from_millis(*ms),
+            })));
+        }
+        let started = Instant::now();
+        let summary = pipeline.run(Start::New).await.expect("run");
+        let wall = started.elapsed();
+        assert_eq!(summary.status, RunStatus::Completed);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            mode.as_str(),
+            wall.as_secs_f64(),
+            ideal.as_secs_f64(),
+            wall.as_secs_f64() / ideal.as_secs_f64(),
+            sequential.as_secs_f64()
+        );
+    }
+}

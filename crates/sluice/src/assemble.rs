@@ -1,0 +1,42 @@
+//! Builds a runnable pipeline from a pipeline file and an opened store.
+
+use std::sync::Arc;
+
+use sluice_connectors::registry::{OpenedStore, build_source, build_stage, open_store};
+use sluice_core::{Pipeline, Store};
+
+use crate::cli::StoreArgs;
+use crate::config::{ConfigError, PipelineFile, resolve_store};
+use crate::error::CliError;
+
+pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
+    let source = build_source(&file.source)?;
+    let mut pipeline = Pipeline::new(source, store).settings(file.settings());
+    for entry in &file.stages {
+        pipeline = pipeline.stage(build_stage(entry)?);
+    }
+    Ok(pipeline)
+}
+
+pub fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Opens the store named by `--db`, else `DATABASE_URL`, else the file's
+/// `[store]`, else `sluice.db`.
+pub fn open_store_for(db: Option<&str>, file: Option<&PipelineFile>) -> Result<OpenedStore, CliError> {
+    let config = match db {
+        Some(url) => sluice_connectors::registry::StoreConfig::from_url(url)?,
+        None => resolve_store(file, &env_var)?,
+    };
+    Ok(open_store(&config)?)
+}
+
+/// For the read-only commands: the store of `--db`/`DATABASE_URL`/`-c FILE`.
+pub fn open_store_args(args: &StoreArgs) -> Result<OpenedStore, CliError> {
+    let file = match &args.config {
+        Some(path) => Some(PipelineFile::load(path)?),
+        None => None,
+    };
+    open_store_for(args.db.as_deref(), file.as_ref())
+}

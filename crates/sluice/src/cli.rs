@@ -1,0 +1,128 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Streaming, checkpointed, resumable ingestion pipelines")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline (or resume a stopped/failed run of it).
+    Run(RunArgs),
+    /// List the latest runs, newest first.
+    Runs(RunsArgs),
+    /// Show a run: status, phase, counts, checkpoint.
+    Status(StatusArgs),
+    /// Summarize an events file written with `run --events-out`.
+    Events(EventsArgs),
+    /// List the failed records of a run, or retry them.
+    Failures(FailuresArgs),
+}
+
+/// Where to find the store: `--db`, else `DATABASE_URL`, else the pipeline file's `[store]`, else `sluice.db`.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Pipeline file (its `[store]` is used when neither --db nor DATABASE_URL is given).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Store URL or path, e.g. `sqlite:sluice.db`.
+    #[arg(long)]
+    pub db: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Pipeline file.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Resume the latest stopped or failed run of this pipeline.
+    #[arg(long, conflicts_with = "resume_run_id")]
+    pub resume: bool,
+    /// Resume this run, with its original settings.
+    #[arg(long)]
+    pub resume_run_id: Option<i64>,
+    /// Write every event as a JSON line to this file.
+    #[arg(long)]
+    pub events_out: Option<PathBuf>,
+    /// Do not emit per-document events (faster; counts and batches still reported).
+    #[arg(long)]
+    pub no_document_events: bool,
+    /// Stop after this many records in total (counted across resumes).
+    #[arg(long)]
+    pub max_records: Option<u64>,
+    /// Store URL or path, overriding the file and DATABASE_URL.
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar or progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    pub run_id: i64,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FailuresArgs {
+    #[command(subcommand)]
+    pub action: Option<FailuresAction>,
+    /// The run whose failures to list (default: the latest run).
+    pub run_id: Option<i64>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FailuresAction {
+    /// Re-run a run's failed records through its pipeline.
+    Retry {
+        run_id: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}

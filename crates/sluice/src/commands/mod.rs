@@ -1,0 +1,24 @@
+pub mod events;
+pub mod failures;
+pub mod run;
+pub mod runs;
+
+use crate::cli::Command;
+use crate::error::CliError;
+
+pub async fn dispatch(command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Runs(args) => runs::list(args).await,
+        Command::Status(args) => runs::status(args).await,
+        Command::Events(args) => events::summarize(args),
+        Command::Failures(args) => failures::failures(args).await,
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `sluice run`: start or resume a run and follow it to the end.
+
+use std::sync::Arc;
+
+use sluice_core::{Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::assemble::{build_pipeline, env_var, open_store_for};
+use crate::cli::RunArgs;
+use crate::commands::print_json;
+use crate::config::PipelineFile;
+use crate::error::{CliError, code};
+use crate::progress::{Reporter, summary_line};
+
+pub async fn run(args: RunArgs) -> Result<u8, CliError> {
+    let resuming = args.resume || args.resume_run_id.is_some();
+    // A resume by id needs no pipeline file: the run carries its settings.
+    let file = if args.resume_run_id.is_some() && !args.config.exists() {
+        None
+    } else {
+        let mut file = PipelineFile::load(&args.config)?;
+        file.apply_env(&env_var)?;
+        Some(file)
+    };
+    let store = open_store_for(args.db.as_deref(), file.as_ref())?.as_store();
+
+    let (mut file, start, origin) = if resuming {
+        let run = find_run_to_resume(&store, &args, file.as_ref()).await?;
+        tracing::info!(run_id = run.id, status = %run.status, "resuming run with its original settings");
+        (PipelineFile::from_saved(&run.config)?, Start::Resume(run.id), format!("the saved settings of run {}", run.id))
+    } else {
+        let file = file.ok_or_else(|| CliError::usage("a pipeline file is needed to start a run"))?;
+        (file, Start::New, args.config.display().to_string())
+    };
+    if args.max_records.is_some() {
+        file.max_records = args.max_records;
+    }
+    if args.no_document_events {
+        file.per_document_events = Some(false);
+    }
+    let pipeline = build_pipeline(&file, store.clone()).map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
+    follow(pipeline, start, &args).await
+}
+
+/// Finds the run `--resume`/`--resume-run-id` means, after marking runs left
+/// active by a dead process as failed (so a crashed run can be resumed).
+async fn find_run_to_resume(
+    store: &Arc<dyn Store>,
+    args: &RunArgs,
+    file: Option<&PipelineFile>,
+) -> Result<RunInfo, CliError> {
+    drop(store.acquire_active().await?);
+    if let Some(id) = args.resume_run_id {
+        return store.get_run(id).await?.ok_or_else(|| CliError::usage(format!("run {id} not found")));
+    }
+    let name = file.and_then(|f| f.name.clone()).unwrap_or_default();
+    let runs = store.list_runs(1000).await?;
+    runs.into_iter()
+        .find(|run| {
+            run.pipeline == name
+                && run.status.is_resumable()
+                && run.checkpoint.as_ref().is_some_and(|c| !c.is_empty())
+        })
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "No resumable run found for pipeline {name:?}: no stopped or failed run of it has a checkpoint; start a new run"
+            ))
+        })
+}
+
+async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, CliError> {
+    let mut reporter =
+        Reporter::new(args.quiet, args.events_out.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let mut handle: RunHandle = pipeline.start(start).await?;
+    let run_id = handle.run_id;
+    tracing::info!(run_id, resumed = handle.resumed, store = %pipeline.store().describe(), "run started");
+    let signals = tokio::spawn(stop_on_signals(handle.stop_token()));
+
+    let mut write_error = None;
+    while let Some(event) = handle.next_event().await {
+        if write_error.is_none()
+            && let Err(e) = reporter.on_event(&event)
+        {
+            // The run goes on; its data matters more than its event log.
+            tracing::error!(error = %e, "events file is no longer written");
+            write_error = Some(e);
+        }
+    }
+    let summary = handle.wait().await;
+    signals.abort();
+    reporter.finish().map_err(|e| CliError::runtime(e.to_string()))?;
+    report(&summary, args.json)?;
+    Ok(match summary.status {
+        RunStatus::Completed => code::OK,
+        RunStatus::Stopped | RunStatus::Stopping => code::STOPPED,
+        RunStatus::Failed | RunStatus::Running => code::FAILED,
+    })
+}
+
+fn report(summary: &RunSummary, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(summary)?;
+    }
+    eprintln!(
+        "run {} {} in {:.1}s: {}",
+        summary.run_id,
+        summary.status,
+        summary.duration_seconds,
+        summary_line(&summary.counts)
+    );
+    match summary.status {
+        RunStatus::Failed => eprintln!(
+            "error: {}\nThe checkpoint is kept: fix the cause and resume with `sluice run --resume-run-id {}`",
+            summary.error.as_deref().unwrap_or("unknown"),
+            summary.run_id
+        ),
+        RunStatus::Stopped => {
+            eprintln!("Resume with `sluice run --resume-run-id {}` (or `sluice run --resume`)", summary.run_id)
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: stop at the next batch boundary. Second: abort now.
+async fn stop_on_signals(stop: CancellationToken) {
+    wait_for_signal().await;
+    tracing::warn!("stop requested: finishing the batch in flight (signal again to abort at once)");
+    stop.cancel();
+    wait_for_signal().await;
+    eprintln!("aborted; the last committed checkpoint is kept");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

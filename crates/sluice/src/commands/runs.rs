@@ -1,0 +1,69 @@
+//! `sluice runs` and `sluice status`: read runs straight from the store.
+
+use crate::assemble::open_store_args;
+use crate::cli::{RunsArgs, StatusArgs};
+use crate::commands::print_json;
+use crate::error::{CliError, code};
+use crate::progress::summary_line;
+use crate::status::RunStatusDoc;
+
+pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
+    let store = open_store_args(&args.store)?.as_store();
+    let runs = store.list_runs(args.limit as usize).await?;
+    let docs: Vec<RunStatusDoc> = runs.iter().map(RunStatusDoc::new).collect();
+    if args.json {
+        print_json(&docs)?;
+        return Ok(code::OK);
+    }
+    if docs.is_empty() {
+        println!("no runs in {}", store.describe());
+        return Ok(code::OK);
+    }
+    println!(
+        "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  started",
+        "run", "pipeline", "status", "phase", "stored", "failed"
+    );
+    for d in &docs {
+        println!(
+            "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  {}",
+            d.run_id, d.pipeline, d.status, d.current_phase, d.counts.stored, d.counts.failed, d.started_at
+        );
+    }
+    Ok(code::OK)
+}
+
+pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
+    let store = open_store_args(&args.store)?.as_store();
+    let run = store
+        .get_run(args.run_id)
+        .await?
+        .ok_or_else(|| CliError::usage(format!("run {} not found in {}", args.run_id, store.describe())))?;
+    let doc = RunStatusDoc::new(&run);
+    if args.json {
+        print_json(&doc)?;
+        return Ok(code::OK);
+    }
+    println!("run {} ({})", doc.run_id, doc.pipeline);
+    println!("  status:   {}", doc.status);
+    println!("  phase:    {}", doc.current_phase);
+    println!("  counts:   {}", summary_line(&doc.counts));
+    println!("  started:  {}", doc.started_at);
+    println!("  updated:  {}", doc.updated_at);
+    if let Some(finished) = &doc.finished_at {
+        println!("  finished: {finished}");
+    }
+    if let Some(error) = &doc.error {
+        println!("  error:    {error}");
+    }
+    if let Some(cp) = &doc.checkpoint {
+        println!("  checkpoint: {} batches committed", cp.batches);
+        for (partition, pos) in &cp.partitions {
+            let state =
+                if pos.done { "done".to_string() } else { format!("cursor={:?} skip={}", pos.cursor, pos.skip) };
+            println!("    {partition}: {state}");
+        }
+    } else {
+        println!("  checkpoint: none (nothing committed yet)");
+    }
+    Ok(code::OK)
+}

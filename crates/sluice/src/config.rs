@@ -1,0 +1,274 @@
+//! The pipeline file (TOML) and the environment variables that override it.
+//! Every bad value is refused at start with the key, the value and what is
+//! allowed; a resumed run reads its original settings back from the store.
+
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sluice_connectors::registry::{SourceConfig, StageEntry, StoreConfig};
+use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
+use sluice_core::{Mode, Settings};
+
+/// The pipeline file, as written by the user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Runs are resumed by pipeline name; defaults to the file's stem.
+    pub name: Option<String>,
+    pub mode: Option<Mode>,
+    pub batch_size: Option<usize>,
+    pub max_batch_bytes: Option<usize>,
+    pub max_records: Option<u64>,
+    pub per_document_events: Option<bool>,
+    pub partition_concurrency: Option<usize>,
+    pub phase: Option<String>,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub stages: Vec<StageEntry>,
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+}
+
+/// A configuration error, shown to the user as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<sluice_connectors::ConfigError> for ConfigError {
+    fn from(e: sluice_connectors::ConfigError) -> Self {
+        ConfigError(e.0)
+    }
+}
+
+impl PipelineFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read pipeline file {}: {e}", path.display())))?;
+        let mut file: PipelineFile =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("invalid pipeline file {}: {e}", path.display())))?;
+        if file.name.is_none() {
+            file.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        file.validate(&format!(" in {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// The settings as they were saved with a run.
+    pub fn from_saved(value: &serde_json::Value) -> Result<Self, ConfigError> {
+        serde_json::from_value(value.clone())
+            .map_err(|e| ConfigError(format!("the run's saved configuration cannot be read: {e}")))
+    }
+
+    /// Applies `PIPELINE_MODE`, `PIPELINE_STREAMING_BATCH`,
+    /// `PIPELINE_STREAMING_BATCH_SIZE` and `EMBEDDING_BATCH_SIZE` from `env`.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mode = env("PIPELINE_MODE").map(|v| parse_mode(&v)).transpose()?;
+        let flag = env("PIPELINE_STREAMING_BATCH").map(|v| parse_flag(&v)).transpose()?;
+        match (mode, flag) {
+            (Some(mode), Some(flag)) if (mode == Mode::Streaming) != flag => {
+                return Err(ConfigError(format!(
+                    "PIPELINE_MODE={} contradicts PIPELINE_STREAMING_BATCH={flag}: set one of them",
+                    mode.as_str()
+                )));
+            }
+            (Some(mode), _) => self.mode = Some(mode),
+            (None, Some(true)) => self.mode = Some(Mode::Streaming),
+            (None, Some(false)) => self.mode = Some(Mode::Batch),
+            (None, None) => {}
+        }
+        if let Some(value) = env("PIPELINE_STREAMING_BATCH_SIZE") {
+            self.batch_size = Some(parse_in_range(
+                "PIPELINE_STREAMING_BATCH_SIZE",
+                &value,
+                MIN_BATCH_SIZE as u64,
+                MAX_BATCH_SIZE as u64,
+            )? as usize);
+        }
+        if let Some(value) = env("EMBEDDING_BATCH_SIZE") {
+            let size = parse_in_range("EMBEDDING_BATCH_SIZE", &value, 1, 2048)? as usize;
+            for entry in &mut self.stages {
+                if let sluice_connectors::registry::StageConfig::Embed(embed) = &mut entry.stage {
+                    embed.batch_size = size;
+                }
+            }
+        }
+        self.validate("")
+    }
+
+    /// Checks the values; `origin` (e.g. ` in pipeline.toml`) ends each message.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let refuse = |message: String| Err(ConfigError(format!("{message}{origin}")));
+        if let Some(size) = self.batch_size
+            && !(MIN_BATCH_SIZE..=MAX_BATCH_SIZE).contains(&size)
+        {
+            return refuse(format!("batch_size = {size} is out of range (allowed: {MIN_BATCH_SIZE}-{MAX_BATCH_SIZE})"));
+        }
+        if let Some(bytes) = self.max_batch_bytes
+            && bytes < 1024
+        {
+            return refuse(format!("max_batch_bytes = {bytes} is too small (allowed: at least 1024)"));
+        }
+        if self.max_records == Some(0) {
+            return refuse("max_records = 0 would fetch nothing (allowed: at least 1, or leave it out)".into());
+        }
+        if let Some(n) = self.partition_concurrency
+            && !(1..=64).contains(&n)
+        {
+            return refuse(format!("partition_concurrency = {n} is out of range (allowed: 1-64)"));
+        }
+        if let Some(name) = &self.name
+            && name.trim().is_empty()
+        {
+            return refuse("name is empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        self.store.clone().unwrap_or_default()
+    }
+
+    /// The engine settings this file describes; `config` is saved with the run.
+    pub fn settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            name: self.name.clone().unwrap_or_else(|| "default".into()),
+            mode: self.mode.unwrap_or_default(),
+            batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            max_batch_bytes: self.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
+            max_records: self.max_records,
+            partition_concurrency: self.partition_concurrency.unwrap_or(defaults.partition_concurrency),
+            per_document_events: self.per_document_events.unwrap_or(true),
+            phase: self.phase.clone().unwrap_or(defaults.phase.clone()),
+            config: serde_json::to_value(self).unwrap_or_default(),
+            ..defaults
+        }
+    }
+}
+
+fn parse_mode(value: &str) -> Result<Mode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "streaming" => Ok(Mode::Streaming),
+        "batch" => Ok(Mode::Batch),
+        _ => Err(ConfigError(format!("PIPELINE_MODE={value} is not a mode (allowed: streaming, batch)"))),
+    }
+}
+
+fn parse_flag(value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!("PIPELINE_STREAMING_BATCH={value} is not a boolean (allowed: true, false)"))),
+    }
+}
+
+fn parse_in_range(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("{key}={value} is not a whole number (allowed: {min}-{max})")))?;
+    if !(min..=max).contains(&n) {
+        return Err(ConfigError(format!("{key}={value} is out of range (allowed: {min}-{max})")));
+    }
+    Ok(n)
+}
+
+/// The store to use: `DATABASE_URL` if set, else the file's `[store]`, else `sluice.db`.
+pub fn resolve_store(
+    file: Option<&PipelineFile>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, ConfigError> {
+    if let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
+        return Ok(StoreConfig::from_url(&url)?);
+    }
+    Ok(file.map(PipelineFile::store_config).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[source]\nkind = \"generate\"\ncount = 10\n";
+
+    fn file(text: &str) -> Result<PipelineFile, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        PipelineFile::load(&path)
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn name_defaults_to_file_stem_and_settings_default() {
+        let f = file(MINIMAL).unwrap();
+        assert_eq!(f.name.as_deref(), Some("p"));
+        let s = f.settings();
+        assert_eq!(s.batch_size, 50);
+        assert_eq!(s.mode, Mode::Streaming);
+    }
+
+    #[test]
+    fn bad_values_in_file_name_key_value_and_range() {
+        let err = file(&format!("batch_size = 5\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("batch_size") && err.contains('5') && err.contains("10-500"), "{err}");
+        let err = file(&format!("batchsize = 50\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("batchsize") && err.contains("line 1"), "{err}");
+        let err = file("[source]\nkind = \"nope\"\n").unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_and_refuses_bad_values() {
+        let mut f = file(MINIMAL).unwrap();
+        f.apply_env(&env_of(&[("PIPELINE_STREAMING_BATCH_SIZE", "120"), ("PIPELINE_MODE", "batch")])).unwrap();
+        assert_eq!(f.settings().batch_size, 120);
+        assert_eq!(f.settings().mode, Mode::Batch);
+
+        let mut f = file(MINIMAL).unwrap();
+        f.apply_env(&env_of(&[("PIPELINE_STREAMING_BATCH", "false")])).unwrap();
+        assert_eq!(f.settings().mode, Mode::Batch);
+
+        for (pairs, needle) in [
+            (
+                &[("PIPELINE_STREAMING_BATCH_SIZE", "501")][..],
+                "PIPELINE_STREAMING_BATCH_SIZE=501 is out of range (allowed: 10-500)",
+            ),
+            (
+                &[("PIPELINE_STREAMING_BATCH_SIZE", "lots")][..],
+                "PIPELINE_STREAMING_BATCH_SIZE=lots is not a whole number",
+            ),
+            (&[("PIPELINE_MODE", "fast")][..], "PIPELINE_MODE=fast is not a mode"),
+            (&[("PIPELINE_STREAMING_BATCH", "maybe")][..], "PIPELINE_STREAMING_BATCH=maybe is not a boolean"),
+            (&[("PIPELINE_MODE", "batch"), ("PIPELINE_STREAMING_BATCH", "true")][..], "contradicts"),
+            (&[("EMBEDDING_BATCH_SIZE", "0")][..], "EMBEDDING_BATCH_SIZE=0 is out of range"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            let mut f = file(MINIMAL).unwrap();
+            let err = f.apply_env(&env_of(pairs)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should contain {needle}");
+        }
+    }
+
+    #[test]
+    fn saved_config_round_trips() {
+        let f = file(&format!("batch_size = 20\n{MINIMAL}")).unwrap();
+        let saved = f.settings().config;
+        let back = PipelineFile::from_saved(&saved).unwrap();
+        assert_eq!(back.settings().batch_size, 20);
+        assert_eq!(back.name, f.name);
+    }
+
+    #[test]
+    fn database_url_beats_the_file() {
+        let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();
+        let store = resolve_store(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
+        assert!(matches!(store, StoreConfig::Sqlite { path } if path == PathBuf::from("b.db")));
+        let store = resolve_store(Some(&f), &env_of(&[])).unwrap();
+        assert!(matches!(store, StoreConfig::Sqlite { path } if path == PathBuf::from("a.db")));
+    }
+}

@@ -1,0 +1,138 @@
+//! What the user sees while a run goes: a progress bar on a terminal, plain
+//! progress lines otherwise, and the JSONL event log when asked.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_core::{Counts, Event, EventKind};
+
+/// The bar logs must step around, when one is shown.
+static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn active_bar() -> &'static Mutex<Option<ProgressBar>> {
+    ACTIVE_BAR.get_or_init(|| Mutex::new(None))
+}
+
+/// A log writer for tracing that hides the progress bar while it writes.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = active_bar().lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last_line: Instant,
+    events_out: Option<(BufWriter<File>, String)>,
+    counts: Counts,
+    rate: f64,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool, events_out: Option<&Path>) -> std::io::Result<Self> {
+        let events_out = match events_out {
+            Some(path) => {
+                let file = File::create(path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot write events file {}: {e}", path.display()))
+                })?;
+                Some((BufWriter::new(file), path.display().to_string()))
+            }
+            None => None,
+        };
+        let terminal = stderr_is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            *active_bar().lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            bar
+        });
+        Ok(Self {
+            bar,
+            plain: !quiet && !terminal,
+            last_line: Instant::now(),
+            events_out,
+            counts: Counts::default(),
+            rate: 0.0,
+        })
+    }
+
+    pub fn on_event(&mut self, event: &Event) -> std::io::Result<()> {
+        if let Some((out, path)) = &mut self.events_out {
+            let line = serde_json::to_string(event).map_err(std::io::Error::other)?;
+            // Flushed per line: a crash loses no event that was emitted, so the
+            // log tells exactly what the crashed run had done.
+            let write = writeln!(out, "{line}").and_then(|_| out.flush());
+            write.map_err(|e| std::io::Error::new(e.kind(), format!("cannot write events file {path}: {e}")))?;
+        }
+        match &event.kind {
+            EventKind::RunStarted { counts, .. } => self.counts = *counts,
+            EventKind::BatchCommitted { checkpoint, .. } => self.counts = checkpoint.counts,
+            EventKind::BatchProgress { estimated_total, rate, .. } => {
+                self.rate = *rate;
+                if let (Some(bar), Some(total)) = (&self.bar, estimated_total) {
+                    bar.set_length(*total);
+                }
+            }
+            _ => {}
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.counts.finished());
+            bar.set_message(summary_line(&self.counts));
+        } else if self.plain && self.last_line.elapsed() >= Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            eprintln!("progress: {} rate={:.0}/s", summary_line(&self.counts), self.rate);
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *active_bar().lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if let Some((out, _)) = &mut self.events_out {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+pub fn summary_line(c: &Counts) -> String {
+    let mut line = format!(
+        "fetched={} stored={} filtered={} failed={} classified={}",
+        c.fetched, c.stored, c.filtered, c.failed, c.classified
+    );
+    if c.chunks > 0 || c.embedded > 0 {
+        line.push_str(&format!(" chunks={} embedded={}", c.chunks, c.embedded));
+    }
+    if c.skipped_unchanged > 0 {
+        line.push_str(&format!(" skipped_unchanged={}", c.skipped_unchanged));
+    }
+    line
+}
