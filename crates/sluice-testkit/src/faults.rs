@@ -1,0 +1,151 @@
+//! Fault vocabulary shared by both fakes, and the deterministic schedule that
+//! decides which request gets which fault.
+//!
+//! Every request to a targeted endpoint that passed authentication and the
+//! real rate limiter gets a sequence number, 1, 2, 3, ... counted from the
+//! last time the faults were set (so "fail every 3rd" means the 3rd, 6th, ...
+//! request after [`set_faults`](crate::FakeIntercom::set_faults)). A scripted
+//! fault list, when present, is consumed first, one entry per request; then
+//! the periodic faults apply, in this order of precedence when several fall
+//! on the same request: drop, server error, rate limit, malformed.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// One kind of injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// No fault: in a script, lets one request through.
+    #[serde(alias = "ok")]
+    None,
+    /// HTTP 500 with the service's error body.
+    ServerError,
+    /// HTTP 429 with the service's rate-limit body and headers.
+    RateLimit,
+    /// The connection is dropped (see [`DropMode`]): a transport error.
+    Drop,
+    /// HTTP 200 whose payload is unusable: truncated JSON (Intercom, and
+    /// OpenAI embeddings) or non-JSON `message.content` (OpenAI chat).
+    Malformed,
+}
+
+/// How a dropped connection looks to the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropMode {
+    /// Status line, headers and part of the body are sent, then the
+    /// connection is closed: the client's `send()` succeeds and reading the
+    /// body fails (reqwest: a body/decode error).
+    #[default]
+    MidBody,
+    /// The connection is closed before any byte of the response: the client's
+    /// `send()` fails (reqwest: "connection closed before message completed").
+    BeforeHeaders,
+}
+
+/// How many faults of each kind were injected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Requests that were delayed by `latency_ms`.
+    pub latency: u64,
+    pub server_error: u64,
+    pub rate_limit: u64,
+    pub drop: u64,
+    pub malformed: u64,
+}
+
+impl FaultCounts {
+    pub(crate) fn record(&mut self, kind: FaultKind) {
+        match kind {
+            FaultKind::None => {}
+            FaultKind::ServerError => self.server_error += 1,
+            FaultKind::RateLimit => self.rate_limit += 1,
+            FaultKind::Drop => self.drop += 1,
+            FaultKind::Malformed => self.malformed += 1,
+        }
+    }
+
+    /// All injected faults except latency.
+    pub fn total(&self) -> u64 {
+        self.server_error + self.rate_limit + self.drop + self.malformed
+    }
+}
+
+/// The periodic settings the schedule reads (`None` or `Some(0)`: off).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Periods {
+    pub drop_every: Option<u64>,
+    pub fail_every: Option<u64>,
+    pub rate_limit_every: Option<u64>,
+    pub malformed_every: Option<u64>,
+}
+
+/// The running state: the sequence number and what remains of the script.
+#[derive(Debug, Default)]
+pub(crate) struct Schedule {
+    seq: u64,
+    script: VecDeque<FaultKind>,
+}
+
+impl Schedule {
+    pub fn reset(&mut self, script: &[FaultKind]) {
+        self.seq = 0;
+        self.script = script.iter().copied().collect();
+    }
+
+    pub fn remaining_script(&self) -> Vec<FaultKind> {
+        self.script.iter().copied().collect()
+    }
+
+    /// Decides the fault of the next eligible request.
+    pub fn next(&mut self, p: Periods) -> FaultKind {
+        self.seq += 1;
+        if let Some(kind) = self.script.pop_front() {
+            return kind;
+        }
+        let hit = |every: Option<u64>| matches!(every, Some(n) if n > 0 && self.seq.is_multiple_of(n));
+        if hit(p.drop_every) {
+            FaultKind::Drop
+        } else if hit(p.fail_every) {
+            FaultKind::ServerError
+        } else if hit(p.rate_limit_every) {
+            FaultKind::RateLimit
+        } else if hit(p.malformed_every) {
+            FaultKind::Malformed
+        } else {
+            FaultKind::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_faults_fall_on_multiples_with_precedence() {
+        let mut s = Schedule::default();
+        let p =
+            Periods { drop_every: Some(6), fail_every: Some(3), rate_limit_every: Some(2), malformed_every: Some(0) };
+        let got: Vec<_> = (0..6).map(|_| s.next(p)).collect();
+        use FaultKind::*;
+        assert_eq!(got, vec![None, RateLimit, ServerError, RateLimit, None, Drop]);
+    }
+
+    #[test]
+    fn script_first_then_periods_and_reset_restarts_count() {
+        let mut s = Schedule::default();
+        s.reset(&[FaultKind::Malformed, FaultKind::None]);
+        let p = Periods { fail_every: Some(2), ..Periods::default() };
+        use FaultKind::*;
+        assert_eq!(s.next(p), Malformed);
+        assert_eq!(s.next(p), None); // scripted None on seq 2
+        assert_eq!(s.next(p), None);
+        assert_eq!(s.next(p), ServerError);
+        s.reset(&[]);
+        assert_eq!(s.next(p), None);
+        assert_eq!(s.next(p), ServerError);
+    }
+}
