@@ -17,8 +17,10 @@ use sluice_connectors::stage::classify_rules::{Rule, RulesClassifyConfig};
 use sluice_connectors::stage::filter::FilterConfig;
 use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_core::store::ActiveRunGuard;
 use sluice_core::{
-    Context, Document, Mode, Outcome, Pipeline, RunStatus, Settings, Stage, StageError, StageSpec, Start,
+    Checkpoint, CommitBatch, Context, Document, FailureRow, Mode, NewRun, Outcome, Pipeline, RunId, RunInfo, RunStatus,
+    Settings, Stage, StageError, StageSpec, Start, Store, StoreError,
 };
 
 fn main() {
@@ -37,12 +39,20 @@ fn stage(config: StageConfig) -> StageSpec {
     build_stage(&StageEntry { workers: 1, stage: config }).expect("stage config")
 }
 
-/// generate -> normalize -> filter -> classify(rules) -> SQLite.
-fn engine_pipeline(records: u64, batch_size: usize, per_document_events: bool, db: &std::path::Path) -> Pipeline {
+/// generate -> normalize -> filter -> classify(rules) -> SQLite (or no store at all).
+fn engine_pipeline(
+    records: u64,
+    batch_size: usize,
+    per_document_events: bool,
+    db: Option<&std::path::Path>,
+) -> Pipeline {
     let mut gen_config = GenerateConfig::new(records);
     gen_config.page_size = 500;
     let source = Arc::new(GenerateSource::new(gen_config).expect("generate"));
-    let store = Arc::new(SqliteStore::open(db).expect("sqlite"));
+    let store: Arc<dyn Store> = match db {
+        Some(db) => Arc::new(SqliteStore::open(db).expect("sqlite")),
+        None => Arc::new(NullStore::default()),
+    };
     let rules = RulesClassifyConfig {
         rules: vec![
             Rule { category: "billing".into(), keywords: vec!["refund".into(), "invoice".into(), "billing".into()] },
@@ -70,15 +80,22 @@ async fn drive(pipeline: &Pipeline) -> (Duration, u64) {
 }
 
 async fn throughput(records: u64) {
-    println!("| batch size | per-document events | records | wall s | records/s | events |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for batch_size in [50, 500] {
-        for events in [false, true] {
+    println!("| store | batch size | per-document events | records | wall s | records/s | events |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (store, batch_size, events) in [
+        ("none", 50, false),
+        ("sqlite", 50, false),
+        ("sqlite", 50, true),
+        ("sqlite", 500, false),
+        ("sqlite", 500, true),
+    ] {
+        {
             let dir = tempfile::tempdir().expect("tempdir");
-            let pipeline = engine_pipeline(records, batch_size, events, &dir.path().join("bench.db"));
+            let db = dir.path().join("bench.db");
+            let pipeline = engine_pipeline(records, batch_size, events, (store == "sqlite").then_some(db.as_path()));
             let (wall, seen) = drive(&pipeline).await;
             println!(
-                "| {batch_size} | {} | {records} | {:.2} | {:.0} | {seen} |",
+                "| {store} | {batch_size} | {} | {records} | {:.2} | {:.0} | {seen} |",
                 if events { "on" } else { "off" },
                 wall.as_secs_f64(),
                 records as f64 / wall.as_secs_f64()
@@ -99,7 +116,8 @@ fn peak_rss_mib() -> f64 {
 
 async fn rss(records: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = engine_pipeline(records, 50, false, &dir.path().join("bench.db"));
+    let db = dir.path().join("bench.db");
+    let pipeline = engine_pipeline(records, 50, false, Some(db.as_path()));
     let (wall, _) = drive(&pipeline).await;
     println!(
         "| {records} | 50 | {:.1} | {:.0} | {:.1} |",
@@ -174,5 +192,57 @@ async fn modes() {
             wall.as_secs_f64() / ideal.as_secs_f64(),
             sequential.as_secs_f64()
         );
+    }
+}
+
+/// A store that keeps only the run row: the engine's own cost, without storage.
+#[derive(Default)]
+struct NullStore {
+    run: std::sync::Mutex<Option<RunInfo>>,
+}
+
+#[async_trait]
+impl Store for NullStore {
+    fn describe(&self) -> String {
+        "null".into()
+    }
+    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
+        Ok(Box::new(()))
+    }
+    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
+        let run = RunInfo {
+            id: 1,
+            pipeline: new.pipeline.clone(),
+            status: RunStatus::Running,
+            phase: new.phase.clone(),
+            checkpoint: None,
+            config: new.config.clone(),
+            date_from: None,
+            date_to: None,
+            started_at: String::new(),
+            updated_at: String::new(),
+            finished_at: None,
+            error: None,
+        };
+        *self.run.lock().expect("lock") = Some(run.clone());
+        Ok(run)
+    }
+    async fn get_run(&self, _id: RunId) -> Result<Option<RunInfo>, StoreError> {
+        Ok(self.run.lock().expect("lock").clone())
+    }
+    async fn list_runs(&self, _limit: usize) -> Result<Vec<RunInfo>, StoreError> {
+        Ok(self.run.lock().expect("lock").clone().into_iter().collect())
+    }
+    async fn set_status(&self, _id: RunId, _status: RunStatus, _error: Option<&str>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn commit(&self, _run: RunId, _batch: &CommitBatch, _checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn failures(&self, _run: RunId) -> Result<Vec<FailureRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn resolve_failures(&self, _run: RunId, _retry_run: RunId) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }

@@ -164,10 +164,10 @@ mod tests {
     #[test]
     fn database_url_forms() {
         assert!(
-            matches!(StoreConfig::from_url("sqlite://a/b.db").unwrap(), StoreConfig::Sqlite { path } if path == PathBuf::from("a/b.db"))
+            matches!(StoreConfig::from_url("sqlite://a/b.db").unwrap(), StoreConfig::Sqlite { path } if path == std::path::Path::new("a/b.db"))
         );
         assert!(
-            matches!(StoreConfig::from_url("sqlite:x.db").unwrap(), StoreConfig::Sqlite { path } if path == PathBuf::from("x.db"))
+            matches!(StoreConfig::from_url("sqlite:x.db").unwrap(), StoreConfig::Sqlite { path } if path == std::path::Path::new("x.db"))
         );
         assert!(StoreConfig::from_url("").is_err());
         let err = StoreConfig::from_url("postgres://u:secret@h/db").unwrap_err().to_string();

@@ -32,11 +32,15 @@ impl Record {
     /// fetches of unchanged content hash alike, so a stage's stored result can
     /// be reused instead of paying for the work again.
     pub fn content_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.text.as_bytes());
-        hasher.update([0u8]);
-        // serde_json's Map is a BTreeMap here (no preserve_order), so key order is canonical.
-        hasher.update(Value::Object(self.fields.clone()).to_string().as_bytes());
+        let mut hasher = HashWriter(Sha256::new());
+        hasher.0.update(self.text.as_bytes());
+        hasher.0.update([0u8]);
+        // serde_json's Map is a BTreeMap here (no preserve_order), so key order is
+        // canonical. Serialized straight into the hasher: no copy of the fields.
+        if serde_json::to_writer(&mut hasher, &self.fields).is_err() {
+            hasher.0.update(b"<unserializable>");
+        }
+        let mut hasher = hasher.0;
         hasher.update([0u8]);
         hasher.update(self.updated_at.unwrap_or_default().to_le_bytes());
         to_hex(&hasher.finalize())
@@ -46,6 +50,20 @@ impl Record {
     pub fn approx_bytes(&self) -> usize {
         let fields: usize = self.fields.iter().map(|(k, v)| k.len() + approx_value_bytes(v)).sum();
         self.source.len() + self.id.len() + self.text.len() + fields + 64
+    }
+}
+
+/// Feeds serialized bytes to the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

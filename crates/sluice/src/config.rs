@@ -3,8 +3,6 @@
 //! allowed; a resumed run reads its original settings back from the store.
 
 use std::path::Path;
-#[cfg(test)]
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sluice_connectors::registry::{SourceConfig, StageEntry, StoreConfig};
@@ -267,8 +265,8 @@ mod tests {
     fn database_url_beats_the_file() {
         let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();
         let store = resolve_store(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
-        assert!(matches!(store, StoreConfig::Sqlite { path } if path == PathBuf::from("b.db")));
+        assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("b.db")));
         let store = resolve_store(Some(&f), &env_of(&[])).unwrap();
-        assert!(matches!(store, StoreConfig::Sqlite { path } if path == PathBuf::from("a.db")));
+        assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("a.db")));
     }
 }

@@ -190,7 +190,9 @@ fn bad_configuration_is_refused_with_key_value_and_range_and_nothing_stored_chan
     let before = count(&conn, "SELECT COUNT(*) FROM documents");
     let runs_before = count(&conn, "SELECT COUNT(*) FROM pipeline_runs");
 
-    let cases: Vec<(Vec<(&str, &str)>, String, &str)> = vec![
+    // (environment, pipeline file, expected message)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, String, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("PIPELINE_STREAMING_BATCH_SIZE", "5")],
             "examples/sample.toml".into(),

@@ -1,1 +1,75 @@
-//! (filled in)
+//! Stages: what happens to records between source and store. Each implements
+//! [`sluice_core::Stage`] and returns one outcome per document, in order.
+//!
+//! - [`normalize::NormalizeStage`]: HTML to text, whitespace cleanup.
+//! - [`filter::FilterStage`]: drops documents by length, content or missing fields.
+//! - [`classify_rules::RulesClassifier`]: keyword rules to a category.
+//! - [`chunk::ChunkStage`]: splits texts into chunks by characters or tokens.
+//! - [`embed::EmbedStage`]: embeds chunks (or whole texts) with an [`crate::embedder::Embedder`].
+
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+pub mod chunk;
+pub mod classify_rules;
+pub mod embed;
+pub mod filter;
+pub mod normalize;
+
+pub(crate) use crate::source::check_range;
+
+/// Case-insensitive matching of many keywords in one pass. ASCII letters are
+/// compared case-insensitively by the automaton; when a keyword has non-ASCII
+/// letters, keywords and (non-ASCII) texts are lowercased first.
+#[derive(Clone, Debug)]
+pub(crate) struct KeywordMatcher {
+    automaton: AhoCorasick,
+    lowercase_texts: bool,
+}
+
+impl KeywordMatcher {
+    pub(crate) fn new(keywords: &[String], kind: MatchKind) -> Result<Self, String> {
+        let lowercase_texts = keywords.iter().any(|k| !k.is_ascii());
+        let patterns: Vec<String> =
+            if lowercase_texts { keywords.iter().map(|k| k.to_lowercase()).collect() } else { keywords.to_vec() };
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(kind)
+            .build(&patterns)
+            .map_err(|e| e.to_string())?;
+        Ok(Self { automaton, lowercase_texts })
+    }
+
+    fn haystack<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.lowercase_texts && !text.is_ascii() { Cow::Owned(text.to_lowercase()) } else { Cow::Borrowed(text) }
+    }
+
+    /// The index of the first keyword found, if any.
+    pub(crate) fn first(&self, text: &str) -> Option<usize> {
+        self.automaton.find(self.haystack(text).as_ref()).map(|m| m.pattern().as_usize())
+    }
+
+    /// Calls `hit` with the keyword index of every non-overlapping match.
+    pub(crate) fn for_each(&self, text: &str, mut hit: impl FnMut(usize)) {
+        for m in self.automaton.find_iter(self.haystack(text).as_ref()) {
+            hit(m.pattern().as_usize());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matcher_is_case_insensitive_for_ascii_and_unicode() {
+        let m = KeywordMatcher::new(&["Refund".into(), "ÉCHEC".into()], MatchKind::LeftmostLongest).unwrap();
+        assert_eq!(m.first("please REFUND me"), Some(0));
+        assert_eq!(m.first("un échec total"), Some(1));
+        assert_eq!(m.first("nothing here"), None);
+        let mut hits = Vec::new();
+        m.for_each("refund, Échec, refund", |k| hits.push(k));
+        assert_eq!(hits, [0, 1, 0]);
+    }
+}

@@ -1,1 +1,124 @@
-//! (filled in)
+//! Stores: implementations of [`sluice_core::Store`], and what they share
+//! (the stored-document view, the embedding encoding, timestamps).
+
+pub mod sqlite;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sluice_core::Classification;
+use sluice_core::store::RunId;
+
+pub use sqlite::{SqliteConfig, SqliteStore};
+
+/// A row of the documents table as a store holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredDocument {
+    pub source: String,
+    pub id: String,
+    pub text: String,
+    pub fields: Map<String, Value>,
+    /// The record's own time (seconds since the Unix epoch), when the source gave one.
+    pub updated_at: Option<i64>,
+    pub content_hash: String,
+    pub category: Option<String>,
+    pub classification: Option<Classification>,
+    /// Whole-document embedding.
+    pub embedding: Option<Vec<f32>>,
+    /// The run that wrote the row last.
+    pub run_id: RunId,
+    /// 1 when the row was written once; +1 for every later upsert.
+    pub write_count: u64,
+    /// When the row was last written (RFC 3339 UTC).
+    pub stored_at: String,
+    /// Number of chunks stored for the document.
+    pub chunks: u64,
+}
+
+/// Encodes an embedding as little-endian `f32`s, the BLOB layout of the stores.
+pub fn embedding_to_bytes(embedding: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(embedding.len() * 4);
+    for value in embedding {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a BLOB written by [`embedding_to_bytes`]. Fails (without
+/// panicking) when the length is not a whole number of `f32`s.
+pub fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(format!("an embedding blob of {} bytes is not a whole number of 4-byte f32 values", bytes.len()));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| match *c {
+            [a, b, c, d] => f32::from_le_bytes([a, b, c, d]),
+            _ => 0.0, // unreachable: chunks_exact yields 4 bytes
+        })
+        .collect())
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g.
+/// `2025-01-31T12:00:00.123Z`: the format of SQLite's
+/// `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`, and of every timestamp the stores write.
+pub fn now_rfc3339() -> String {
+    rfc3339_millis(SystemTime::now())
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds (times before 1970 are clamped to the epoch).
+pub fn rfc3339_millis(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn embedding_bytes_round_trip_and_reject_ragged_blobs() {
+        let v = vec![0.0f32, -1.5, f32::MAX, 3.25e-7];
+        let bytes = embedding_to_bytes(&v);
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(&bytes[4..8], &(-1.5f32).to_le_bytes());
+        assert_eq!(embedding_from_bytes(&bytes).unwrap(), v);
+        assert!(embedding_from_bytes(&bytes[..7]).unwrap_err().contains("7 bytes"));
+        assert_eq!(embedding_from_bytes(&[]).unwrap(), Vec::<f32>::new());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs: u64, millis: u64| rfc3339_millis(UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_738_324_800, 123), "2025-01-31T12:00:00.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+}

@@ -24,23 +24,28 @@ const MAX_CURSOR_FALLBACKS: u32 = 3;
 /// A fetched page, minus the records of it that were already committed.
 pub(crate) struct PageMsg {
     partition: String,
-    cursor: Option<String>,
-    next: Option<String>,
-    /// Index in the page of `items[0]`.
-    first_index: usize,
-    page_len: usize,
+    spot: PageSpot,
     items: Vec<SourceItem>,
 }
 
-impl PageMsg {
-    /// The partition's position once `items[..=offset]` are committed.
-    fn position_after(&self, offset: usize) -> Position {
+/// Where a page stands in its partition.
+struct PageSpot {
+    cursor: Option<String>,
+    next: Option<String>,
+    /// Index in the page of the first item sent.
+    first_index: usize,
+    page_len: usize,
+}
+
+impl PageSpot {
+    /// The partition's position once the item at `offset` (of those sent), whose id is `id`, is committed.
+    fn position_after(&self, offset: usize, id: &str) -> Position {
         let index = self.first_index + offset;
         if index + 1 < self.page_len {
             return Position {
                 cursor: self.cursor.clone(),
                 skip: (index + 1) as u64,
-                last_id: Some(self.items[offset].id().to_string()),
+                last_id: Some(id.to_string()),
                 done: false,
             };
         }
@@ -185,14 +190,8 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
         items.truncate(granted);
         let next = page.next;
         let last_page = next.is_none();
-        let msg = PageMsg {
-            partition: partition.clone(),
-            cursor: cursor.clone(),
-            next: next.clone(),
-            first_index,
-            page_len,
-            items,
-        };
+        let spot = PageSpot { cursor: cursor.clone(), next: next.clone(), first_index, page_len };
+        let msg = PageMsg { partition: partition.clone(), spot, items };
         if tx.send(msg).await.is_err() || limited || last_page {
             return;
         }
@@ -240,11 +239,13 @@ pub(crate) async fn batch_pages(
             }
             return;
         };
-        if msg.items.is_empty() {
-            builder.positions.insert(msg.partition.clone(), msg.position_after_page());
+        let PageMsg { partition, spot, items } = msg;
+        if items.is_empty() {
+            builder.positions.insert(partition.clone(), spot.position_after_page());
         }
-        for (offset, item) in msg.items.iter().enumerate() {
-            if let SourceItem::Invalid { id, error_type, error, .. } = item {
+        let last = items.len().saturating_sub(1);
+        for (offset, item) in items.into_iter().enumerate() {
+            if let SourceItem::Invalid { id, error_type, error, .. } = &item {
                 tracing::warn!(source = source_name, id, %error, "invalid record");
                 shared
                     .ctx
@@ -260,10 +261,14 @@ pub(crate) async fn batch_pages(
                     })
                     .await;
             }
-            builder.push(&source_name, item.clone(), &msg.partition, msg.position_after(offset));
-            if builder.docs.len() + builder.failures.len() >= settings.batch_size
-                || builder.bytes >= settings.max_batch_bytes
-            {
+            // Positions are only needed where a batch ends or the page does.
+            let fills = builder.len() + 1 >= settings.batch_size
+                || builder.bytes + item_bytes(&item) >= settings.max_batch_bytes;
+            if fills || offset == last {
+                builder.positions.insert(partition.clone(), spot.position_after(offset, item.id()));
+            }
+            builder.push(&source_name, item);
+            if fills {
                 let batch = builder.take(&shared, &settings.record_noun);
                 if tx.send(batch).await.is_err() {
                     return;
@@ -281,6 +286,13 @@ pub(crate) async fn batch_pages(
     }
 }
 
+fn item_bytes(item: &SourceItem) -> usize {
+    match item {
+        SourceItem::Record(record) => record.approx_bytes(),
+        SourceItem::Invalid { raw, .. } => raw.len(),
+    }
+}
+
 struct BatchBuilder {
     next_seq: u64,
     docs: Vec<Document>,
@@ -295,17 +307,18 @@ impl BatchBuilder {
     }
 
     fn is_empty(&self) -> bool {
-        self.docs.is_empty() && self.failures.is_empty()
+        self.len() == 0
     }
 
-    fn push(&mut self, source_name: &str, item: SourceItem, partition: &str, after: Position) {
+    fn len(&self) -> usize {
+        self.docs.len() + self.failures.len()
+    }
+
+    fn push(&mut self, source_name: &str, item: SourceItem) {
+        self.bytes += item_bytes(&item);
         match item {
-            SourceItem::Record(record) => {
-                self.bytes += record.approx_bytes();
-                self.docs.push(Document::from_record(record));
-            }
+            SourceItem::Record(record) => self.docs.push(Document::from_record(record)),
             SourceItem::Invalid { id, raw, error_type, error } => {
-                self.bytes += raw.len();
                 self.failures.push(Failure {
                     source: source_name.to_string(),
                     record_id: id,
@@ -319,7 +332,6 @@ impl BatchBuilder {
                 });
             }
         }
-        self.positions.insert(partition.to_string(), after);
     }
 
     fn take(&mut self, shared: &Shared, noun: &str) -> Batch {
@@ -360,21 +372,17 @@ mod tests {
 
     #[test]
     fn position_after_last_record_points_at_next_page_or_done() {
-        let mut msg = PageMsg {
-            partition: "p".into(),
-            cursor: Some("c1".into()),
-            next: Some("c2".into()),
-            first_index: 1,
-            page_len: 3,
-            items: vec![rec("b"), rec("c")],
-        };
+        let mut spot = PageSpot { cursor: Some("c1".into()), next: Some("c2".into()), first_index: 1, page_len: 3 };
         assert_eq!(
-            msg.position_after(0),
+            spot.position_after(0, "b"),
             Position { cursor: Some("c1".into()), skip: 2, last_id: Some("b".into()), done: false }
         );
-        assert_eq!(msg.position_after(1), Position { cursor: Some("c2".into()), skip: 0, last_id: None, done: false });
-        msg.next = None;
-        assert!(msg.position_after(1).done);
+        assert_eq!(
+            spot.position_after(1, "c"),
+            Position { cursor: Some("c2".into()), skip: 0, last_id: None, done: false }
+        );
+        spot.next = None;
+        assert!(spot.position_after(1, "c").done);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::run::{Shared, receiver_stream};
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
-use crate::stage::{Outcome, StageCounter};
+use crate::stage::{Outcome, Stage, StageCounter};
 use crate::store::Failure;
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
@@ -33,99 +33,102 @@ pub(crate) async fn process_batch(
                 .await;
         }
     }
-    let n = batch.docs.len();
-    let mut results: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
-    let mut pending: Vec<(usize, Document)> = std::mem::take(&mut batch.docs).into_iter().enumerate().collect();
+    let mut docs = std::mem::take(&mut batch.docs);
+    batch.docs.reserve(docs.len());
     let mut attempt = 0u32;
     let mut delays = shared.settings.retry.delays();
-    while !pending.is_empty() {
-        let (indexes, docs): (Vec<usize>, Vec<Document>) = pending.into_iter().unzip();
+    loop {
+        let sent = docs.len();
         let outcomes = stage
             .process(&shared.ctx, docs)
             .await
             .map_err(|error| EngineError::Stage { stage: stage.name().to_string(), error })?;
-        if outcomes.len() != indexes.len() {
+        if outcomes.len() != sent {
             return Err(EngineError::Stage {
                 stage: stage.name().to_string(),
                 error: StageError::permanent(
                     "contract",
-                    format!("returned {} outcomes for {} documents", outcomes.len(), indexes.len()),
+                    format!("returned {} outcomes for {sent} documents", outcomes.len()),
                 ),
             });
         }
-        pending = Vec::new();
+        let mut retry = Vec::new();
         let mut wait: Option<Duration> = None;
-        for (index, outcome) in indexes.into_iter().zip(outcomes) {
+        for outcome in outcomes {
             match outcome {
                 Outcome::Failed { doc, error } if error.retryable && attempt < spec.max_retries => {
                     wait = wait.max(error.retry_after);
-                    pending.push((index, doc));
+                    retry.push(doc);
                 }
-                other => results[index] = Some(other),
+                outcome => settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await,
             }
         }
-        if !pending.is_empty() {
-            attempt += 1;
-            let backoff = delays.next().unwrap_or(shared.settings.retry.max_delay);
-            tokio::select! {
-                _ = tokio::time::sleep(wait.map_or(backoff, |w| w.max(backoff))) => {}
-                _ = shared.abort.cancelled() => return Err(EngineError::Invalid("aborted".into())),
-            }
+        if retry.is_empty() {
+            return Ok(batch);
         }
+        // Retried documents rejoin the batch after the others.
+        attempt += 1;
+        let backoff = delays.next().unwrap_or(shared.settings.retry.max_delay);
+        tokio::select! {
+            _ = tokio::time::sleep(wait.map_or(backoff, |w| w.max(backoff))) => {}
+            _ = shared.abort.cancelled() => return Err(EngineError::Invalid("aborted".into())),
+        }
+        docs = retry;
     }
+}
 
-    let counter = stage.counter();
-    for outcome in results.into_iter().flatten() {
-        match outcome {
-            Outcome::Kept(doc) => {
-                match counter {
-                    Some(StageCounter::Classified) => batch.delta.classified += 1,
-                    Some(StageCounter::Embedded) => batch.delta.embedded += embeddings_in(&doc),
-                    None => {}
-                }
-                batch.docs.push(doc);
+/// Puts one final outcome where it belongs: kept in the batch, or counted as
+/// filtered or failed (with its event and failures row).
+async fn settle(shared: &Shared, stage: &dyn Stage, batch: &mut Batch, outcome: Outcome, attempt: u32) {
+    let events = &shared.ctx.events;
+    match outcome {
+        Outcome::Kept(doc) => {
+            match stage.counter() {
+                Some(StageCounter::Classified) => batch.delta.classified += 1,
+                Some(StageCounter::Embedded) => batch.delta.embedded += embeddings_in(&doc),
+                None => {}
             }
-            Outcome::Filtered { doc, reason } => {
-                batch.delta.filtered += 1;
-                events
-                    .emit(EventKind::DocumentFiltered {
-                        doc_id: doc.id().to_string(),
-                        source: doc.source().to_string(),
-                        stage: stage.name().to_string(),
-                        reason,
-                    })
-                    .await;
-            }
-            Outcome::Failed { doc, error } => {
-                let retry_count = if error.retryable { attempt } else { 0 };
-                tracing::warn!(stage = stage.name(), doc_id = doc.id(), error = %error, "record failed");
-                events
-                    .emit(EventKind::DocumentFailed {
-                        doc_id: Some(doc.id().to_string()),
-                        source: doc.source().to_string(),
-                        stage: stage.name().to_string(),
-                        error: error.message.clone(),
-                        error_type: error.error_type.clone(),
-                        retry_count,
-                        is_retryable: error.retryable,
-                    })
-                    .await;
-                batch.delta.failed += 1;
-                batch.failures.push(Failure {
+            batch.docs.push(doc);
+        }
+        Outcome::Filtered { doc, reason } => {
+            batch.delta.filtered += 1;
+            events
+                .emit(EventKind::DocumentFiltered {
+                    doc_id: doc.id().to_string(),
                     source: doc.source().to_string(),
-                    record_id: doc.id().to_string(),
                     stage: stage.name().to_string(),
-                    error_type: error.error_type,
-                    error: error.message,
-                    retryable: error.retryable,
+                    reason,
+                })
+                .await;
+        }
+        Outcome::Failed { doc, error } => {
+            let retry_count = if error.retryable { attempt } else { 0 };
+            tracing::warn!(stage = stage.name(), doc_id = doc.id(), error = %error, "record failed");
+            events
+                .emit(EventKind::DocumentFailed {
+                    doc_id: Some(doc.id().to_string()),
+                    source: doc.source().to_string(),
+                    stage: stage.name().to_string(),
+                    error: error.message.clone(),
+                    error_type: error.error_type.clone(),
                     retry_count,
-                    payload: serde_json::to_string(&doc.record).unwrap_or_default(),
-                    has_record: true,
-                });
-            }
+                    is_retryable: error.retryable,
+                })
+                .await;
+            batch.delta.failed += 1;
+            batch.failures.push(Failure {
+                source: doc.source().to_string(),
+                record_id: doc.id().to_string(),
+                stage: stage.name().to_string(),
+                error_type: error.error_type,
+                error: error.message,
+                retryable: error.retryable,
+                retry_count,
+                payload: serde_json::to_string(&doc.record).unwrap_or_default(),
+                has_record: true,
+            });
         }
     }
-    Ok(batch)
 }
 
 fn embeddings_in(doc: &Document) -> u64 {
