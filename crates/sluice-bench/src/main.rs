@@ -23,6 +23,10 @@ use sluice_core::{
     Settings, Stage, StageError, StageSpec, Start, Store, StoreError,
 };
 
+/// The same allocator as the `sluice` binary, so the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

@@ -43,7 +43,10 @@ fn chunk(index: u32, offset: usize, text: &str) -> Chunk {
 }
 
 fn docs(ids: &[&str]) -> CommitBatch {
-    CommitBatch { documents: ids.iter().map(|id| doc(id, &format!("text of {id}"))).collect(), failures: vec![] }
+    CommitBatch {
+        documents: ids.iter().map(|id| doc(id, &format!("text of {id}"))).collect(),
+        ..CommitBatch::default()
+    }
 }
 
 fn failure(record_id: &str, has_record: bool) -> Failure {
@@ -112,8 +115,8 @@ async fn open_creates_the_schema_once_and_reopening_keeps_the_data() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions.len(), 1, "{versions:?}");
-    assert_eq!(versions[0].0, 1);
+    let numbers: Vec<i64> = versions.iter().map(|(v, _)| *v).collect();
+    assert_eq!(numbers, vec![1, 2], "each migration applied once");
     assert!(is_rfc3339_utc(&versions[0].1), "{}", versions[0].1);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
@@ -261,7 +264,7 @@ async fn upserting_a_document_replaces_its_chunks() {
     d.chunks = vec![chunk(0, 0, "one"), chunk(1, 4, "two"), chunk(2, 8, "three")];
     let mut other = doc("b", "untouched");
     other.chunks = vec![chunk(0, 0, "untouched")];
-    let batch = CommitBatch { documents: vec![d.clone(), other], failures: vec![] };
+    let batch = CommitBatch { documents: vec![d.clone(), other], failures: vec![], memos: vec![] };
     store.commit(run.id, &batch, &checkpoint(1)).await.unwrap();
     assert_eq!(store.chunk_count().await.unwrap(), 4);
     assert_eq!(store.get_chunks("src", "a").await.unwrap(), d.chunks);
@@ -269,13 +272,19 @@ async fn upserting_a_document_replaces_its_chunks() {
 
     d.record.text = "uno dos".into();
     d.chunks = vec![chunk(0, 0, "uno"), Chunk { index: 1, offset: 4, text: "dos".into(), embedding: None }];
-    store.commit(run.id, &CommitBatch { documents: vec![d.clone()], failures: vec![] }, &checkpoint(2)).await.unwrap();
+    store
+        .commit(run.id, &CommitBatch { documents: vec![d.clone()], failures: vec![], memos: vec![] }, &checkpoint(2))
+        .await
+        .unwrap();
     assert_eq!(store.get_chunks("src", "a").await.unwrap(), d.chunks, "old chunks are gone, not merged");
     assert_eq!(store.get_chunks("src", "b").await.unwrap().len(), 1, "other documents keep theirs");
     assert_eq!(store.chunk_count().await.unwrap(), 3);
 
     d.chunks.clear();
-    store.commit(run.id, &CommitBatch { documents: vec![d], failures: vec![] }, &checkpoint(3)).await.unwrap();
+    store
+        .commit(run.id, &CommitBatch { documents: vec![d], failures: vec![], memos: vec![] }, &checkpoint(3))
+        .await
+        .unwrap();
     assert!(store.get_chunks("src", "a").await.unwrap().is_empty());
     assert_eq!(store.get_document("src", "a").await.unwrap().unwrap().chunks, 0);
 }
@@ -297,7 +306,11 @@ async fn batches_of_any_size_store_every_document_and_chunk() {
     };
     let mut next = 0;
     for (b, size) in [1usize, 2, 3, 31, 32, 33, 50, 77, 200].into_iter().enumerate() {
-        let batch = CommitBatch { documents: (next..next + size).map(|n| make(n, 0)).collect(), failures: vec![] };
+        let batch = CommitBatch {
+            documents: (next..next + size).map(|n| make(n, 0)).collect(),
+            failures: vec![],
+            memos: vec![],
+        };
         store.commit(run.id, &batch, &checkpoint(b as u64 + 1)).await.unwrap();
         next += size;
     }
@@ -306,7 +319,7 @@ async fn batches_of_any_size_store_every_document_and_chunk() {
     assert_eq!(store.chunk_count().await.unwrap(), chunks);
 
     // Everything again, with one more chunk each, in one big batch.
-    let batch = CommitBatch { documents: (0..next).map(|n| make(n, 1)).collect(), failures: vec![] };
+    let batch = CommitBatch { documents: (0..next).map(|n| make(n, 1)).collect(), failures: vec![], memos: vec![] };
     store.commit(run.id, &batch, &checkpoint(20)).await.unwrap();
     assert_eq!(store.document_count().await.unwrap(), next as u64);
     assert_eq!(store.chunk_count().await.unwrap(), chunks + next as u64);
@@ -328,7 +341,11 @@ async fn a_document_repeated_within_a_batch_is_written_in_order() {
     first.chunks = vec![chunk(0, 0, "first-0"), chunk(1, 6, "first-1"), chunk(2, 9, "first-2")];
     let mut second = doc("a", "second");
     second.chunks = vec![chunk(0, 0, "second-0")];
-    let batch = CommitBatch { documents: vec![first, doc("b", "b"), second.clone(), doc("c", "c")], failures: vec![] };
+    let batch = CommitBatch {
+        documents: vec![first, doc("b", "b"), second.clone(), doc("c", "c")],
+        failures: vec![],
+        memos: vec![],
+    };
     store.commit(run.id, &batch, &checkpoint(1)).await.unwrap();
     let a = store.get_document("src", "a").await.unwrap().unwrap();
     assert_eq!((a.write_count, a.text.as_str(), a.chunks), (2, "second", 1));
@@ -558,6 +575,7 @@ async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them
     let batch = CommitBatch {
         documents: docs(&["ok"]).documents,
         failures: vec![failure("a", true), failure("b", true), failure("c", true), failure("raw", false)],
+        memos: vec![],
     };
     store.commit(first.id, &batch, &checkpoint(1)).await.unwrap();
     let rows = store.failures(first.id).await.unwrap();
@@ -570,7 +588,11 @@ async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them
 
     // The retry stores a and raw, fails b again, and does not get to c.
     let retry = store.create_run(&new_run("p")).await.unwrap();
-    let batch = CommitBatch { documents: docs(&["a", "b", "raw"]).documents, failures: vec![failure("b", true)] };
+    let batch = CommitBatch {
+        documents: docs(&["a", "b", "raw"]).documents,
+        failures: vec![failure("b", true)],
+        memos: vec![],
+    };
     store.commit(retry.id, &batch, &checkpoint(1)).await.unwrap();
     assert_eq!(store.failures(retry.id).await.unwrap().len(), 1);
 
@@ -767,6 +789,7 @@ async fn commit_throughput() {
                 })
                 .collect(),
             failures: vec![],
+            memos: vec![],
         })
         .collect();
     let mut cp = checkpoint(0);
@@ -785,4 +808,37 @@ async fn commit_throughput() {
     report("re-upsert", DOCS, batch_size, started, cpu);
     assert_eq!(store.document_count().await.unwrap(), DOCS as u64);
     assert_eq!(store.get_document("bench", "conv-00000000").await.unwrap().unwrap().write_count, 2);
+}
+
+#[tokio::test]
+async fn stage_results_are_found_only_for_the_same_content_and_fingerprint() {
+    use sluice_core::{MemoEntry, MemoKey};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("memo.db")).unwrap();
+    let run = store.create_run(&new_run("memo")).await.unwrap();
+    let memo = |hash: &str, fingerprint: &str, label: &str| MemoEntry {
+        source: "s".into(),
+        id: "a".into(),
+        stage: "classify".into(),
+        fingerprint: fingerprint.into(),
+        content_hash: hash.into(),
+        value: serde_json::json!({ "category": label }),
+    };
+    let batch = CommitBatch { memos: vec![memo("h1", "model-a", "billing")], ..CommitBatch::default() };
+    store.commit(run.id, &batch, &checkpoint(1)).await.unwrap();
+    let key = |hash: &str| MemoKey { source: "s".into(), id: "a".into(), content_hash: hash.into() };
+    let other = MemoKey { source: "s".into(), id: "zzz".into(), content_hash: "h1".into() };
+    let found = store.memo_lookup("classify", "model-a", &[key("h1"), key("h2"), other]).await.unwrap();
+    assert_eq!(found, vec![Some(serde_json::json!({ "category": "billing" })), None, None]);
+    assert_eq!(store.memo_lookup("classify", "model-b", &[key("h1")]).await.unwrap(), vec![None]);
+    assert_eq!(store.memo_lookup("embed", "model-a", &[key("h1")]).await.unwrap(), vec![None]);
+
+    // A newer result for the same record replaces the old one.
+    let batch = CommitBatch { memos: vec![memo("h2", "model-a", "bug")], ..CommitBatch::default() };
+    store.commit(run.id, &batch, &checkpoint(2)).await.unwrap();
+    assert_eq!(store.memo_lookup("classify", "model-a", &[key("h1")]).await.unwrap(), vec![None]);
+    assert_eq!(
+        store.memo_lookup("classify", "model-a", &[key("h2")]).await.unwrap(),
+        vec![Some(serde_json::json!({ "category": "bug" }))]
+    );
 }

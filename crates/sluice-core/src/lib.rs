@@ -21,4 +21,4 @@ pub use pipeline::{Mode, Pipeline, RetryPolicy, RunHandle, RunSummary, Settings,
 pub use record::{Chunk, Classification, Document, Record};
 pub use source::{Page, Source, SourceItem};
 pub use stage::{Outcome, Stage, StageCounter};
-pub use store::{CommitBatch, Failure, FailureRow, NewRun, RunId, RunInfo, RunStatus, Store};
+pub use store::{CommitBatch, Failure, FailureRow, MemoEntry, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store};

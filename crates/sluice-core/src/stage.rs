@@ -37,4 +37,26 @@ pub trait Stage: Send + Sync {
     fn counter(&self) -> Option<StageCounter> {
         None
     }
+
+    /// What produces this stage's results (model, prompt, labels...). When
+    /// set, the engine remembers each kept document's result (`memo_value`)
+    /// with the record's content hash, and on a later batch with the same
+    /// content and fingerprint puts it back (`memo_apply`) instead of calling
+    /// `process`: a restart or re-run does not pay for the same work twice.
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
+
+    /// The result to remember for a kept document.
+    fn memo_value(&self, doc: &Document) -> Option<serde_json::Value> {
+        let _ = doc;
+        None
+    }
+
+    /// Puts a remembered result back on a document; false if it does not fit
+    /// (the document then goes through `process`).
+    fn memo_apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
+        let _ = (doc, value);
+        false
+    }
 }

@@ -126,6 +126,29 @@ pub struct FailureRow {
 pub struct CommitBatch {
     pub documents: Vec<Document>,
     pub failures: Vec<Failure>,
+    /// Stage results to remember, so unchanged content is not paid for again.
+    pub memos: Vec<MemoEntry>,
+}
+
+/// A record's content, as a memo lookup key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoKey {
+    pub source: String,
+    pub id: String,
+    pub content_hash: String,
+}
+
+/// A stage's result for one record's content, produced under `fingerprint`
+/// (model, prompt, labels...). Kept per `(source, id, stage)`; a lookup hits
+/// only when both the content hash and the fingerprint still match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoEntry {
+    pub source: String,
+    pub id: String,
+    pub stage: String,
+    pub fingerprint: String,
+    pub content_hash: String,
+    pub value: Value,
 }
 
 /// Held while a run is active; dropping it frees the store's run slot.
@@ -150,6 +173,19 @@ pub trait Store: Send + Sync {
     /// Upserts the documents by `(source, id)`, inserts the failures and writes
     /// the checkpoint, all in one transaction.
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// Stored results of `stage` for these records, where the content hash and
+    /// the fingerprint still match; one answer per key, in order. Stores that
+    /// keep no memo answer all misses.
+    async fn memo_lookup(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        keys: &[MemoKey],
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let _ = (stage, fingerprint);
+        Ok(vec![None; keys.len()])
+    }
 
     /// The failures recorded by a run, oldest first.
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError>;

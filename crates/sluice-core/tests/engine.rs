@@ -21,6 +21,7 @@ struct MemState {
     runs: Vec<RunInfo>,
     docs: BTreeMap<(String, String), (Document, u32)>,
     failures: Vec<FailureRow>,
+    memos: BTreeMap<(String, String, String), MemoEntry>,
     commits: u64,
 }
 
@@ -121,10 +122,30 @@ impl Store for MemStore {
                 resolved_by: None,
             });
         }
+        for memo in &batch.memos {
+            s.memos.insert((memo.source.clone(), memo.id.clone(), memo.stage.clone()), memo.clone());
+        }
         s.commits += 1;
         let run = s.runs.iter_mut().find(|r| r.id == run).unwrap();
         run.checkpoint = Some(checkpoint.clone());
         Ok(())
+    }
+    async fn memo_lookup(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        keys: &[MemoKey],
+    ) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
+        let s = self.state.lock().unwrap();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                s.memos
+                    .get(&(k.source.clone(), k.id.clone(), stage.to_string()))
+                    .filter(|m| m.fingerprint == fingerprint && m.content_hash == k.content_hash)
+                    .map(|m| m.value.clone())
+            })
+            .collect())
     }
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
         Ok(self.state.lock().unwrap().failures.iter().filter(|f| f.run_id == run).cloned().collect())
@@ -542,4 +563,70 @@ async fn iter_results_yields_each_committed_document() {
     let docs: Vec<Document> = pipeline.iter_results(Start::New).await.unwrap().collect().await;
     let got: Vec<String> = docs.iter().map(|d| d.id().to_string()).collect();
     assert_eq!(got, ids(57));
+}
+
+/// A paid-per-call labeller: remembers its results under its model name.
+struct Paid {
+    model: String,
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl Stage for Paid {
+    fn name(&self) -> &str {
+        "classify"
+    }
+    fn counter(&self) -> Option<StageCounter> {
+        Some(StageCounter::Classified)
+    }
+    fn fingerprint(&self) -> Option<String> {
+        Some(self.model.clone())
+    }
+    fn memo_value(&self, doc: &Document) -> Option<serde_json::Value> {
+        serde_json::to_value(doc.classification.as_ref()?).ok()
+    }
+    fn memo_apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
+        doc.classification = serde_json::from_value(value.clone()).ok();
+        doc.classification.is_some()
+    }
+    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        self.calls.fetch_add(docs.len() as u64, Ordering::SeqCst);
+        Ok(docs
+            .into_iter()
+            .map(|mut doc| {
+                let category = format!("{}:{}", self.model, doc.id().len());
+                doc.classification =
+                    Some(Classification { category, confidence: 0.5, reason: None, classifier: self.model.clone() });
+                Outcome::Kept(doc)
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes() {
+    let store = Arc::new(MemStore::default());
+    let run_with = |model: &str| {
+        let stage = Arc::new(Paid { model: model.into(), calls: AtomicU64::new(0) });
+        let pipeline = Pipeline::new(Arc::new(VecSource::new(120, 2, 25)), store.clone())
+            .settings(settings(Mode::Streaming))
+            .stage(StageSpec::new(stage.clone()));
+        (pipeline, stage)
+    };
+    let (first, stage) = run_with("model-a");
+    let summary = first.run(Start::New).await.unwrap();
+    assert_eq!(stage.calls.load(Ordering::SeqCst), 120);
+    assert_eq!(summary.counts.skipped_unchanged, 0);
+
+    let (again, stage) = run_with("model-a");
+    let summary = again.run(Start::New).await.unwrap();
+    assert_eq!(stage.calls.load(Ordering::SeqCst), 0, "a re-run over unchanged content makes no calls");
+    assert_eq!(summary.counts.skipped_unchanged, 120);
+    assert_eq!(summary.counts.classified, 120, "reused results still count as classified");
+    assert!(store.docs().iter().all(|d| d.classification.as_ref().unwrap().category.starts_with("model-a:")));
+
+    let (changed, stage) = run_with("model-b");
+    changed.run(Start::New).await.unwrap();
+    assert_eq!(stage.calls.load(Ordering::SeqCst), 120, "a new model re-classifies");
+    assert!(store.docs().iter().all(|d| d.classification.as_ref().unwrap().category.starts_with("model-b:")));
 }

@@ -11,8 +11,9 @@ use common::*;
 
 const RECORDS: i64 = 12_000;
 const BATCH: i64 = 50;
-/// 2 + Σ(workers + 2) over the three single-worker stages (Pipeline::max_batches_in_flight).
-const MAX_BATCHES_IN_FLIGHT: i64 = 11;
+/// Pipeline::max_batches_in_flight for three single-worker stages:
+/// 1 + Σ(workers + 2) + COMMIT_QUEUE + (COMMIT_QUEUE + 1) = 1 + 9 + 4 + 5.
+const MAX_BATCHES_IN_FLIGHT: i64 = 19;
 
 #[test]
 fn sigkill_at_random_moments_then_resume_stores_each_record_once() {

@@ -17,17 +17,22 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_core::store::{ActiveRunGuard, CommitBatch, Failure, FailureRow, NewRun, RunId, RunInfo, RunStatus, Store};
+use sluice_core::store::{
+    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
+};
 use sluice_core::{Checkpoint, Chunk, StoreError};
 
 use super::{StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc3339};
 
 /// The numbered migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_stage_results.sql")),
+];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache, in KiB (a negative `cache_size` is KiB).
-const CACHE_KIB: i64 = 64 * 1024;
+const CACHE_KIB: i64 = 16 * 1024;
 
 /// The error written on runs found `running`/`stopping` when the run slot is taken.
 pub const ORPHANED_RUN_ERROR: &str =
@@ -543,6 +548,26 @@ fn encode_batch(batch: &CommitBatch) -> Result<Vec<DocRow>, StoreError> {
     Ok(rows)
 }
 
+/// (source, id, stage, fingerprint, content_hash, value as JSON)
+type MemoRow = (String, String, String, String, String, String);
+
+fn upsert_memos(conn: &Connection, memos: &[MemoRow], now: &str) -> rusqlite::Result<()> {
+    if memos.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (source, id, stage) DO UPDATE SET
+             fingerprint = excluded.fingerprint, content_hash = excluded.content_hash,
+             value = excluded.value, stored_at = excluded.stored_at",
+    )?;
+    for (source, id, stage, fingerprint, content_hash, value) in memos {
+        stmt.execute(params![source, id, stage, fingerprint, content_hash, value, now])?;
+    }
+    Ok(())
+}
+
 fn insert_failures(conn: &Connection, run: RunId, failures: &[Failure], now: &str) -> rusqlite::Result<()> {
     if failures.is_empty() {
         return Ok(());
@@ -828,6 +853,20 @@ impl Store for SqliteStore {
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let docs = encode_batch(batch)?;
         let failures = batch.failures.clone();
+        let memos = batch
+            .memos
+            .iter()
+            .map(|m| {
+                Ok((
+                    m.source.clone(),
+                    m.id.clone(),
+                    m.stage.clone(),
+                    m.fingerprint.clone(),
+                    m.content_hash.clone(),
+                    json(&m.value, "a stage result")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let checkpoint_json = json(checkpoint, "the checkpoint")?;
         let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
         let phase = checkpoint.phase.clone();
@@ -847,7 +886,38 @@ impl Store for SqliteStore {
             }
             write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
             insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
+            upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
             tx.commit().map_err(sql(what()))
+        })
+        .await
+    }
+
+    async fn memo_lookup(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        keys: &[MemoKey],
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let stage = stage.to_string();
+        let fingerprint = fingerprint.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT value FROM stage_results
+                     WHERE source = ?1 AND id = ?2 AND stage = ?3 AND fingerprint = ?4 AND content_hash = ?5",
+                )
+                .map_err(sql("reading stored stage results"))?;
+            keys.iter()
+                .map(|k| {
+                    let raw: Option<String> = stmt
+                        .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| r.get(0))
+                        .optional()
+                        .map_err(sql("reading stored stage results"))?;
+                    // An unreadable value is a miss: the stage simply runs again.
+                    Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+                })
+                .collect()
         })
         .await
     }

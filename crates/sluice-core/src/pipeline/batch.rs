@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::commit::commit_batch;
+use super::commit::{COMMIT_QUEUE, commit_batches};
 use super::fetch::{Batch, batch_pages, fetch_all};
 use super::run::Shared;
 use super::stages::process_batch;
@@ -49,11 +49,13 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
     }
 
     let mut checkpoint = checkpoint;
-    for batch in batches {
+    let mut batches = batches.into_iter().peekable();
+    while batches.peek().is_some() {
         if interrupted(&shared) {
             break;
         }
-        match commit_batch(&shared, batch, &checkpoint).await {
+        let group: Vec<Batch> = batches.by_ref().take(COMMIT_QUEUE + 1).collect();
+        match commit_batches(&shared, group, &checkpoint).await {
             Ok(next) => checkpoint = next,
             Err(error) => {
                 shared.fail(error);

@@ -8,10 +8,15 @@ use tokio::sync::mpsc;
 use super::fetch::Batch;
 use super::retry::{Verdict, with_retries};
 use super::run::Shared;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Counts};
 use crate::error::{EngineError, StoreError};
 use crate::event::EventKind;
 use crate::store::CommitBatch;
+
+/// Batches that may wait for the committer; the ones waiting when it is free
+/// are committed together in one transaction (group commit), which pays the
+/// fixed cost of a transaction once for all of them.
+pub(crate) const COMMIT_QUEUE: usize = 4;
 
 /// Commits batches as they arrive until the channel closes or the run aborts.
 /// Returns the last committed checkpoint.
@@ -20,11 +25,18 @@ pub(crate) async fn commit_task(
     mut rx: mpsc::Receiver<Batch>,
     mut checkpoint: Checkpoint,
 ) -> Checkpoint {
-    while let Some(batch) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
         if shared.abort.is_cancelled() {
             break;
         }
-        match commit_batch(&shared, batch, &checkpoint).await {
+        let mut group = vec![first];
+        while group.len() <= COMMIT_QUEUE {
+            match rx.try_recv() {
+                Ok(batch) => group.push(batch),
+                Err(_) => break,
+            }
+        }
+        match commit_batches(&shared, group, &checkpoint).await {
             Ok(next) => checkpoint = next,
             Err(error) => {
                 shared.fail(error);
@@ -35,22 +47,37 @@ pub(crate) async fn commit_task(
     checkpoint
 }
 
-/// Commits one batch on top of `previous` and reports it. The store is retried
-/// while it is unavailable; the checkpoint only moves once the commit is done.
-pub(crate) async fn commit_batch(
+/// Commits batches, in order, in one transaction on top of `previous`, and
+/// reports each. The store is retried while it is unavailable; the
+/// checkpoint only moves once the commit is done.
+pub(crate) async fn commit_batches(
     shared: &Shared,
-    batch: Batch,
+    batches: Vec<Batch>,
     previous: &Checkpoint,
 ) -> Result<Checkpoint, EngineError> {
+    let mut commit = CommitBatch::default();
+    let mut reports = Vec::with_capacity(batches.len());
     let mut next = previous.clone();
-    next.partitions.extend(batch.positions);
-    next.batches = batch.seq;
-    let mut delta = batch.delta;
-    delta.stored = batch.docs.len() as u64;
-    delta.chunks = batch.docs.iter().map(|d| d.chunks.len() as u64).sum();
-    next.counts.add(&delta);
+    for batch in batches {
+        next.partitions.extend(batch.positions);
+        next.batches = batch.seq;
+        let mut delta = batch.delta;
+        delta.stored = batch.docs.len() as u64;
+        delta.chunks = batch.docs.iter().map(|d| d.chunks.len() as u64).sum();
+        next.counts.add(&delta);
+        let first_doc = commit.documents.len();
+        commit.documents.extend(batch.docs);
+        commit.failures.extend(batch.failures);
+        commit.memos.extend(batch.memos);
+        reports.push(Report {
+            seq: batch.seq,
+            delta,
+            docs: first_doc..commit.documents.len(),
+            checkpoint: next.clone(),
+            formed_at: batch.formed_at,
+        });
+    }
 
-    let commit = CommitBatch { documents: batch.docs, failures: batch.failures };
     let started = Instant::now();
     let store = shared.store.clone();
     let describe = store.describe();
@@ -67,32 +94,49 @@ pub(crate) async fn commit_batch(
     )
     .await?;
     let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
-    shared.progress.finished(&delta);
 
-    tracing::info!("Batch {} complete: classified={}, stored={}", batch.seq, delta.classified, delta.stored);
     let events = &shared.ctx.events;
-    if events.wants_per_document() {
-        let duration_ms = batch.formed_at.elapsed().as_secs_f64() * 1000.0;
-        for doc in &commit.documents {
-            let document = shared.settings.include_documents.then(|| Box::new(doc.clone()));
-            events
-                .emit(EventKind::DocumentCompleted {
-                    doc_id: doc.id().to_string(),
-                    source: doc.source().to_string(),
-                    duration_ms,
-                    document,
-                })
-                .await;
+    for report in reports {
+        shared.progress.finished(&report.delta);
+        tracing::info!(
+            "Batch {} complete: classified={}, stored={}",
+            report.seq,
+            report.delta.classified,
+            report.delta.stored
+        );
+        if events.wants_per_document() {
+            let duration_ms = report.formed_at.elapsed().as_secs_f64() * 1000.0;
+            for doc in &commit.documents[report.docs] {
+                let document = shared.settings.include_documents.then(|| Box::new(doc.clone()));
+                events
+                    .emit(EventKind::DocumentCompleted {
+                        doc_id: doc.id().to_string(),
+                        source: doc.source().to_string(),
+                        duration_ms,
+                        document,
+                    })
+                    .await;
+            }
         }
+        let counts = report.checkpoint.counts;
+        events
+            .emit(EventKind::BatchCommitted {
+                batch: report.seq,
+                records: report.delta.fetched,
+                commit_ms,
+                checkpoint: report.checkpoint,
+            })
+            .await;
+        events.emit(shared.progress.event(&counts)).await;
     }
-    events
-        .emit(EventKind::BatchCommitted {
-            batch: batch.seq,
-            records: delta.fetched,
-            commit_ms,
-            checkpoint: next.clone(),
-        })
-        .await;
-    events.emit(shared.progress.event(&next.counts)).await;
     Ok(next)
+}
+
+/// What is reported of one batch once its group is committed.
+struct Report {
+    seq: u64,
+    delta: Counts,
+    docs: std::ops::Range<usize>,
+    checkpoint: Checkpoint,
+    formed_at: Instant,
 }

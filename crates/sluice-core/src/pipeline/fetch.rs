@@ -16,7 +16,7 @@ use crate::error::{EngineError, SourceError};
 use crate::event::EventKind;
 use crate::record::Document;
 use crate::source::SourceItem;
-use crate::store::Failure;
+use crate::store::{Failure, MemoEntry};
 
 /// Give up on a partition whose cursor keeps being refused after restarts.
 const MAX_CURSOR_FALLBACKS: u32 = 3;
@@ -65,6 +65,8 @@ pub(crate) struct Batch {
     pub seq: u64,
     pub docs: Vec<Document>,
     pub failures: Vec<Failure>,
+    /// Stage results to remember with this batch.
+    pub memos: Vec<MemoEntry>,
     /// Position of each partition this batch moved, after its last record.
     pub positions: BTreeMap<String, Position>,
     /// What this batch adds to the run's counts (`stored` is added at commit).
@@ -347,7 +349,15 @@ impl BatchBuilder {
         tracing::info!("Processing batch {seq}: {} {noun}", docs.len() + failures.len());
         shared.progress.fetched(delta.fetched);
         self.bytes = 0;
-        Batch { seq, docs, failures, positions: std::mem::take(&mut self.positions), delta, formed_at: Instant::now() }
+        Batch {
+            seq,
+            docs,
+            failures,
+            memos: Vec::new(),
+            positions: std::mem::take(&mut self.positions),
+            delta,
+            formed_at: Instant::now(),
+        }
     }
 }
 

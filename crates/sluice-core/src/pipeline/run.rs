@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::commit::COMMIT_QUEUE;
 use super::fetch::FetchBudget;
 use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
 use crate::checkpoint::{Checkpoint, Counts};
@@ -70,10 +71,11 @@ impl RunHandle {
 impl Pipeline {
     /// The most batches that can be between the batcher and the store at
     /// once, so a crash costs at most this many batches of work: one held by
-    /// the batcher, per stage its channel, its workers and the one it is
-    /// handing on, and the one being committed.
+    /// the batcher, per stage its input channel, its workers and the one it
+    /// is handing on, the committer's queue, and the group being committed.
     pub fn max_batches_in_flight(&self) -> usize {
-        2 + self.stages.iter().map(|s| s.workers.max(1) + 2).sum::<usize>()
+        let stages: usize = self.stages.iter().map(|s| s.workers.max(1) + 2).sum();
+        1 + stages + COMMIT_QUEUE + (COMMIT_QUEUE + 1)
     }
 
     /// Starts a new run or resumes one, in the background. Fails at once if

@@ -14,7 +14,7 @@ use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
 use crate::stage::{Outcome, Stage, StageCounter};
-use crate::store::Failure;
+use crate::store::{Failure, MemoEntry, MemoKey};
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
 /// filtered and failed ones leave it and are counted.
@@ -35,6 +35,13 @@ pub(crate) async fn process_batch(
     }
     let mut docs = std::mem::take(&mut batch.docs);
     batch.docs.reserve(docs.len());
+    let fingerprint = stage.fingerprint();
+    if let Some(fingerprint) = &fingerprint {
+        docs = reuse_remembered(shared, stage.as_ref(), fingerprint, &mut batch, docs).await;
+        if docs.is_empty() {
+            return Ok(batch);
+        }
+    }
     let mut attempt = 0u32;
     let mut delays = shared.settings.retry.delays();
     loop {
@@ -60,7 +67,21 @@ pub(crate) async fn process_batch(
                     wait = wait.max(error.retry_after);
                     retry.push(doc);
                 }
-                outcome => settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await,
+                outcome => {
+                    if let (Some(fingerprint), Outcome::Kept(doc)) = (&fingerprint, &outcome)
+                        && let Some(value) = stage.memo_value(doc)
+                    {
+                        batch.memos.push(MemoEntry {
+                            source: doc.source().to_string(),
+                            id: doc.id().to_string(),
+                            stage: stage.name().to_string(),
+                            fingerprint: fingerprint.clone(),
+                            content_hash: doc.content_hash.clone(),
+                            value,
+                        });
+                    }
+                    settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await
+                }
             }
         }
         if retry.is_empty() {
@@ -75,6 +96,44 @@ pub(crate) async fn process_batch(
         }
         docs = retry;
     }
+}
+
+/// Takes the documents whose stored result for this content and fingerprint
+/// can be reused out of `docs`, settles them as kept, and returns the rest.
+/// A failed lookup only costs the saving: everything goes through the stage.
+async fn reuse_remembered(
+    shared: &Shared,
+    stage: &dyn Stage,
+    fingerprint: &str,
+    batch: &mut Batch,
+    docs: Vec<Document>,
+) -> Vec<Document> {
+    let keys: Vec<MemoKey> = docs
+        .iter()
+        .map(|d| MemoKey {
+            source: d.source().to_string(),
+            id: d.id().to_string(),
+            content_hash: d.content_hash.clone(),
+        })
+        .collect();
+    let found = match shared.store.memo_lookup(stage.name(), fingerprint, &keys).await {
+        Ok(found) if found.len() == docs.len() => found,
+        Ok(_) | Err(_) => {
+            tracing::warn!(stage = stage.name(), "stored results could not be read; processing the batch anew");
+            return docs;
+        }
+    };
+    let mut rest = Vec::with_capacity(docs.len());
+    for (mut doc, value) in docs.into_iter().zip(found) {
+        match value {
+            Some(value) if stage.memo_apply(&mut doc, &value) => {
+                batch.delta.skipped_unchanged += 1;
+                settle(shared, stage, batch, Outcome::Kept(doc), 0).await;
+            }
+            _ => rest.push(doc),
+        }
+    }
+    rest
 }
 
 /// Puts one final outcome where it belongs: kept in the batch, or counted as
@@ -137,17 +196,35 @@ fn embeddings_in(doc: &Document) -> u64 {
 }
 
 /// A stage as a task between two channels: up to `workers` batches at once,
-/// passed on in the order they came.
-pub(crate) async fn stage_task(shared: Arc<Shared>, index: usize, rx: mpsc::Receiver<Batch>, tx: mpsc::Sender<Batch>) {
+/// passed on in the order they came. A single worker runs in the task itself:
+/// no task spawned and woken per batch.
+pub(crate) async fn stage_task(
+    shared: Arc<Shared>,
+    index: usize,
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+) {
     let spec = shared.stages[index].clone();
-    let workers = spec.workers.max(1);
+    if spec.workers <= 1 {
+        while let Some(batch) = rx.recv().await {
+            match process_batch(&shared, &spec, index == 0, batch).await {
+                Ok(batch) => {
+                    if tx.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => return shared.fail(error),
+            }
+        }
+        return;
+    }
     let results = receiver_stream(rx)
         .map(|batch| {
             let shared = shared.clone();
             let spec = spec.clone();
             tokio::spawn(async move { process_batch(&shared, &spec, index == 0, batch).await })
         })
-        .buffered(workers);
+        .buffered(spec.workers);
     let mut results = std::pin::pin!(results);
     while let Some(joined) = results.next().await {
         let batch = match joined {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::commit::commit_task;
+use super::commit::{COMMIT_QUEUE, commit_task};
 use super::fetch::{batch_pages, fetch_all};
 use super::run::Shared;
 use super::stages::stage_task;
@@ -20,8 +20,10 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
         tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx)),
         tokio::spawn(batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1)),
     ];
-    for index in 0..shared.stages.len() {
-        let (tx, next_rx) = mpsc::channel(1);
+    let stages = shared.stages.len();
+    for index in 0..stages {
+        // The last channel lets batches queue for the committer, which commits them together.
+        let (tx, next_rx) = mpsc::channel(if index + 1 == stages { COMMIT_QUEUE } else { 1 });
         tasks.push(tokio::spawn(stage_task(shared.clone(), index, rx, tx)));
         rx = next_rx;
     }
