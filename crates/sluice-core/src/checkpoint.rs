@@ -74,6 +74,26 @@ impl Counts {
     }
 }
 
+/// What a run paid for: remote calls made and tokens used, cumulative across
+/// resumes. Calls saved by reusing stored results are `counts.skipped_unchanged`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CostLedger {
+    pub llm_calls: u64,
+    pub embedding_calls: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+impl CostLedger {
+    pub fn add(&mut self, other: &CostLedger) {
+        self.llm_calls += other.llm_calls;
+        self.embedding_calls += other.embedding_calls;
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+    }
+}
+
 /// What a run commits with each batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -86,6 +106,9 @@ pub struct Checkpoint {
     /// Batches committed so far; the next batch is numbered `batches + 1`.
     #[serde(default)]
     pub batches: u64,
+    /// Remote calls paid for so far (including those of batches in flight).
+    #[serde(default)]
+    pub cost: CostLedger,
 }
 
 impl Checkpoint {

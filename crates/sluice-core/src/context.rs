@@ -1,7 +1,11 @@
 //! What a source or stage gets from the engine while a run is going.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::CostLedger;
 use crate::event::{EventKind, EventSink};
 
 #[derive(Clone, Debug)]
@@ -9,11 +13,58 @@ pub struct Context {
     pub events: EventSink,
     /// Cancelled when the run is asked to stop; long waits should watch it.
     pub stop: CancellationToken,
+    /// Where stages record the remote calls and tokens they pay for.
+    pub usage: Arc<UsageMeter>,
+}
+
+/// Counts paid calls as they happen; the engine writes a snapshot into every
+/// checkpoint, so the cost ledger survives a resume.
+#[derive(Debug, Default)]
+pub struct UsageMeter {
+    llm_calls: AtomicU64,
+    embedding_calls: AtomicU64,
+    tokens_in: AtomicU64,
+    tokens_out: AtomicU64,
+}
+
+impl UsageMeter {
+    pub fn new(seed: CostLedger) -> Self {
+        Self {
+            llm_calls: AtomicU64::new(seed.llm_calls),
+            embedding_calls: AtomicU64::new(seed.embedding_calls),
+            tokens_in: AtomicU64::new(seed.tokens_in),
+            tokens_out: AtomicU64::new(seed.tokens_out),
+        }
+    }
+
+    pub fn llm_call(&self, tokens_in: u64, tokens_out: u64) {
+        self.llm_calls.fetch_add(1, Ordering::Relaxed);
+        self.tokens(tokens_in, tokens_out);
+    }
+
+    pub fn embedding_call(&self, tokens_in: u64) {
+        self.embedding_calls.fetch_add(1, Ordering::Relaxed);
+        self.tokens(tokens_in, 0);
+    }
+
+    fn tokens(&self, tokens_in: u64, tokens_out: u64) {
+        self.tokens_in.fetch_add(tokens_in, Ordering::Relaxed);
+        self.tokens_out.fetch_add(tokens_out, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CostLedger {
+        CostLedger {
+            llm_calls: self.llm_calls.load(Ordering::Relaxed),
+            embedding_calls: self.embedding_calls.load(Ordering::Relaxed),
+            tokens_in: self.tokens_in.load(Ordering::Relaxed),
+            tokens_out: self.tokens_out.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Context {
     pub fn detached() -> Self {
-        Self { events: EventSink::discard(), stop: CancellationToken::new() }
+        Self { events: EventSink::discard(), stop: CancellationToken::new(), usage: Arc::default() }
     }
 
     /// Reports a change of an adapter's state (rate limited, backing off...),

@@ -13,8 +13,8 @@ pub mod source;
 pub mod stage;
 pub mod store;
 
-pub use checkpoint::{Checkpoint, Counts, Position};
-pub use context::Context;
+pub use checkpoint::{Checkpoint, CostLedger, Counts, Position};
+pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
 pub use pipeline::{Mode, Pipeline, RetryPolicy, RunHandle, RunSummary, Settings, StageSpec, Start};

@@ -589,8 +589,11 @@ impl Stage for Paid {
         doc.classification = serde_json::from_value(value.clone()).ok();
         doc.classification.is_some()
     }
-    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+    async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         self.calls.fetch_add(docs.len() as u64, Ordering::SeqCst);
+        for _ in &docs {
+            ctx.usage.llm_call(10, 2);
+        }
         Ok(docs
             .into_iter()
             .map(|mut doc| {
@@ -617,12 +620,17 @@ async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes()
     let summary = first.run(Start::New).await.unwrap();
     assert_eq!(stage.calls.load(Ordering::SeqCst), 120);
     assert_eq!(summary.counts.skipped_unchanged, 0);
+    assert_eq!(
+        summary.checkpoint.cost,
+        CostLedger { llm_calls: 120, embedding_calls: 0, tokens_in: 1200, tokens_out: 240 }
+    );
 
     let (again, stage) = run_with("model-a");
     let summary = again.run(Start::New).await.unwrap();
     assert_eq!(stage.calls.load(Ordering::SeqCst), 0, "a re-run over unchanged content makes no calls");
     assert_eq!(summary.counts.skipped_unchanged, 120);
     assert_eq!(summary.counts.classified, 120, "reused results still count as classified");
+    assert_eq!(summary.checkpoint.cost.llm_calls, 0, "the ledger shows nothing paid");
     assert!(store.docs().iter().all(|d| d.classification.as_ref().unwrap().category.starts_with("model-a:")));
 
     let (changed, stage) = run_with("model-b");

@@ -65,6 +65,7 @@ pub(crate) async fn commit_batches(
         delta.stored = batch.docs.len() as u64;
         delta.chunks = batch.docs.iter().map(|d| d.chunks.len() as u64).sum();
         next.counts.add(&delta);
+        next.cost = shared.ctx.usage.snapshot();
         let first_doc = commit.documents.len();
         commit.documents.extend(batch.docs);
         commit.failures.extend(batch.failures);

@@ -15,7 +15,7 @@ use super::commit::COMMIT_QUEUE;
 use super::fetch::FetchBudget;
 use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
 use crate::checkpoint::{Checkpoint, Counts};
-use crate::context::Context;
+use crate::context::{Context, UsageMeter};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
 use crate::record::Document;
@@ -117,7 +117,11 @@ impl Pipeline {
 
         let (tx, rx) = mpsc::channel(self.settings.event_buffer.max(16));
         let stop = CancellationToken::new();
-        let ctx = Context { events: EventSink::new(run_id, self.settings.per_document_events, tx), stop: stop.clone() };
+        let ctx = Context {
+            events: EventSink::new(run_id, self.settings.per_document_events, tx),
+            stop: stop.clone(),
+            usage: Arc::new(UsageMeter::new(checkpoint.cost)),
+        };
         let shared = Arc::new(Shared {
             run_id,
             source: self.source.clone(),
