@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{Checkpoint, Counts};
+use crate::checkpoint::{Checkpoint, CostLedger, Counts};
 use crate::record::Document;
 use crate::store::RunStatus;
 
@@ -33,7 +33,10 @@ pub enum EventKind {
         resumed: bool,
         batch_size: usize,
         phase: String,
+        /// Where the counts start (a resumed run carries its checkpoint's).
         counts: Counts,
+        #[serde(default)]
+        cost: CostLedger,
     },
     PageFetched {
         partition: String,

@@ -32,6 +32,19 @@ pub enum Command {
     Events(EventsArgs),
     /// List the failed records of a run, or retry them.
     Failures(FailuresArgs),
+    /// Serve the HTTP control API (start, stop, resume and watch runs).
+    Serve(ServeArgs),
+    /// Ask the active run of a server to stop at the next batch boundary.
+    Stop(StopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// The server, e.g. http://127.0.0.1:8000.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub server: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where to find the store: `--db`, else `DATABASE_URL`, else the pipeline file's `[store]`, else `sluice.db`.
@@ -80,6 +93,9 @@ pub struct RunArgs {
 pub struct RunsArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Ask a running `sluice serve` instead of reading the store.
+    #[arg(long, conflicts_with_all = ["config", "db"])]
+    pub server: Option<String>,
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
     #[arg(long)]
@@ -91,6 +107,9 @@ pub struct StatusArgs {
     pub run_id: i64,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Ask a running `sluice serve` instead of reading the store.
+    #[arg(long, conflicts_with_all = ["config", "db"])]
+    pub server: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -125,4 +144,17 @@ pub enum FailuresAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Pipeline file new runs start from.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Address to listen on. A non-loopback address needs SLUICE_API_TOKEN.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub bind: String,
+    /// Store URL or path, overriding the file and DATABASE_URL.
+    #[arg(long)]
+    pub db: Option<String>,
 }

@@ -22,6 +22,8 @@ pub struct PipelineFile {
     pub per_document_events: Option<bool>,
     pub partition_concurrency: Option<usize>,
     pub phase: Option<String>,
+    /// Run story creation after theme extraction (the runbook's flag).
+    pub auto_create_stories: Option<bool>,
     pub source: SourceConfig,
     #[serde(default)]
     pub stages: Vec<StageEntry>,

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod error;
 mod progress;
+mod serve;
 mod status;
 
 use std::process::ExitCode;
@@ -15,6 +16,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::progress::{LogWriter, stderr_is_terminal};
+
+/// mimalloc: the engine allocates per record; it halved the engine's time in the benchmarks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth saying.

@@ -2,20 +2,24 @@
 //! HTTP API answer with. Every count in it is read from the checkpoint, so
 //! the status and the checkpoint cannot disagree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_core::{Checkpoint, Counts, RunInfo, RunStatus};
+use utoipa::ToSchema;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunStatusDoc {
     pub run_id: i64,
     pub pipeline: String,
+    #[schema(value_type = String, example = "running")]
     pub status: RunStatus,
     pub current_phase: String,
     pub conversations_fetched: u64,
     pub conversations_filtered: u64,
     pub conversations_classified: u64,
     pub conversations_stored: u64,
+    #[schema(value_type = Object)]
     pub counts: Counts,
+    #[schema(value_type = Option<Object>)]
     pub checkpoint: Option<Checkpoint>,
     pub date_from: Option<String>,
     pub date_to: Option<String>,

@@ -266,6 +266,7 @@ async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, gua
             batch_size: settings.batch_size,
             phase: checkpoint.phase.clone(),
             counts: checkpoint.counts,
+            cost: checkpoint.cost,
         })
         .await;
     match settings.mode {

@@ -1,5 +1,6 @@
 pub mod events;
 pub mod failures;
+pub mod remote;
 pub mod run;
 pub mod runs;
 
@@ -13,6 +14,8 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Status(args) => runs::status(args).await,
         Command::Events(args) => events::summarize(args),
         Command::Failures(args) => failures::failures(args).await,
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Stop(args) => remote::stop(args).await,
     }
 }
 

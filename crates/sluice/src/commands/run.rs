@@ -132,7 +132,7 @@ async fn stop_on_signals(stop: CancellationToken) {
     std::process::exit(130);
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

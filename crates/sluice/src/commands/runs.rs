@@ -2,21 +2,26 @@
 
 use crate::assemble::open_store_args;
 use crate::cli::{RunsArgs, StatusArgs};
-use crate::commands::print_json;
+use crate::commands::{print_json, remote};
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 use crate::status::RunStatusDoc;
 
 pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
-    let store = open_store_args(&args.store)?.as_store();
-    let runs = store.list_runs(args.limit as usize).await?;
-    let docs: Vec<RunStatusDoc> = runs.iter().map(RunStatusDoc::new).collect();
+    let (docs, from) = match &args.server {
+        Some(server) => (remote::history(server, args.limit).await?, server.clone()),
+        None => {
+            let store = open_store_args(&args.store)?.as_store();
+            let runs = store.list_runs(args.limit as usize).await?;
+            (runs.iter().map(RunStatusDoc::new).collect(), store.describe())
+        }
+    };
     if args.json {
         print_json(&docs)?;
         return Ok(code::OK);
     }
     if docs.is_empty() {
-        println!("no runs in {}", store.describe());
+        println!("no runs in {from}");
         return Ok(code::OK);
     }
     println!(
@@ -33,12 +38,17 @@ pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
 }
 
 pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
-    let store = open_store_args(&args.store)?.as_store();
-    let run = store
-        .get_run(args.run_id)
-        .await?
-        .ok_or_else(|| CliError::usage(format!("run {} not found in {}", args.run_id, store.describe())))?;
-    let doc = RunStatusDoc::new(&run);
+    let doc = match &args.server {
+        Some(server) => remote::status(server, args.run_id).await?,
+        None => {
+            let store = open_store_args(&args.store)?.as_store();
+            let run = store
+                .get_run(args.run_id)
+                .await?
+                .ok_or_else(|| CliError::usage(format!("run {} not found in {}", args.run_id, store.describe())))?;
+            RunStatusDoc::new(&run)
+        }
+    };
     if args.json {
         print_json(&doc)?;
         return Ok(code::OK);

@@ -1,0 +1,68 @@
+//! The CLI talking to a running `sluice serve` (`--server URL`).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::assemble::env_var;
+use crate::cli::StopArgs;
+use crate::commands::print_json;
+use crate::error::{CliError, code};
+use crate::status::RunStatusDoc;
+
+fn client() -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot build an HTTP client: {e}")))
+}
+
+/// Sends a request and reads the JSON answer; an error answer becomes a CLI error with its message.
+async fn call<T: DeserializeOwned>(request: reqwest::RequestBuilder, what: &str) -> Result<T, CliError> {
+    let response = request.send().await.map_err(|e| CliError::runtime(format!("{what}: {e}")))?;
+    let status = response.status();
+    let body: Value =
+        response.json().await.map_err(|e| CliError::runtime(format!("{what}: unreadable answer: {e}")))?;
+    if !status.is_success() {
+        let message = body["error"].as_str().unwrap_or("request failed");
+        let code = match status.as_u16() {
+            400 | 401 | 404 => code::USAGE,
+            409 => code::BUSY,
+            _ => code::FAILED,
+        };
+        return Err(CliError { code, message: format!("{what}: {message} (HTTP {status})") });
+    }
+    serde_json::from_value(body).map_err(|e| CliError::runtime(format!("{what}: unexpected answer: {e}")))
+}
+
+fn url(server: &str, path: &str) -> String {
+    format!("{}{path}", server.trim_end_matches('/'))
+}
+
+pub async fn status(server: &str, run_id: i64) -> Result<RunStatusDoc, CliError> {
+    call(client()?.get(url(server, &format!("/api/pipeline/status/{run_id}"))), server).await
+}
+
+pub async fn history(server: &str, limit: u32) -> Result<Vec<RunStatusDoc>, CliError> {
+    #[derive(serde::Deserialize)]
+    struct History {
+        runs: Vec<RunStatusDoc>,
+    }
+    let limit = limit.min(100);
+    let history: History =
+        call(client()?.get(url(server, &format!("/api/pipeline/history?limit={limit}"))), server).await?;
+    Ok(history.runs)
+}
+
+pub async fn stop(args: StopArgs) -> Result<u8, CliError> {
+    let mut request = client()?.post(url(&args.server, "/api/pipeline/stop"));
+    if let Some(token) = env_var("SLUICE_API_TOKEN").filter(|t| !t.is_empty()) {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = call(request, &args.server).await?;
+    if args.json {
+        print_json(&answer)?;
+    } else {
+        println!("{}", answer["message"].as_str().unwrap_or("stopping"));
+    }
+    Ok(code::OK)
+}
