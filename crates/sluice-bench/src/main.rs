@@ -4,7 +4,12 @@
 //! cargo run --release -p sluice-bench -- throughput [RECORDS]
 //! cargo run --release -p sluice-bench -- rss RECORDS          # one size per process: peak RSS is per process
 //! cargo run --release -p sluice-bench -- modes
+//! cargo run --release -p sluice-bench -- intercom [CONVERSATIONS] [CONCURRENCY...]  # see intercom.rs
+//! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
 //! ```
+
+mod intercom;
+mod postgres;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +40,20 @@ fn main() {
         Some("throughput") => runtime.block_on(throughput(number(1, 1_000_000))),
         Some("rss") => runtime.block_on(rss(number(1, 100_000))),
         Some("modes") => runtime.block_on(modes()),
-        _ => eprintln!("usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes"),
+        Some("intercom") => {
+            let concurrencies: Vec<usize> = args.iter().skip(2).filter_map(|s| s.parse().ok()).collect();
+            let concurrencies = if concurrencies.is_empty() { vec![16, 64] } else { concurrencies };
+            runtime.block_on(intercom::intercom(number(1, 20_000) as usize, concurrencies))
+        }
+        Some("intercom-child") => runtime.block_on(intercom::child(
+            number(1, 1) as usize,
+            number(2, 16) as usize,
+            std::path::Path::new(args.get(3).map_or("bench.db", String::as_str)),
+        )),
+        Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
+        _ => eprintln!(
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...]"
+        ),
     }
 }
 
@@ -69,7 +87,7 @@ fn engine_pipeline(
         .settings(Settings { batch_size, per_document_events, name: "bench".into(), ..Settings::default() })
         .stage(stage(StageConfig::Normalize(NormalizeConfig::default())))
         .stage(stage(StageConfig::Filter(FilterConfig::default())))
-        .stage(stage(StageConfig::Classify(rules)))
+        .stage(stage(StageConfig::Classify(rules.into())))
 }
 
 /// Runs to the end, reading every event as a consumer would.

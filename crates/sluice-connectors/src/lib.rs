@@ -2,6 +2,8 @@
 //! the core traits, and the registry that builds them from configuration.
 
 pub mod embedder;
+pub mod http;
+pub mod openai_api;
 pub mod registry;
 pub mod source;
 pub mod stage;

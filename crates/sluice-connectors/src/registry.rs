@@ -6,17 +6,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{Source, Stage, StageSpec, Store};
+use sluice_core::{Mode, Source, Stage, StageSpec, Store};
 
 use crate::ConfigError;
 use crate::source::files::{FilesConfig, FilesSource};
 use crate::source::generate::{GenerateConfig, GenerateSource};
+use crate::source::intercom::{IntercomConfig, IntercomSource, QualityStage};
 use crate::source::jsonl::{JsonlConfig, JsonlSource};
 use crate::stage::chunk::{ChunkConfig, ChunkStage};
-use crate::stage::classify_rules::{RulesClassifier, RulesClassifyConfig};
+use crate::stage::classify::ClassifyConfig;
+use crate::stage::classify_llm::LlmClassifier;
+use crate::stage::classify_rules::RulesClassifier;
 use crate::stage::embed::{EmbedConfig, EmbedStage};
 use crate::stage::filter::{FilterConfig, FilterStage};
 use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
+use crate::store::InspectStore;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// `[source]`: which source, by `kind`, and its settings.
@@ -26,6 +31,72 @@ pub enum SourceConfig {
     Jsonl(JsonlConfig),
     Files(FilesConfig),
     Generate(GenerateConfig),
+    Intercom(IntercomConfig),
+}
+
+impl SourceConfig {
+    /// The run's date range as `(date_from, date_to)`, `YYYY-MM-DD`, both
+    /// included, for sources that have one (Intercom); `days` counts back
+    /// from today (UTC). `None` for other sources or an invalid range (which
+    /// building the source then refuses with the reason).
+    pub fn date_range(&self) -> Option<(String, String)> {
+        match self {
+            SourceConfig::Intercom(c) => c.date_range().ok(),
+            _ => None,
+        }
+    }
+
+    /// Replaces a relative range (`days`) by the dates it means today, so the
+    /// settings saved with a run name the same range whenever it is resumed.
+    pub fn pin_date_range(&mut self) -> Result<(), ConfigError> {
+        match self {
+            SourceConfig::Intercom(c) => c.pin_dates(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets an explicit range (`YYYY-MM-DD`, both included) on a source that
+    /// has one, e.g. the range an HTTP request asked for; returns false for
+    /// sources without a date range.
+    pub fn set_date_range(&mut self, date_from: &str, date_to: &str) -> Result<bool, ConfigError> {
+        match self {
+            SourceConfig::Intercom(c) => c.set_dates(date_from, date_to).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// A record limit the source's settings give (`max_conversations`).
+    pub fn max_records(&self) -> Option<u64> {
+        match self {
+            SourceConfig::Intercom(c) => c.max_conversations,
+            _ => None,
+        }
+    }
+
+    /// The word for this source's records in logs.
+    pub fn record_noun(&self) -> &'static str {
+        match self {
+            SourceConfig::Intercom(_) => "conversations",
+            _ => "records",
+        }
+    }
+
+    /// The phase a run of this source is in, when the pipeline file names none.
+    pub fn default_phase(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::Intercom(_) => Some("classification"),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Jsonl(_) => "jsonl",
+            SourceConfig::Files(_) => "files",
+            SourceConfig::Generate(_) => "generate",
+            SourceConfig::Intercom(_) => "intercom",
+        }
+    }
 }
 
 /// One `[[stages]]` entry: the stage by `kind`, its settings, and how many
@@ -47,7 +118,8 @@ fn one() -> usize {
 pub enum StageConfig {
     Normalize(NormalizeConfig),
     Filter(FilterConfig),
-    Classify(RulesClassifyConfig),
+    /// `provider = "rules"` (default) or `provider = "llm"`.
+    Classify(ClassifyConfig),
     Chunk(ChunkConfig),
     Embed(EmbedConfig),
 }
@@ -64,11 +136,23 @@ impl StageConfig {
     }
 }
 
-/// `[store]`: where documents and runs are kept. SQLite by default.
+/// `[store]`: where documents and runs are kept. SQLite by default;
+/// `kind = "postgres"` with `url = "postgres://..."` for PostgreSQL.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        /// Saved with a run's settings with its password hidden.
+        #[serde(serialize_with = "serialize_redacted")]
+        url: String,
+    },
+}
+
+fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
 }
 
 impl Default for StoreConfig {
@@ -78,43 +162,84 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// Reads a `DATABASE_URL`: `sqlite:PATH`, `sqlite://PATH`, or a bare path.
+    /// Reads a `DATABASE_URL`: `postgres://...` or `postgresql://...` for
+    /// PostgreSQL; `sqlite:PATH`, `sqlite://PATH`, or a bare path for SQLite.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(ConfigError(format!(
-                "DATABASE_URL={} asks for PostgreSQL, which this build does not support yet (allowed: sqlite:PATH)",
-                redact_url(url)
-            )));
+            // Parsed now, so a malformed URL is refused at start (without its password).
+            PostgresStore::connect_lazy(url).map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
+            return Ok(StoreConfig::Postgres { url: url.to_string() });
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() {
-            return Err(ConfigError("DATABASE_URL is empty (allowed: sqlite:PATH)".into()));
+            return Err(ConfigError(
+                "DATABASE_URL is empty (allowed: sqlite:PATH, postgres://USER@HOST:PORT/DATABASE)".into(),
+            ));
         }
         Ok(StoreConfig::Sqlite { path: PathBuf::from(path) })
     }
 }
 
-/// Hides a password in a connection URL for messages and logs.
+/// Hides a password in a connection URL for messages and logs: the one in
+/// the user info (`user:***@host`) and a `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_string(),
+                Some(colon) => format!("{}{}:***{}", &base[..scheme + 3], &userinfo[..colon], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
+/// Builds the source for a streaming run. See [`build_source_for`].
 pub fn build_source(config: &SourceConfig) -> Result<Arc<dyn Source>, ConfigError> {
+    build_source_for(config, Mode::Streaming)
+}
+
+/// Builds the source for a run in `mode`. The Intercom source filters short
+/// conversations at page level in streaming mode only; in batch mode
+/// [`source_stages`] gives the stage that does it instead.
+pub fn build_source_for(config: &SourceConfig, mode: Mode) -> Result<Arc<dyn Source>, ConfigError> {
     Ok(match config.clone() {
         SourceConfig::Jsonl(c) => Arc::new(JsonlSource::new(c)?),
         SourceConfig::Files(c) => Arc::new(FilesSource::new(c)?),
         SourceConfig::Generate(c) => Arc::new(GenerateSource::new(c)?),
+        SourceConfig::Intercom(c) => Arc::new(IntercomSource::new(c, mode)?),
     })
+}
+
+/// Stages a source needs before the configured ones in `mode`: for Intercom
+/// in batch mode, the quality filter the source applies at page level in
+/// streaming mode (so both modes store the same conversations, with the
+/// runbook's counter semantics).
+pub fn source_stages(config: &SourceConfig, mode: Mode) -> Vec<StageSpec> {
+    match config {
+        SourceConfig::Intercom(c) if mode == Mode::Batch && c.min_chars > 0 => {
+            vec![StageSpec::new(Arc::new(QualityStage::new(c.min_chars)))]
+        }
+        _ => Vec::new(),
+    }
 }
 
 pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
@@ -128,7 +253,8 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
     let stage: Arc<dyn Stage> = match entry.stage.clone() {
         StageConfig::Normalize(c) => Arc::new(NormalizeStage::new(c)?),
         StageConfig::Filter(c) => Arc::new(FilterStage::new(c)?),
-        StageConfig::Classify(c) => Arc::new(RulesClassifier::new(c)?),
+        StageConfig::Classify(ClassifyConfig::Rules(c)) => Arc::new(RulesClassifier::new(c)?),
+        StageConfig::Classify(ClassifyConfig::Llm(c)) => Arc::new(LlmClassifier::new(c)?),
         StageConfig::Chunk(c) => Arc::new(ChunkStage::new(c)?),
         StageConfig::Embed(c) => Arc::new(EmbedStage::new(c)?),
     };
@@ -139,21 +265,49 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
 #[derive(Clone)]
 pub enum OpenedStore {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
 }
 
 impl OpenedStore {
     pub fn as_store(&self) -> Arc<dyn Store> {
         match self {
             OpenedStore::Sqlite(s) => s.clone(),
+            OpenedStore::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The store with the read helpers every backend has (counts, documents, active run).
+    pub fn as_inspect(&self) -> Arc<dyn InspectStore> {
+        match self {
+            OpenedStore::Sqlite(s) => s.clone(),
+            OpenedStore::Postgres(s) => s.clone(),
         }
     }
 }
 
+/// Opens the store `config` names. A PostgreSQL store is only prepared here
+/// (its URL parsed): it connects and sets its schema up on first use. Use
+/// [`open_store_async`] to find a server that is down or a bad schema now.
 pub fn open_store(config: &StoreConfig) -> Result<OpenedStore, ConfigError> {
     match config {
         StoreConfig::Sqlite { path } => {
             SqliteStore::open(path).map(|s| OpenedStore::Sqlite(Arc::new(s))).map_err(|e| ConfigError(e.to_string()))
         }
+        StoreConfig::Postgres { url } => PostgresStore::connect_lazy(url)
+            .map(|s| OpenedStore::Postgres(Arc::new(s)))
+            .map_err(|e| ConfigError(e.to_string())),
+    }
+}
+
+/// Opens the store `config` names, connecting and setting a PostgreSQL
+/// store's schema up at once (and saying how it stores embeddings).
+pub async fn open_store_async(config: &StoreConfig) -> Result<OpenedStore, ConfigError> {
+    match config {
+        StoreConfig::Sqlite { .. } => open_store(config),
+        StoreConfig::Postgres { url } => PostgresStore::open(url)
+            .await
+            .map(|s| OpenedStore::Postgres(Arc::new(s)))
+            .map_err(|e| ConfigError(e.to_string())),
     }
 }
 
@@ -170,13 +324,39 @@ mod tests {
             matches!(StoreConfig::from_url("sqlite:x.db").unwrap(), StoreConfig::Sqlite { path } if path == std::path::Path::new("x.db"))
         );
         assert!(StoreConfig::from_url("").is_err());
-        let err = StoreConfig::from_url("postgres://u:secret@h/db").unwrap_err().to_string();
-        assert!(!err.contains("secret"), "{err}");
+        for url in ["postgres://u:secret@h/db", "postgresql://u:secret@h:5433/db?sslmode=disable"] {
+            assert!(matches!(StoreConfig::from_url(url).unwrap(), StoreConfig::Postgres { url: u } if u == url));
+        }
+        let err = StoreConfig::from_url("postgres://u:secret@h:port/db").unwrap_err().to_string();
+        assert!(!err.contains("secret") && err.contains("DATABASE_URL"), "{err}");
     }
 
     #[test]
     fn redact_hides_password_only() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=pw&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+    }
+
+    #[test]
+    fn a_saved_postgres_store_config_hides_its_password() {
+        let config: StoreConfig =
+            serde_json::from_str(r#"{"kind": "postgres", "url": "postgres://u:secret@h/db"}"#).unwrap();
+        let saved = serde_json::to_string(&config).unwrap();
+        assert!(!saved.contains("secret") && saved.contains("u:***@h/db"), "{saved}");
+        assert!(serde_json::from_str::<StoreConfig>(r#"{"kind": "postgres", "url": "x", "path": "y"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lazily_opened_postgres_store_is_a_store_whose_errors_hide_the_password() {
+        let config = StoreConfig::from_url("postgres://u:secret@127.0.0.1:1/db").unwrap();
+        let store = open_store(&config).unwrap().as_store();
+        assert_eq!(store.describe(), "postgres:postgres://u:***@127.0.0.1:1/db");
+        let err = store.list_runs(1).await.unwrap_err();
+        assert!(matches!(err, sluice_core::StoreError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 }

@@ -616,15 +616,15 @@ async fn embed_failed_call_fails_only_its_documents() {
 #[test]
 fn embed_config_errors() {
     let error =
-        EmbedStage::new(EmbedConfig { provider: "openai".into(), ..EmbedConfig::default() }).unwrap_err().to_string();
-    assert!(error.contains("embed.provider = \"openai\"") && error.contains("hashing"), "{error}");
+        EmbedStage::new(EmbedConfig { provider: "magic".into(), ..EmbedConfig::default() }).unwrap_err().to_string();
+    assert!(error.contains("embed.provider = \"magic\"") && error.contains("hashing, openai"), "{error}");
     let error = EmbedStage::new(EmbedConfig { dimensions: 4, ..EmbedConfig::default() }).unwrap_err().to_string();
     assert!(error.contains("embed.dimensions = 4") && error.contains("8..=4096"), "{error}");
     let error = EmbedStage::new(EmbedConfig { batch_size: 0, ..EmbedConfig::default() }).unwrap_err().to_string();
     assert!(error.contains("embed.batch_size = 0"), "{error}");
     let config: EmbedConfig = serde_json::from_value(json!({})).unwrap();
     assert_eq!((config.provider.as_str(), config.dimensions, config.batch_size), ("hashing", 256, 32));
-    assert!(serde_json::from_value::<EmbedConfig>(json!({"model": "x"})).is_err());
+    assert!(serde_json::from_value::<EmbedConfig>(json!({"modle": "x"})).is_err());
 }
 
 // ---------------------------------------------------------------- together

@@ -2,16 +2,28 @@
 
 use std::sync::Arc;
 
-use sluice_connectors::registry::{OpenedStore, build_source, build_stage, open_store};
+use sluice_connectors::registry::{OpenedStore, build_source_for, build_stage, open_store, source_stages};
 use sluice_core::{Pipeline, Store};
 
 use crate::cli::StoreArgs;
 use crate::config::{ConfigError, PipelineFile, resolve_store};
 use crate::error::CliError;
 
+/// The source is built for the resolved mode (the Intercom source filters
+/// short conversations at page level in streaming mode, and a quality stage
+/// does it first in batch mode), and a relative date range (`days`) is
+/// resolved once, so source, settings and the saved configuration name the
+/// same dates.
 pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
-    let source = build_source(&file.source)?;
-    let mut pipeline = Pipeline::new(source, store).settings(file.settings());
+    let mut file = file.clone();
+    file.source.pin_date_range()?;
+    let settings = file.settings();
+    let mode = settings.mode;
+    let source = build_source_for(&file.source, mode)?;
+    let mut pipeline = Pipeline::new(source, store).settings(settings);
+    for spec in source_stages(&file.source, mode) {
+        pipeline = pipeline.stage(spec);
+    }
     for entry in &file.stages {
         pipeline = pipeline.stage(build_stage(entry)?);
     }

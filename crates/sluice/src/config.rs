@@ -131,18 +131,36 @@ impl PipelineFile {
     }
 
     /// The engine settings this file describes; `config` is saved with the run.
+    ///
+    /// A source's date range (Intercom) becomes `date_from`/`date_to`, and a
+    /// relative one (`days = N`) is saved as the dates it means today, so a
+    /// resume on a later day reads the same range. A source's own limit
+    /// (`max_conversations`) is `max_records` when the file sets none; an
+    /// Intercom run counts "conversations" and its phase defaults to
+    /// `classification`.
     pub fn settings(&self) -> Settings {
         let defaults = Settings::default();
+        let mut saved = self.clone();
+        // A bad range stays as written: building the source refuses it with the reason.
+        let _ = saved.source.pin_date_range();
+        let (date_from, date_to) = saved.source.date_range().map_or((None, None), |(from, to)| (Some(from), Some(to)));
         Settings {
             name: self.name.clone().unwrap_or_else(|| "default".into()),
             mode: self.mode.unwrap_or_default(),
             batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
-            max_records: self.max_records,
+            max_records: self.max_records.or(self.source.max_records()),
             partition_concurrency: self.partition_concurrency.unwrap_or(defaults.partition_concurrency),
             per_document_events: self.per_document_events.unwrap_or(true),
-            phase: self.phase.clone().unwrap_or(defaults.phase.clone()),
-            config: serde_json::to_value(self).unwrap_or_default(),
+            phase: self
+                .phase
+                .clone()
+                .or_else(|| self.source.default_phase().map(str::to_string))
+                .unwrap_or(defaults.phase.clone()),
+            record_noun: self.source.record_noun().to_string(),
+            config: serde_json::to_value(&saved).unwrap_or_default(),
+            date_from,
+            date_to,
             ..defaults
         }
     }
@@ -261,6 +279,33 @@ mod tests {
         let back = PipelineFile::from_saved(&saved).unwrap();
         assert_eq!(back.settings().batch_size, 20);
         assert_eq!(back.name, f.name);
+    }
+
+    #[test]
+    fn an_intercom_file_saves_its_range_as_dates_and_counts_conversations() {
+        use sluice_connectors::source::intercom::dates::{format_date, today};
+        let f = file("[source]\nkind = \"intercom\"\ndays = 30\nmax_conversations = 500\n").unwrap();
+        let s = f.settings();
+        assert_eq!(
+            (s.record_noun.as_str(), s.phase.as_str(), s.max_records),
+            ("conversations", "classification", Some(500))
+        );
+        let (from, to) = (format_date(today() - 30), format_date(today()));
+        assert_eq!((s.date_from.as_deref(), s.date_to.as_deref()), (Some(from.as_str()), Some(to.as_str())));
+        // The saved settings name the dates, not `days`: a resume tomorrow reads the same range.
+        assert_eq!(s.config["source"]["date_from"], from.as_str());
+        assert!(s.config["source"].get("days").is_none(), "{}", s.config);
+        let saved = PipelineFile::from_saved(&s.config).unwrap().settings();
+        assert_eq!((saved.date_from, saved.date_to), (Some(from), Some(to)));
+
+        // The file's own phase and limit win.
+        let f = file("phase = \"backfill\"\nmax_records = 7\n[source]\nkind = \"intercom\"\ndate_from = \"2025-10-01\"\ndate_to = \"2025-12-30\"\n").unwrap();
+        let s = f.settings();
+        assert_eq!((s.phase.as_str(), s.max_records), ("backfill", Some(7)));
+        assert_eq!((s.date_from.as_deref(), s.date_to.as_deref()), (Some("2025-10-01"), Some("2025-12-30")));
+        // Other sources have no range and count records.
+        let s = file(MINIMAL).unwrap().settings();
+        assert_eq!((s.date_from, s.record_noun.as_str()), (None, "records"));
     }
 
     #[test]

@@ -97,3 +97,129 @@ dimensions = 32
     .unwrap();
     path
 }
+
+/// The database a test's `sluice` runs use: a SQLite file, or a fresh
+/// database on the PostgreSQL server of `SLUICE_TEST_POSTGRES_URL`. The
+/// assertions read it with SQL both backends understand.
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres { admin: String, name: String, url: String },
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// The PostgreSQL server for tests, or `None` (with a line saying so) when
+/// `SLUICE_TEST_POSTGRES_URL` is unset; in CI (`CI` set) that is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("SLUICE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but SLUICE_TEST_POSTGRES_URL is not: the PostgreSQL tests cannot be skipped in CI"
+            );
+            eprintln!(
+                "skipped: set SLUICE_TEST_POSTGRES_URL (e.g. eval \"$(.ci/postgres.sh start)\") to run it on PostgreSQL"
+            );
+            None
+        }
+    }
+}
+
+impl TestDb {
+    pub fn sqlite(dir: &Path) -> TestDb {
+        TestDb::Sqlite(dir.join("crash.db"))
+    }
+
+    /// A fresh database on the test server (see [`postgres_url`]).
+    pub fn postgres() -> Option<TestDb> {
+        let admin = postgres_url()?;
+        let (name, url) =
+            block_on(sluice_connectors::store::postgres::create_scratch_database(&admin, "sluice_e2e", None))
+                .expect("create a test database");
+        Some(TestDb::Postgres { admin, name, url })
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite(_) => "sqlite",
+            TestDb::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// What `sluice --db` takes.
+    pub fn arg(&self) -> std::ffi::OsString {
+        match self {
+            TestDb::Sqlite(path) => path.clone().into_os_string(),
+            TestDb::Postgres { url, .. } => url.into(),
+        }
+    }
+
+    /// The first column of the first row as an integer (`None` for NULL or no row).
+    pub fn scalar(&self, sql: &str) -> Option<i64> {
+        match self {
+            TestDb::Sqlite(path) => {
+                use rusqlite::OptionalExtension;
+                db(path).query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).optional().unwrap().flatten()
+            }
+            TestDb::Postgres { url, .. } => block_on(async {
+                use sqlx::{Connection, Row};
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                row.and_then(|r| r.try_get::<Option<i64>, _>(0).unwrap_or_else(|e| panic!("{sql}: {e}")))
+            }),
+        }
+    }
+
+    /// The first column of the first row as text.
+    pub fn text(&self, sql: &str) -> Option<String> {
+        match self {
+            TestDb::Sqlite(path) => {
+                use rusqlite::OptionalExtension;
+                db(path).query_row(sql, [], |r| r.get::<_, Option<String>>(0)).optional().unwrap().flatten()
+            }
+            TestDb::Postgres { url, .. } => block_on(async {
+                use sqlx::{Connection, Row};
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_optional(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                row.and_then(|r| r.try_get::<Option<String>, _>(0).unwrap_or_else(|e| panic!("{sql}: {e}")))
+            }),
+        }
+    }
+
+    /// Whether sluice has created its tables yet.
+    pub fn has_runs(&self) -> bool {
+        let sql = match self {
+            TestDb::Sqlite(path) if !path.exists() => return false,
+            TestDb::Sqlite(_) => "SELECT count(*) FROM sqlite_master WHERE name = 'pipeline_runs'",
+            TestDb::Postgres { .. } => "SELECT count(*) FROM pg_tables WHERE tablename = 'pipeline_runs'",
+        };
+        self.scalar(sql).unwrap_or(0) > 0
+    }
+
+    /// `counts.stored` of run `run`'s checkpoint (0 before its first commit).
+    pub fn stored_in_checkpoint(&self, run: i64) -> i64 {
+        let sql = match self {
+            TestDb::Sqlite(_) => {
+                format!("SELECT json_extract(checkpoint, '$.counts.stored') FROM pipeline_runs WHERE id = {run}")
+            }
+            TestDb::Postgres { .. } => {
+                format!("SELECT (checkpoint->'counts'->>'stored')::bigint FROM pipeline_runs WHERE id = {run}")
+            }
+        };
+        self.scalar(&sql).unwrap_or(0)
+    }
+
+    /// Drops a PostgreSQL test database (best effort); a SQLite file goes with its directory.
+    pub fn cleanup(self) {
+        if let TestDb::Postgres { admin, name, .. } = self
+            && let Err(e) = block_on(sluice_connectors::store::postgres::drop_database(&admin, &name))
+        {
+            eprintln!("warning: {e}");
+        }
+    }
+}

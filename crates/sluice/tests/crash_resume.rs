@@ -17,6 +17,20 @@ const MAX_BATCHES_IN_FLIGHT: i64 = 19;
 
 #[test]
 fn sigkill_at_random_moments_then_resume_stores_each_record_once() {
+    sigkill_rounds(|dir| Some(TestDb::sqlite(dir)));
+}
+
+/// The same on PostgreSQL (`SLUICE_TEST_POSTGRES_URL`; always in CI).
+#[test]
+fn postgres_sigkill_at_random_moments_then_resume_stores_each_record_once() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let _server = SERVER.read().unwrap_or_else(|e| e.into_inner());
+    sigkill_rounds(|_| TestDb::postgres());
+}
+
+fn sigkill_rounds(make_db: impl Fn(&std::path::Path) -> Option<TestDb>) {
     let seed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
     eprintln!("kill points seeded with SLUICE_TEST_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -24,7 +38,8 @@ fn sigkill_at_random_moments_then_resume_stores_each_record_once() {
         let dir = tempfile::tempdir().unwrap();
         // 240 pages of 50 at 15 ms each: about 4 s of fetching.
         let config = generate_pipeline(dir.path(), RECORDS as u64, 50, 15);
-        let db_path = dir.path().join("crash.db");
+        let store = make_db(dir.path()).expect("a test database");
+        let db_path = store.arg();
         let ev1 = dir.path().join("run1.jsonl");
         let mut child = sluice()
             .args(["run", "-q", "-c"])
@@ -47,15 +62,9 @@ fn sigkill_at_random_moments_then_resume_stores_each_record_once() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
-        let conn = db(&db_path);
-        let committed: i64 = conn
-            .query_row("SELECT json_extract(checkpoint, '$.counts.stored') FROM pipeline_runs WHERE id = 1", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .unwrap()
-            .unwrap_or(0);
+        let committed = store.stored_in_checkpoint(1);
         assert_eq!(
-            count(&conn, "SELECT COUNT(*) FROM documents"),
+            store.scalar("SELECT COUNT(*) FROM documents").unwrap_or(0),
             committed,
             "the store holds exactly what the checkpoint says"
         );
@@ -88,11 +97,11 @@ fn sigkill_at_random_moments_then_resume_stores_each_record_once() {
         let out = run_ok(&mut resume);
         drop(out);
 
-        let conn = db(&db_path);
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents"), RECORDS, "round {round}: every record stored");
-        assert_eq!(count(&conn, "SELECT COUNT(DISTINCT id) FROM documents"), RECORDS);
+        let count = |sql: &str| store.scalar(sql).unwrap_or(0);
+        assert_eq!(count("SELECT COUNT(*) FROM documents"), RECORDS, "round {round}: every record stored");
+        assert_eq!(count("SELECT COUNT(DISTINCT id) FROM documents"), RECORDS);
         assert_eq!(
-            count(&conn, "SELECT SUM(write_count) FROM documents"),
+            count("SELECT CAST(SUM(write_count) AS BIGINT) FROM documents"),
             RECORDS,
             "round {round}: no committed record was written twice"
         );
@@ -109,9 +118,196 @@ fn sigkill_at_random_moments_then_resume_stores_each_record_once() {
             pages_on_resume <= pages_left + 1,
             "round {round}: at most one page re-fetched ({pages_on_resume} vs {pages_left})"
         );
-        let status: String =
-            conn.query_row("SELECT status FROM pipeline_runs ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap();
-        assert_eq!(status, "completed");
-        eprintln!("round {round}: killed after {kill_after:?} with {committed} committed, {lost_work} lost in flight");
+        let status = store.text("SELECT status FROM pipeline_runs ORDER BY id DESC LIMIT 1");
+        assert_eq!(status.as_deref(), Some("completed"));
+        eprintln!(
+            "{} round {round}: killed after {kill_after:?} with {committed} committed, {lost_work} lost in flight",
+            store.label()
+        );
+        store.cleanup();
     }
+}
+
+/// The PostgreSQL tests of this file share one server, which one of them
+/// restarts: that one holds this exclusively, the others share it.
+static SERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Waits until run 1 has committed something, up to `limit`.
+fn wait_for_a_commit(store: &TestDb, child: &mut std::process::Child, limit: Duration) -> i64 {
+    let started = Instant::now();
+    loop {
+        let stored = if store.has_runs() { store.stored_in_checkpoint(1) } else { 0 };
+        if stored > 0 {
+            return stored;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first commit");
+        assert!(started.elapsed() < limit, "no commit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_run_on_the_same_store_is_refused_and_a_killed_run_is_resumed() {
+    two_runs_on_one_store(|dir| Some(TestDb::sqlite(dir)));
+}
+
+#[test]
+fn postgres_a_second_run_on_the_same_store_is_refused_and_a_killed_run_is_resumed() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let _server = SERVER.read().unwrap_or_else(|e| e.into_inner());
+    two_runs_on_one_store(|_| TestDb::postgres());
+}
+
+/// Two `sluice run` on one database: the second exits 4 naming the active
+/// run. Once the first is killed (SIGKILL), a new run starts, the killed
+/// run is found failed with its checkpoint, and resuming it completes it.
+fn two_runs_on_one_store(make_db: impl Fn(&std::path::Path) -> Option<TestDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = generate_pipeline(dir.path(), RECORDS as u64, 50, 15);
+    let store = make_db(dir.path()).expect("a test database");
+    let mut first = sluice()
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(store.arg())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_a_commit(&store, &mut first, Duration::from_secs(30));
+
+    let out = sluice().args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(store.arg()).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}: {}", store.label(), stderr(&out));
+    assert!(stderr(&out).contains("run 1 is already active"), "{}", stderr(&out));
+    assert!(first.try_wait().unwrap().is_none(), "the first run goes on");
+
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let committed = store.stored_in_checkpoint(1);
+    assert!(committed > 0);
+
+    // A new run starts (the server freed the dead process's lock), and marks the killed one failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sluice()
+            .args(["run", "-q", "--max-records", "100", "-c"])
+            .arg(&config)
+            .arg("--db")
+            .arg(store.arg())
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => break,
+            // The server may take a moment to see the killed process's connection close.
+            Some(4) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            code => panic!("{}: new run exited {code:?}: {}", store.label(), stderr(&out)),
+        }
+    }
+    assert_eq!(store.text("SELECT status FROM pipeline_runs WHERE id = 1").as_deref(), Some("failed"));
+    let error = store.text("SELECT error FROM pipeline_runs WHERE id = 1").unwrap_or_default();
+    assert!(error.contains("resume it from its checkpoint"), "{error}");
+    assert_eq!(store.stored_in_checkpoint(1), committed, "the checkpoint survives");
+    let second_run = store.scalar("SELECT MAX(id) FROM pipeline_runs").unwrap();
+    assert_eq!(
+        store.text(&format!("SELECT status FROM pipeline_runs WHERE id = {second_run}")).as_deref(),
+        Some("completed")
+    );
+
+    run_ok(sluice().args(["run", "-q", "--resume-run-id", "1", "-c"]).arg(&config).arg("--db").arg(store.arg()));
+    assert_eq!(store.text("SELECT status FROM pipeline_runs WHERE id = 1").as_deref(), Some("completed"));
+    assert_eq!(store.scalar("SELECT COUNT(*) FROM documents"), Some(RECORDS));
+    let rewritten = store.stored_in_checkpoint(second_run);
+    assert_eq!(
+        store.scalar("SELECT CAST(SUM(write_count) AS BIGINT) FROM documents"),
+        Some(RECORDS + rewritten),
+        "each record written once by run 1, and the second run's {rewritten} once more"
+    );
+    store.cleanup();
+}
+
+/// PostgreSQL restarted (fast shutdown: every connection killed) in the
+/// middle of a run: the commits in flight are retried with backoff, the pool
+/// reconnects, and the run completes with every record stored exactly once.
+#[test]
+fn postgres_restarted_mid_run_the_run_completes_with_every_record_once() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let (Ok(data), Ok(pg_ctl)) = (std::env::var("SLUICE_TEST_POSTGRES_DATA"), std::env::var("SLUICE_TEST_PG_CTL"))
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs SLUICE_TEST_POSTGRES_DATA and SLUICE_TEST_PG_CTL (exported by .ci/postgres.sh)"
+        );
+        eprintln!(
+            "skipped: set SLUICE_TEST_POSTGRES_DATA and SLUICE_TEST_PG_CTL (from .ci/postgres.sh) to restart the server"
+        );
+        return;
+    };
+    let _server = SERVER.write().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let config = generate_pipeline(dir.path(), RECORDS as u64, 50, 15);
+    let store = TestDb::postgres().expect("a test database");
+    let events_path = dir.path().join("events.jsonl");
+    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
+    let mut child = sluice()
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(store.arg())
+        .arg("--events-out")
+        .arg(&events_path)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let before = wait_for_a_commit(&store, &mut child, Duration::from_secs(30));
+
+    // As the server's user (initdb and pg_ctl refuse root).
+    let as_user = std::env::var("SLUICE_TEST_PG_USER").ok().filter(|u| {
+        let me = std::process::Command::new("id").arg("-un").output().map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&me).trim() != u
+    });
+    let mut restart = match &as_user {
+        Some(user) => {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", user, "--", &pg_ctl]);
+            c
+        }
+        None => std::process::Command::new(&pg_ctl),
+    };
+    // The server's output goes to its log, not to pipes it would hold open.
+    let server_log = std::path::Path::new(&data).with_file_name("server.log");
+    let restarted = restart
+        .args(["restart", "-D", &data, "-m", "fast", "-w", "-t", "60", "-l"])
+        .arg(&server_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(restarted.success(), "pg_ctl restart failed (see {})", server_log.display());
+    assert!(child.try_wait().unwrap().is_none(), "the run was still going when the server restarted");
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "the run did not finish after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "the run completes after the restart; its log:\n{log}");
+    assert_eq!(store.text("SELECT status FROM pipeline_runs WHERE id = 1").as_deref(), Some("completed"));
+    assert_eq!(store.scalar("SELECT COUNT(*) FROM documents"), Some(RECORDS), "every record stored");
+    assert_eq!(
+        store.scalar("SELECT CAST(SUM(write_count) AS BIGINT) FROM documents"),
+        Some(RECORDS),
+        "no record written twice: no batch lost or duplicated"
+    );
+    assert_eq!(store.stored_in_checkpoint(1), RECORDS);
+    let backoffs = events(&events_path).iter().filter(|e| e["type"] == "AdapterStateChange").count();
+    eprintln!("restarted with {before} stored; {backoffs} backoff state changes; log:\n{log}");
+    store.cleanup();
 }

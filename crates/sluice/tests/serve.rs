@@ -355,3 +355,83 @@ async fn cli_companions_talk_to_the_server() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("run 999 not found"), "{}", stderr(&out));
 }
+
+/// The intercom runbook's commands in order, against the test kit's fake
+/// Intercom and fake LLM: start a 90-day backfill, poll, stop, find it in the
+/// history, resume by days, stop again, resume by id, wait for completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercom_runbook_against_the_fakes() {
+    use sluice_testkit::{FakeIntercom, FakeOpenAi, IntercomConfig, IntercomFaults, OpenAiConfig, Theme};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let faults = IntercomFaults { latency_ms: 15, ..IntercomFaults::default() };
+    let intercom = FakeIntercom::start(
+        IntercomConfig::default().with_conversations(2_500).with_days(60).with_now(now).with_faults(faults),
+    )
+    .await
+    .unwrap();
+    let openai = FakeOpenAi::start(OpenAiConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let categories: Vec<String> =
+        Theme::ALL.iter().map(|t| format!("{:?}", t.category())).chain(["\"other\"".to_string()]).collect();
+    let config = dir.path().join("intercom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"backfill\"\nbatch_size = 50\nphase = \"classification\"\n\n[source]\nkind = \"intercom\"\ndays = 90\nper_page = 50\n\n\
+             [[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"classify\"\nprovider = \"llm\"\nmodel = \"test-model\"\ncategories = [{}]\n",
+            categories.join(", ")
+        ),
+    )
+    .unwrap();
+    let db_path = dir.path().join("intercom.db");
+    let openai_url = format!("{}/v1", openai.base_url());
+    let intercom_url = intercom.base_url();
+    let server = Server::start(
+        &config,
+        &db_path,
+        &[
+            ("INTERCOM_BASE_URL", &intercom_url),
+            ("INTERCOM_ACCESS_TOKEN", intercom.token()),
+            ("OPENAI_BASE_URL", &openai_url),
+            ("OPENAI_API_KEY", openai.key()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let (_, active) = get(&client, &server.url("/api/pipeline/active")).await;
+    assert_eq!(active["active"], false);
+    let (code, started) =
+        post(&client, &server.url("/api/pipeline/run"), json!({"days": 90, "auto_create_stories": true})).await;
+    assert_eq!((code, started["status"].clone()), (200, json!("started")), "{started}");
+    let run = started["run_id"].as_i64().unwrap();
+    wait_stored(&client, &server, run, 300).await;
+    let (_, doc) = get(&client, &server.url(&format!("/api/pipeline/status/{run}"))).await;
+    assert_eq!(doc["current_phase"], "classification");
+    assert!(doc["checkpoint"].get("intercom_cursor").is_some(), "{doc}");
+    assert_eq!(doc["conversations_classified"], doc["checkpoint"]["counts"]["classified"]);
+
+    post(&client, &server.url("/api/pipeline/stop"), json!({})).await;
+    let stopped = wait_status(&client, &server, run, "stopped").await;
+    let (_, history) = get(&client, &server.url("/api/pipeline/history?limit=5")).await;
+    assert_eq!(history["runs"][0]["run_id"], run);
+    let (code, resumed) = post(&client, &server.url("/api/pipeline/run"), json!({"days": 90, "resume": true})).await;
+    assert_eq!((code, resumed["run_id"].clone()), (200, json!(run)), "{resumed}");
+    wait_stored(&client, &server, run, stopped["conversations_stored"].as_i64().unwrap() + 300).await;
+    post(&client, &server.url("/api/pipeline/stop"), json!({})).await;
+    wait_status(&client, &server, run, "stopped").await;
+    let (code, resumed) =
+        post(&client, &server.url("/api/pipeline/run"), json!({"resume": true, "resume_run_id": run})).await;
+    assert_eq!((code, resumed["status"].clone()), (200, json!("resumed")), "{resumed}");
+    let done = wait_status(&client, &server, run, "completed").await;
+
+    let dataset = intercom.dataset();
+    let short: std::collections::BTreeSet<String> = dataset.short_ids().into_iter().collect();
+    let expected: std::collections::BTreeSet<String> =
+        dataset.ids_in_range(0, i64::MAX).into_iter().filter(|id| !short.contains(id)).collect();
+    let conn = db(&db_path);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents"), expected.len() as i64);
+    assert_eq!(count(&conn, "SELECT SUM(write_count) FROM documents"), expected.len() as i64, "each conversation once");
+    assert_eq!(done["conversations_stored"], expected.len());
+    let calls = openai.counters();
+    assert_eq!(calls.max_chat_repeats, 1, "no conversation was classified twice across stops and resumes");
+    assert_eq!(calls.distinct_chat_inputs, expected.len() as u64);
+}

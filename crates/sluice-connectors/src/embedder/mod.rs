@@ -1,11 +1,13 @@
 //! Embedders: text to vectors. The embed stage calls one in batches.
 
 use async_trait::async_trait;
-use sluice_core::StageError;
+use sluice_core::{Context, StageError};
 
 pub mod hashing;
+pub mod openai;
 
 pub use hashing::HashingEmbedder;
+pub use openai::OpenAiEmbedder;
 
 /// Turns texts into vectors of `dimensions()` floats.
 #[async_trait]
@@ -23,4 +25,18 @@ pub trait Embedder: Send + Sync {
     /// One vector per text, in order. A retryable error (rate limit,
     /// timeout) makes the engine try the affected documents again.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError>;
+
+    /// `embed` with the run's context: a paid embedder records its calls and
+    /// tokens in `ctx.usage` (the cost ledger) and reports its waits as
+    /// events. The embed stage calls this one.
+    async fn embed_with(&self, ctx: &Context, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        let _ = ctx;
+        self.embed(texts).await
+    }
+
+    /// Whether calls cost money (a remote API). The embed stage then keeps
+    /// the vectors of unchanged content and does not ask for them again.
+    fn is_paid(&self) -> bool {
+        false
+    }
 }

@@ -3,6 +3,7 @@
 //! - [`jsonl::JsonlSource`]: JSON lines files (one partition per file).
 //! - [`files::FilesSource`]: a directory of text, markdown, HTML and JSON files.
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
+//! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
 
 use std::fmt::Display;
 
@@ -12,6 +13,7 @@ use crate::ConfigError;
 
 pub mod files;
 pub mod generate;
+pub mod intercom;
 pub mod jsonl;
 
 /// The most bytes of a malformed input kept in `SourceItem::Invalid::raw`.
@@ -129,7 +131,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;

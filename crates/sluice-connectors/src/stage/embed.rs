@@ -1,18 +1,29 @@
 //! Embedding: vectors for every chunk, or for the whole text of a document
 //! that has no chunks, computed in batches across the documents of a batch.
+//!
+//! With a paid embedder (`provider = "openai"`) the stage remembers the
+//! vectors of each document with its content hash (the engine's memo), so
+//! unchanged content is not embedded again after a crash, a cursor fallback
+//! or a re-run. The fingerprint is the embedder's (provider, model,
+//! dimensions); a remembered result is only put back when the document's
+//! chunks are the same texts as when it was made.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sluice_core::{Context, Document, Outcome, Stage, StageCounter, StageError};
 
 use super::check_range;
 use crate::ConfigError;
-use crate::embedder::{Embedder, HashingEmbedder};
+use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
+use crate::http::{Secret, fnv_hex};
+use crate::openai_api::{DEFAULT_KEY_ENV, OpenAiApi, UNAUTHORIZED};
 
 /// Providers `provider` accepts.
-pub const PROVIDERS: [&str; 1] = ["hashing"];
+pub const PROVIDERS: [&str; 2] = ["hashing", "openai"];
 
 fn default_provider() -> String {
     "hashing".to_string()
@@ -26,24 +37,83 @@ fn default_batch_size() -> usize {
     32
 }
 
+fn default_model() -> String {
+    "text-embedding-3-small".to_string()
+}
+
+fn default_key_env() -> String {
+    DEFAULT_KEY_ENV.to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
 /// `[[stages]] type = "embed"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedConfig {
-    /// Only `hashing` for now.
+    /// `hashing` (offline, default) or `openai` (any OpenAI-compatible `/embeddings`).
     #[serde(default = "default_provider")]
     pub provider: String,
-    /// Length of the vectors (8..=4096).
+    /// Length of the vectors (8..=4096). For `openai`, sent as the request's
+    /// `dimensions` (unless `send_dimensions = false`) and checked on the answer.
     #[serde(default = "default_dimensions")]
     pub dimensions: usize,
-    /// Texts per embedder call (1..=2048).
+    /// Texts per embedder call (1..=2048); `EMBEDDING_BATCH_SIZE` overrides it.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// `openai`: the model. Default `text-embedding-3-small`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// `openai`: API base URL including `/v1`; default `OPENAI_BASE_URL`, else `https://api.openai.com/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `openai`: the environment variable holding the key. Default `OPENAI_API_KEY`.
+    #[serde(default = "default_key_env")]
+    pub api_key_env: String,
+    /// `openai`: the key itself (prefer `api_key_env`). Never saved with a run.
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// `openai`: send `dimensions` with each request (default true; set false
+    /// for models or servers that refuse it, and set `dimensions` to the
+    /// model's own size).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub send_dimensions: bool,
+    /// `openai`: tries per call on 429/5xx/transport errors (1..=20). Default 5.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// `openai`: time-out of one request in seconds (1..=600). Default 60.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
 }
 
 impl Default for EmbedConfig {
     fn default() -> Self {
-        Self { provider: default_provider(), dimensions: default_dimensions(), batch_size: default_batch_size() }
+        Self {
+            provider: default_provider(),
+            dimensions: default_dimensions(),
+            batch_size: default_batch_size(),
+            model: default_model(),
+            base_url: None,
+            api_key_env: default_key_env(),
+            api_key: None,
+            send_dimensions: true,
+            max_attempts: default_max_attempts(),
+            timeout_secs: default_timeout_secs(),
+        }
     }
 }
 
@@ -71,6 +141,23 @@ impl EmbedStage {
         check_range("embed.batch_size", config.batch_size, 1, 2048)?;
         let embedder: Arc<dyn Embedder> = match config.provider.as_str() {
             "hashing" => Arc::new(HashingEmbedder::new(config.dimensions)?),
+            "openai" => {
+                check_range("embed.timeout_secs", config.timeout_secs, 1, 600)?;
+                let api = OpenAiApi::resolve(
+                    "embed",
+                    config.base_url.as_deref(),
+                    config.api_key.as_ref(),
+                    &config.api_key_env,
+                    Duration::from_secs(config.timeout_secs),
+                )?;
+                Arc::new(OpenAiEmbedder::new(
+                    api,
+                    config.model.clone(),
+                    config.dimensions,
+                    config.send_dimensions,
+                    config.max_attempts,
+                )?)
+            }
             other => {
                 return Err(ConfigError(format!(
                     "embed.provider = {other:?} is not supported (allowed: {})",
@@ -105,7 +192,7 @@ impl Stage for EmbedStage {
         "embed"
     }
 
-    async fn process(&self, _ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+    async fn process(&self, ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let mut targets = Vec::new();
         for (d, doc) in docs.iter_mut().enumerate() {
             doc.embedding = None;
@@ -146,7 +233,7 @@ impl Stage for EmbedStage {
             if call.is_empty() {
                 break;
             }
-            let result = self.embedder.embed(&texts).await.and_then(|vectors| {
+            let result = self.embedder.embed_with(ctx, &texts).await.and_then(|vectors| {
                 if vectors.len() != texts.len() {
                     return Err(StageError::permanent(
                         "embedding",
@@ -170,6 +257,8 @@ impl Stage for EmbedStage {
                         }
                     }
                 }
+                // A refused key: every call would fail the same way; fail the batch (and the run).
+                Err(error) if error.error_type == UNAUTHORIZED => return Err(error),
                 Err(error) => {
                     for target in &call {
                         failed[target.doc].get_or_insert_with(|| error.clone());
@@ -194,5 +283,53 @@ impl Stage for EmbedStage {
 
     fn counter(&self) -> Option<StageCounter> {
         Some(StageCounter::Embedded)
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.embedder.is_paid().then(|| format!("embed:{}", self.embedder.fingerprint()))
+    }
+
+    fn memo_value(&self, doc: &Document) -> Option<Value> {
+        let chunks: Vec<Value> =
+            doc.chunks.iter().map(|c| json!({"text": fnv_hex(c.text.as_bytes()), "embedding": c.embedding})).collect();
+        Some(json!({"embedding": doc.embedding, "chunks": chunks}))
+    }
+
+    fn memo_apply(&self, doc: &mut Document, value: &Value) -> bool {
+        let vector = |v: &Value| -> Option<Option<Vec<f32>>> {
+            match v {
+                Value::Null => Some(None),
+                v => serde_json::from_value::<Vec<f32>>(v.clone())
+                    .ok()
+                    .filter(|e| e.len() == self.embedder.dimensions())
+                    .map(Some),
+            }
+        };
+        let (Some(whole), Some(chunks)) = (value.get("embedding"), value.get("chunks").and_then(Value::as_array))
+        else {
+            return false;
+        };
+        if chunks.len() != doc.chunks.len() {
+            return false;
+        }
+        let Some(whole) = vector(whole) else { return false };
+        // What `process` would compute: a vector per chunk, or one for a non-empty unchunked text.
+        let expect_whole = doc.chunks.is_empty() && !doc.record.text.trim().is_empty();
+        if whole.is_some() != expect_whole {
+            return false;
+        }
+        let mut restored = Vec::with_capacity(chunks.len());
+        for (chunk, memo) in doc.chunks.iter().zip(chunks) {
+            let same_text = memo.get("text").and_then(Value::as_str) == Some(fnv_hex(chunk.text.as_bytes()).as_str());
+            match memo.get("embedding").and_then(vector) {
+                Some(Some(e)) if same_text => restored.push(e),
+                _ => return false,
+            }
+        }
+        for (chunk, e) in doc.chunks.iter_mut().zip(restored) {
+            chunk.embedding = Some(e);
+        }
+        doc.embedding = whole;
+        true
     }
 }

@@ -4,6 +4,7 @@
 //! - [`normalize::NormalizeStage`]: HTML to text, whitespace cleanup.
 //! - [`filter::FilterStage`]: drops documents by length, content or missing fields.
 //! - [`classify_rules::RulesClassifier`]: keyword rules to a category.
+//! - [`classify_llm::LlmClassifier`]: an OpenAI-compatible chat model picks the category.
 //! - [`chunk::ChunkStage`]: splits texts into chunks by characters or tokens.
 //! - [`embed::EmbedStage`]: embeds chunks (or whole texts) with an [`crate::embedder::Embedder`].
 
@@ -12,6 +13,8 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 pub mod chunk;
+pub mod classify;
+pub mod classify_llm;
 pub mod classify_rules;
 pub mod embed;
 pub mod filter;

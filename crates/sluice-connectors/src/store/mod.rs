@@ -1,16 +1,60 @@
 //! Stores: implementations of [`sluice_core::Store`], and what they share
 //! (the stored-document view, the embedding encoding, timestamps).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sluice_core::Classification;
-use sluice_core::store::RunId;
+use sluice_core::store::{RunId, RunInfo};
+use sluice_core::{Chunk, Classification, Store, StoreError};
 
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
+
+/// What the CLI and tests read from a store besides the [`Store`] trait,
+/// whatever the backend: counts, stored documents and chunks, the active run.
+#[async_trait]
+pub trait InspectStore: Store {
+    async fn document_count(&self) -> Result<u64, StoreError>;
+    async fn chunk_count(&self) -> Result<u64, StoreError>;
+    /// The stored document `(source, id)`, if there is one.
+    async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError>;
+    /// The stored chunks of document `(source, doc_id)`, in order.
+    async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError>;
+    /// The run holding the store's run slot right now (not one left `running` by a dead process).
+    async fn active_run(&self) -> Result<Option<RunInfo>, StoreError>;
+}
+
+/// Implements [`InspectStore`] by the store's inherent methods of the same names.
+macro_rules! inspect_by_inherent_methods {
+    ($store:ty) => {
+        #[async_trait]
+        impl InspectStore for $store {
+            async fn document_count(&self) -> Result<u64, StoreError> {
+                <$store>::document_count(self).await
+            }
+            async fn chunk_count(&self) -> Result<u64, StoreError> {
+                <$store>::chunk_count(self).await
+            }
+            async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+                <$store>::get_document(self, source, id).await
+            }
+            async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
+                <$store>::get_chunks(self, source, doc_id).await
+            }
+            async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
+                <$store>::active_run(self).await
+            }
+        }
+    };
+}
+
+inspect_by_inherent_methods!(SqliteStore);
+inspect_by_inherent_methods!(PostgresStore);
 
 /// A row of the documents table as a store holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

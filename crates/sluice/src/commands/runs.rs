@@ -57,6 +57,13 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     println!("  status:   {}", doc.status);
     println!("  phase:    {}", doc.current_phase);
     println!("  counts:   {}", summary_line(&doc.counts));
+    let cost = &doc.cost;
+    if cost.llm_calls + cost.embedding_calls + cost.calls_saved > 0 {
+        println!(
+            "  cost:     llm_calls={} embedding_calls={} tokens_in={} tokens_out={} calls_saved={}",
+            cost.llm_calls, cost.embedding_calls, cost.tokens_in, cost.tokens_out, cost.calls_saved
+        );
+    }
     println!("  started:  {}", doc.started_at);
     println!("  updated:  {}", doc.updated_at);
     if let Some(finished) = &doc.finished_at {

@@ -182,7 +182,7 @@ pub async fn events(
             None => ApiError::not_found(format!("run {id} not found")),
         });
     };
-    let (rx, history, _) = channel.subscribe();
+    let (rx, history) = channel.subscribe();
     let last_replayed = history.last().map_or(0, |(seq, _)| *seq);
     let live = futures::stream::unfold(rx, |mut rx| async move {
         loop {

@@ -3,7 +3,7 @@
 //! channels for live streams.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -75,23 +75,20 @@ pub struct RunResponse {
     pub message: String,
 }
 
+/// An event with its number in the run's stream (the SSE id).
+pub type Sequenced = (u64, Arc<Event>);
+
 /// Events of one run, for live streams: a broadcast for subscribers and the
 /// run's lifecycle events for those who join late.
 pub struct RunChannel {
-    live: broadcast::Sender<(u64, Arc<Event>)>,
-    history: Mutex<VecDeque<(u64, Arc<Event>)>>,
+    live: broadcast::Sender<Sequenced>,
+    history: Mutex<VecDeque<Sequenced>>,
     next_seq: AtomicU64,
-    finished: AtomicBool,
 }
 
 impl RunChannel {
     fn new() -> Self {
-        Self {
-            live: broadcast::channel(4096).0,
-            history: Mutex::new(VecDeque::new()),
-            next_seq: AtomicU64::new(1),
-            finished: AtomicBool::new(false),
-        }
+        Self { live: broadcast::channel(4096).0, history: Mutex::new(VecDeque::new()), next_seq: AtomicU64::new(1) }
     }
 
     fn publish(&self, event: Event) {
@@ -108,10 +105,10 @@ impl RunChannel {
     }
 
     /// Subscribes, then returns the history so far: together they miss nothing.
-    pub fn subscribe(&self) -> (broadcast::Receiver<(u64, Arc<Event>)>, Vec<(u64, Arc<Event>)>, bool) {
+    pub fn subscribe(&self) -> (broadcast::Receiver<Sequenced>, Vec<Sequenced>) {
         let rx = self.live.subscribe();
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-        (rx, history, self.finished.load(Ordering::Acquire))
+        (rx, history)
     }
 }
 
@@ -148,7 +145,7 @@ impl AppState {
         drop(self.store.acquire_active().await?);
 
         let resume = request.resume.unwrap_or(false);
-        let (file, start, date_range, verb) = if resume {
+        let (file, start, date_range, verb): (PipelineFile, Start, DateRange, &str) = if resume {
             let run = self.find_resumable(&request).await?;
             let file = PipelineFile::from_saved(&run.config)?;
             (file, Start::Resume(run.id), (run.date_from.clone(), run.date_to.clone()), "resumed")
@@ -157,18 +154,24 @@ impl AppState {
             if let Some(max) = request.max_conversations {
                 file.max_records = Some(max as u64);
             }
-            let (from, to) = range.map_or((None, None), |(f, t)| (Some(f), Some(t)));
-            (file, Start::New, (from, to), "started")
+            if request.auto_create_stories.is_some() {
+                file.auto_create_stories = request.auto_create_stories;
+            }
+            // The request's range goes to the source (for those that page by date) and is stored with the run.
+            if let Some((from, to)) = &range {
+                file.source.set_date_range(from, to)?;
+            }
+            (file, Start::New, range.map_or((None, None), |(f, t)| (Some(f), Some(t))), "started")
         };
 
-        let mut file = file;
-        if request.auto_create_stories.is_some() && start == Start::New {
-            file.auto_create_stories = request.auto_create_stories;
-        }
         let mut pipeline = build_pipeline(&file, self.store.clone())?;
-        let mut settings = pipeline.settings_ref().clone();
-        (settings.date_from, settings.date_to) = date_range.clone();
-        pipeline = pipeline.settings(settings);
+        // Sources without dates still record the requested range, so `days` can find the run to resume.
+        if date_range.0.is_some() {
+            let mut settings = pipeline.settings_ref().clone();
+            (settings.date_from, settings.date_to) = date_range.clone();
+            pipeline = pipeline.settings(settings);
+        }
+        let date_range = (pipeline.settings_ref().date_from.clone(), pipeline.settings_ref().date_to.clone());
 
         if request.dry_run.unwrap_or(false) {
             return Ok(RunResponse {
@@ -203,7 +206,6 @@ impl AppState {
                 channel.publish(event);
             }
             let summary = handle.wait().await;
-            channel.finished.store(true, Ordering::Release);
             tracing::info!(run_id, status = %summary.status, "run ended");
             let mut active = state.active.lock().unwrap_or_else(|e| e.into_inner());
             if active.as_ref().is_some_and(|a| a.run_id == run_id) {
@@ -295,6 +297,9 @@ impl AppState {
         }
     }
 }
+
+/// A run's date range as stored with it (`YYYY-MM-DD`), when it has one.
+type DateRange = (Option<String>, Option<String>);
 
 pub fn busy(active: RunId) -> ApiError {
     ApiError::new(axum::http::StatusCode::CONFLICT, format!("run {active} is already active; stop it or wait for it"))

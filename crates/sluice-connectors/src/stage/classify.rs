@@ -1,0 +1,127 @@
+//! `[[stages]] kind = "classify"`: which classifier, by `provider`.
+//!
+//! - `provider = "rules"` (the default, offline): keyword rules, see
+//!   [`super::classify_rules`].
+//! - `provider = "llm"`: an OpenAI-compatible chat model, see
+//!   [`super::classify_llm`].
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::classify_llm::LlmClassifyConfig;
+use super::classify_rules::RulesClassifyConfig;
+
+/// Providers `provider` accepts.
+pub const PROVIDERS: [&str; 2] = ["rules", "llm"];
+
+/// The settings of a classify stage, by provider.
+#[derive(Clone, Debug)]
+pub enum ClassifyConfig {
+    Rules(RulesClassifyConfig),
+    Llm(LlmClassifyConfig),
+}
+
+impl From<RulesClassifyConfig> for ClassifyConfig {
+    fn from(config: RulesClassifyConfig) -> Self {
+        ClassifyConfig::Rules(config)
+    }
+}
+
+impl From<LlmClassifyConfig> for ClassifyConfig {
+    fn from(config: LlmClassifyConfig) -> Self {
+        ClassifyConfig::Llm(config)
+    }
+}
+
+impl ClassifyConfig {
+    pub fn provider(&self) -> &'static str {
+        match self {
+            ClassifyConfig::Rules(_) => "rules",
+            ClassifyConfig::Llm(_) => "llm",
+        }
+    }
+}
+
+impl Serialize for ClassifyConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let inner = match self {
+            ClassifyConfig::Rules(c) => serde_json::to_value(c),
+            ClassifyConfig::Llm(c) => serde_json::to_value(c),
+        }
+        .map_err(S::Error::custom)?;
+        let mut map = match inner {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        map.insert("provider".into(), Value::from(self.provider()));
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassifyConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = Map::<String, Value>::deserialize(deserializer)?;
+        let provider = match map.remove("provider") {
+            None => "rules".to_string(),
+            Some(Value::String(p)) => p,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "classify.provider = {other} is not a string (allowed: {})",
+                    PROVIDERS.join(", ")
+                )));
+            }
+        };
+        let rest = Value::Object(map);
+        match provider.as_str() {
+            "rules" => serde_json::from_value(rest)
+                .map(ClassifyConfig::Rules)
+                .map_err(|e| D::Error::custom(format!("classify (provider = \"rules\"): {e}"))),
+            "llm" => serde_json::from_value(rest)
+                .map(ClassifyConfig::Llm)
+                .map_err(|e| D::Error::custom(format!("classify (provider = \"llm\"): {e}"))),
+            other => Err(D::Error::custom(format!(
+                "classify.provider = {other:?} is not supported (allowed: {})",
+                PROVIDERS.join(", ")
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rules_is_the_default_provider_and_both_round_trip() {
+        let rules: ClassifyConfig =
+            serde_json::from_value(json!({"rules": [{"category": "a", "keywords": ["x"]}]})).unwrap();
+        assert!(matches!(rules, ClassifyConfig::Rules(_)));
+        let saved = serde_json::to_value(&rules).unwrap();
+        assert_eq!(saved["provider"], "rules");
+        assert!(matches!(serde_json::from_value::<ClassifyConfig>(saved).unwrap(), ClassifyConfig::Rules(_)));
+
+        let llm: ClassifyConfig = serde_json::from_value(
+            json!({"provider": "llm", "categories": ["a", "b"], "model": "m", "api_key": "sk-secret"}),
+        )
+        .unwrap();
+        let ClassifyConfig::Llm(config) = &llm else { panic!("llm") };
+        assert_eq!(config.api_key.as_ref().map(|k| k.expose()), Some("sk-secret"));
+        let saved = serde_json::to_string(&llm).unwrap();
+        assert!(!saved.contains("sk-secret") && saved.contains("\"provider\":\"llm\""), "{saved}");
+    }
+
+    #[test]
+    fn bad_providers_and_keys_are_named() {
+        let err = serde_json::from_value::<ClassifyConfig>(json!({"provider": "magic"})).unwrap_err().to_string();
+        assert!(err.contains("magic") && err.contains("rules, llm"), "{err}");
+        let err =
+            serde_json::from_value::<ClassifyConfig>(json!({"provider": "llm", "categories": ["a"], "modle": "x"}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("modle"), "{err}");
+    }
+}

@@ -1,0 +1,400 @@
+//! The Intercom backfill as a user runs it: the real `sluice` binary against
+//! the test kit's fake Intercom and fake OpenAI-compatible API (started in
+//! this process, real HTTP over loopback), into SQLite. Faults injected:
+//! 500s, 429s, dropped connections, an expired cursor, and SIGKILL.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluice_testkit::intercom::IntercomTarget;
+use sluice_testkit::openai::OpenAiTarget;
+use sluice_testkit::{
+    DropMode, FakeIntercom, FakeOpenAi, IntercomConfig, IntercomFaults, OpenAiConfig, OpenAiFaults, Theme,
+};
+
+/// December 2025 (UTC), the range of every pipeline below, end excluded.
+const START: i64 = 1_764_547_200;
+const END: i64 = 1_767_225_600;
+const BATCH: u64 = 50;
+
+async fn fake_intercom(conversations: usize, rate_limit: u32, faults: IntercomFaults) -> FakeIntercom {
+    let config = IntercomConfig::default()
+        .with_conversations(conversations)
+        .with_days(45)
+        .with_rate_limit(rate_limit)
+        .with_faults(faults);
+    FakeIntercom::start(config).await.expect("fake intercom starts")
+}
+
+async fn fake_openai(faults: OpenAiFaults) -> FakeOpenAi {
+    FakeOpenAi::start(OpenAiConfig::default().with_faults(faults)).await.expect("fake openai starts")
+}
+
+/// Ids in the range that pass the quality filter, and those that do not.
+fn expected(fake: &FakeIntercom) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ds = fake.dataset();
+    let short: BTreeSet<String> = ds.short_ids().into_iter().collect();
+    ds.ids_in_range(START, END).into_iter().partition(|id| !short.contains(id))
+}
+
+fn pipeline(dir: &Path, per_page: u32, partitions: usize, concurrency: usize) -> PathBuf {
+    let categories: Vec<String> =
+        Theme::ALL.iter().map(|t| format!("{:?}", t.category())).chain(["\"other\"".to_string()]).collect();
+    let path = dir.join("backfill.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "backfill"
+batch_size = {BATCH}
+phase = "classification"
+
+[source]
+kind = "intercom"
+date_from = "2025-12-01"
+date_to = "2025-12-31"
+per_page = {per_page}
+partitions = {partitions}
+
+[[stages]]
+kind = "normalize"
+
+[[stages]]
+kind = "classify"
+provider = "llm"
+workers = 2
+model = "test-model"
+concurrency = {concurrency}
+categories = [{}]
+"#,
+            categories.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `sluice` with the fakes' URLs and credentials in its environment.
+fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi) -> std::process::Command {
+    let mut cmd = sluice();
+    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key())
+        .env("SLUICE_LOG", "info");
+    cmd
+}
+
+async fn output(cmd: std::process::Command) -> Output {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(180), cmd.output()).await.expect("sluice finishes in time").unwrap()
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "sluice failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stored_ids(db_path: &Path) -> Vec<String> {
+    let conn = db(db_path);
+    let mut stmt = conn.prepare("SELECT id FROM documents ORDER BY id").unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_through_faults_stores_each_conversation_once_and_pays_once() {
+    // Search answers: every 7th a 500, every 11th a 429, every 13th a dropped connection;
+    // 24 requests per 10 s, so the source has to pace itself.
+    let intercom = fake_intercom(
+        4_000,
+        24,
+        IntercomFaults {
+            endpoints: IntercomTarget::Search,
+            fail_every: Some(7),
+            rate_limit_every: Some(11),
+            drop_every: Some(13),
+            drop_mode: DropMode::MidBody,
+            ..IntercomFaults::default()
+        },
+    )
+    .await;
+    let openai = fake_openai(OpenAiFaults {
+        endpoints: OpenAiTarget::Chat,
+        fail_every: Some(37),
+        rate_limit_every: Some(97),
+        drop_every: Some(41),
+        drop_mode: DropMode::BeforeHeaders,
+        ..OpenAiFaults::default()
+    })
+    .await;
+    let (quality, short) = expected(&intercom);
+    assert!(quality.len() > 2_000 && !short.is_empty(), "{} quality, {} short", quality.len(), short.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), 150, 1, 8);
+    let db_path = dir.path().join("backfill.db");
+    let events_path = dir.path().join("events.jsonl");
+    let mut cmd = sluice_for(&intercom, &openai);
+    cmd.args(["run", "-q", "--json", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db_path)
+        .arg("--events-out")
+        .arg(&events_path);
+    let run = tokio::spawn(output(cmd));
+    // Expire every cursor once the backfill is under way: the next page's cursor is refused.
+    let started = Instant::now();
+    while intercom.counters().pages_served < 5 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the backfill does not progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    intercom.invalidate_cursors();
+    let out = ok(run.await.unwrap());
+    let summary = json_stdout(&out);
+    let log = stderr(&out);
+    assert_eq!(summary["status"], "completed", "{log}");
+
+    // Every quality conversation in range stored exactly once, classified; no short one.
+    let ids = stored_ids(&db_path);
+    assert_eq!(ids.len(), quality.len(), "one row per conversation");
+    assert_eq!(ids.iter().cloned().collect::<BTreeSet<_>>(), quality);
+    let conn = db(&db_path);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents WHERE category IS NULL"), 0);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents WHERE text LIKE '%<p>%'"), 0, "HTML was stripped");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM failures"), 0);
+
+    // One LLM call per quality conversation, none twice, despite the cursor fallback.
+    let llm = openai.counters();
+    assert_eq!(llm.chat_completions, quality.len() as u64, "LLM calls == distinct quality conversations");
+    assert_eq!(llm.distinct_chat_inputs, quality.len() as u64);
+    assert_eq!(llm.max_chat_repeats, 1);
+    assert!(llm.faults.server_error > 0 && llm.faults.rate_limit > 0 && llm.faults.drop > 0, "{:?}", llm.faults);
+
+    // The faults happened and were survived.
+    let api = intercom.counters();
+    assert!(api.faults.server_error > 0 && api.faults.rate_limit > 0 && api.faults.drop > 0, "{:?}", api.faults);
+    assert!(api.cursor_expired >= 1, "the expired cursor was used: {api:?}");
+    assert!(api.rate_limited <= 2, "pacing kept the real limiter quiet: {} 429s", api.rate_limited);
+    assert!(log.contains("Cursor invalid on resume, restarted from beginning"), "{log}");
+    let events = events(&events_path);
+    assert_eq!(count_type(&events, "CursorFallback"), 1);
+    let waits =
+        |state: &str| events.iter().filter(|e| e["type"] == "AdapterStateChange" && e["new_state"] == state).count();
+    assert!(waits("rate_limited") > 0 && waits("backing_off") > 0, "waits are events");
+    assert!(!log.contains(intercom.token()) && !log.contains(openai.key()), "no secret in the logs");
+    let events_text = std::fs::read_to_string(&events_path).unwrap();
+    assert!(!events_text.contains(intercom.token()) && !events_text.contains(openai.key()));
+
+    // The status document: range, counts from the checkpoint, cursor and cost ledger.
+    let status = json_stdout(&ok(output({
+        let mut cmd = sluice();
+        cmd.args(["status", "1", "--json", "--db"]).arg(&db_path);
+        cmd
+    })
+    .await));
+    assert_eq!((status["date_from"].as_str(), status["date_to"].as_str()), (Some("2025-12-01"), Some("2025-12-31")));
+    assert_eq!(status["current_phase"], "classification");
+    assert_eq!(status["conversations_filtered"], 0, "streaming: short ones are dropped at page level");
+    assert_eq!(status["conversations_fetched"], status["checkpoint"]["counts"]["fetched"]);
+    assert_eq!(status["conversations_classified"], status["conversations_stored"]);
+    assert!(status["checkpoint"].as_object().unwrap().contains_key("intercom_cursor"), "{status}");
+    assert_eq!(status["cost"]["llm_calls"], quality.len() as u64);
+    assert_eq!(status["cost"]["tokens_in"], llm.prompt_tokens);
+    assert_eq!(status["cost"]["tokens_out"], llm.completion_tokens);
+    let saved = status["cost"]["calls_saved"].as_u64().unwrap();
+    assert!(saved > 0, "the conversations re-read after the fallback came from the memo");
+    assert_eq!(saved, status["counts"]["skipped_unchanged"].as_u64().unwrap());
+    assert!(log.contains("Processing batch 1: 50 conversations"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_classification_then_resume_pays_only_for_what_was_not_committed() {
+    let seed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill points seeded with SLUICE_TEST_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..3 {
+        let intercom = fake_intercom(1_500, 1_000, IntercomFaults::default()).await;
+        // 15 ms per LLM call, 4 at a time: classification takes a few seconds.
+        let openai = fake_openai(OpenAiFaults { latency_ms: 15, ..OpenAiFaults::default() }).await;
+        let (quality, _) = expected(&intercom);
+        let dir = tempfile::tempdir().unwrap();
+        let config = pipeline(dir.path(), 100, 1, 4);
+        let db_path = dir.path().join("crash.db");
+
+        let mut cmd = sluice_for(&intercom, &openai);
+        cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(&db_path);
+        cmd.stderr(std::process::Stdio::null());
+        let mut child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn().unwrap();
+        let kill_after = Duration::from_millis(rng.u64(500..3_000));
+        let finished_alone = tokio::time::timeout(kill_after, child.wait()).await.is_ok();
+        if finished_alone {
+            eprintln!("round {round}: the run ended before the kill at {kill_after:?}");
+            continue;
+        }
+        child.start_kill().unwrap(); // SIGKILL: no chance to clean up
+        child.wait().await.unwrap();
+        // Requests the dead process had in flight may still be answered (and paid): let them land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let paid_before = openai.counters().chat_completions;
+        let conn = db(&db_path);
+        let committed: i64 = conn
+            .query_row("SELECT json_extract(checkpoint, '$.counts.stored') FROM pipeline_runs WHERE id = 1", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .unwrap()
+            .unwrap_or(0);
+        let remembered = count(&conn, "SELECT COUNT(*) FROM stage_results WHERE stage = 'classify'");
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM documents"),
+            committed,
+            "the store holds what the checkpoint says"
+        );
+        assert_eq!(remembered, committed, "every committed classification is remembered with it");
+        drop(conn);
+        // Paid for but not committed: classified in batches that were in flight at the kill.
+        let lost = paid_before as i64 - remembered;
+        assert!(lost >= 0);
+        assert!(
+            lost <= 12 * BATCH as i64,
+            "round {round}: {lost} classifications lost in flight (bound: classify's 2 workers + hand-off + \
+             the committer's queue of 4 and group of 5 = 12 batches)"
+        );
+
+        // Resume by id (round 0), after the cursors expired (round 1), by pipeline name (round 2).
+        let mut resume = sluice_for(&intercom, &openai);
+        resume.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(&db_path);
+        if round == 1 {
+            intercom.invalidate_cursors();
+        }
+        let out = if committed == 0 {
+            // Nothing committed: nothing to resume (the runbook: restart from the beginning).
+            output(resume).await
+        } else {
+            if round == 2 {
+                resume.arg("--resume");
+            } else {
+                resume.args(["--resume-run-id", "1"]);
+            }
+            ok(output(resume).await)
+        };
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        if round == 1 && committed >= 100 {
+            // The checkpoint's cursor named a page after the first: refused, so the partition restarted.
+            assert!(intercom.counters().cursor_expired >= 1, "round {round}: the resume met the expired cursor");
+            assert!(stderr(&out).contains("Cursor invalid on resume, restarted from beginning"), "{}", stderr(&out));
+        }
+        let ids = stored_ids(&db_path);
+        assert_eq!(ids.len(), quality.len(), "round {round}: one row per conversation");
+        assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), quality, "round {round}: the same result");
+        let llm = openai.counters();
+        let paid_on_resume = llm.chat_completions - paid_before;
+        assert_eq!(
+            paid_on_resume as i64,
+            quality.len() as i64 - remembered,
+            "round {round}: the resume classified exactly the conversations without a committed result"
+        );
+        assert_eq!(llm.chat_completions as i64, quality.len() as i64 + lost, "round {round}: total = distinct + lost");
+        let repeated = openai.chat_input_counts().values().filter(|n| **n > 1).count() as i64;
+        assert_eq!(repeated, lost, "round {round}: only the in-flight ones were paid twice");
+        assert!(llm.max_chat_repeats <= 2);
+        eprintln!(
+            "round {round}: killed after {kill_after:?} with {committed} committed; {lost} paid in flight and \
+             re-paid; resume paid {paid_on_resume}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_mode_counts_raw_fetches_and_a_refused_token_fails_the_run() {
+    let intercom = fake_intercom(600, 1_000, IntercomFaults::default()).await;
+    let openai = fake_openai(OpenAiFaults::default()).await;
+    let (quality, short) = expected(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), 150, 2, 8);
+    let db_path = dir.path().join("batch.db");
+
+    // Legacy batch mode: fetched is the raw count, the quality stage filters.
+    let mut cmd = sluice_for(&intercom, &openai);
+    cmd.args(["run", "-q", "--json", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db_path)
+        .env("PIPELINE_STREAMING_BATCH", "false");
+    let summary = json_stdout(&ok(output(cmd).await));
+    assert_eq!(summary["counts"]["fetched"], (quality.len() + short.len()) as u64);
+    assert_eq!(summary["counts"]["filtered"], short.len() as u64);
+    assert_eq!(summary["counts"]["stored"], quality.len() as u64);
+    assert_eq!(stored_ids(&db_path).into_iter().collect::<BTreeSet<_>>(), quality);
+    assert_eq!(openai.counters().chat_completions, quality.len() as u64);
+    let status = json_stdout(&ok(output({
+        let mut cmd = sluice();
+        cmd.args(["status", "1", "--json", "--db"]).arg(&db_path);
+        cmd
+    })
+    .await));
+    assert!(
+        !status["checkpoint"].as_object().unwrap().contains_key("intercom_cursor"),
+        "two partitions: the cursors are per partition"
+    );
+    assert_eq!(status["checkpoint"]["partitions"].as_object().unwrap().len(), 2);
+
+    // A refused Intercom token: the run fails, saying which variable to fix, never its value.
+    let mut cmd = sluice_for(&intercom, &openai);
+    cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(dir.path().join("bad.db"));
+    cmd.env("INTERCOM_ACCESS_TOKEN", "tok-wrong-8271");
+    let out = output(cmd).await;
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    assert!(log.contains("INTERCOM_ACCESS_TOKEN") && log.contains("401"), "{log}");
+    assert!(!log.contains("tok-wrong-8271"), "{log}");
+
+    // A refused LLM key: the run fails, naming OPENAI_API_KEY, not the key.
+    let mut cmd = sluice_for(&intercom, &openai);
+    cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(dir.path().join("bad2.db"));
+    cmd.env("OPENAI_API_KEY", "sk-wrong-5523");
+    let out = output(cmd).await;
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    assert!(log.contains("OPENAI_API_KEY") && log.contains("401"), "{log}");
+    assert!(!log.contains("sk-wrong-5523"), "{log}");
+
+    // No token at all: refused at start with the variable's name.
+    let mut cmd = sluice_for(&intercom, &openai);
+    cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(dir.path().join("bad3.db"));
+    cmd.env_remove("INTERCOM_ACCESS_TOKEN");
+    cmd.current_dir(dir.path()); // no .env here
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("INTERCOM_ACCESS_TOKEN is not set"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_example_pipeline_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sluice()
+        .args(["run", "-q", "-c"])
+        .arg(repo_root().join("examples/intercom.toml"))
+        .arg("--db")
+        .arg(dir.path().join("x.db"))
+        .env("INTERCOM_BASE_URL", "http://127.0.0.1:1")
+        .env_remove("INTERCOM_ACCESS_TOKEN")
+        .current_dir(dir.path()) // away from any .env
+        .output()
+        .unwrap();
+    // It parses; it stops at the missing token.
+    let log = stderr(&out);
+    assert!(log.contains("INTERCOM_ACCESS_TOKEN is not set") || log.contains("OPENAI_API_KEY"), "{log}");
+}
