@@ -90,6 +90,16 @@ fn engine_pipeline(
         .stage(stage(StageConfig::Classify(rules.into())))
 }
 
+/// A scratch directory for the benchmark's database: under `SLUICE_BENCH_DIR`
+/// when set (e.g. /dev/shm, to take the disk out of the measurement), else the
+/// system's temporary directory.
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("SLUICE_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).expect("SLUICE_BENCH_DIR is a writable directory"),
+        None => tempfile::tempdir().expect("tempdir"),
+    }
+}
+
 /// Runs to the end, reading every event as a consumer would.
 async fn drive(pipeline: &Pipeline) -> (Duration, u64) {
     let started = Instant::now();
@@ -112,7 +122,7 @@ async fn throughput(records: u64) {
         ("sqlite", 500, true),
     ] {
         {
-            let dir = tempfile::tempdir().expect("tempdir");
+            let dir = bench_dir();
             let db = dir.path().join("bench.db");
             let pipeline = engine_pipeline(records, batch_size, events, (store == "sqlite").then_some(db.as_path()));
             let (wall, seen) = drive(&pipeline).await;
@@ -137,7 +147,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 async fn rss(records: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = bench_dir();
     let db = dir.path().join("bench.db");
     let pipeline = engine_pipeline(records, 50, false, Some(db.as_path()));
     let (wall, _) = drive(&pipeline).await;
@@ -183,7 +193,7 @@ async fn modes() {
     println!("| mode | wall s | ideal s (slowest stage alone) | ratio to ideal | sum of stages s |");
     println!("| --- | --- | --- | --- | --- |");
     for mode in [Mode::Streaming, Mode::Batch] {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = bench_dir();
         let mut config = GenerateConfig::new(RECORDS);
         config.page_size = BATCH as usize;
         config.latency_ms = PAGE_MS;

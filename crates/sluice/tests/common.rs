@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn sluice() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -188,6 +189,20 @@ impl TestDb {
                 let _ = conn.close().await;
                 row.and_then(|r| r.try_get::<Option<String>, _>(0).unwrap_or_else(|e| panic!("{sql}: {e}")))
             }),
+        }
+    }
+
+    /// After a `sluice` process was killed: waits until the server has
+    /// finished what that process had sent (a COMMIT already on the wire
+    /// still lands) and closed its sessions, so reads see the final state.
+    pub fn settle(&self) {
+        if let TestDb::Postgres { .. } = self {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'sluice'";
+            while self.scalar(sql).unwrap_or(0) > 0 {
+                assert!(Instant::now() < deadline, "the killed process's sessions did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

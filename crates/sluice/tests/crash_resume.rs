@@ -61,6 +61,7 @@ fn sigkill_rounds(make_db: impl Fn(&std::path::Path) -> Option<TestDb>) {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        store.settle();
 
         let committed = store.stored_in_checkpoint(1);
         assert_eq!(
@@ -184,6 +185,7 @@ fn two_runs_on_one_store(make_db: impl Fn(&std::path::Path) -> Option<TestDb>) {
 
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
+    store.settle();
     let committed = store.stored_in_checkpoint(1);
     assert!(committed > 0);
 
