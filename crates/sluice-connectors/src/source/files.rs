@@ -108,7 +108,8 @@ impl FilesSource {
     }
 
     async fn list(&self, fresh: bool) -> Result<Arc<Vec<Entry>>, SourceError> {
-        if !fresh && let Some(listing) = self.listing.lock().expect("listing lock").clone() {
+        if !fresh && let Some(listing) = self.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        {
             return Ok(listing);
         }
         let (root, extensions) = (self.root.clone(), self.extensions.clone());
@@ -117,7 +118,7 @@ impl FilesSource {
             .map_err(|e| SourceError::fatal(format!("files: listing panicked: {e}")))?
             .map_err(|e| SourceError::fatal(format!("files: cannot list {:?}: {e}", self.config.path)))?;
         let entries = Arc::new(entries);
-        *self.listing.lock().expect("listing lock") = Some(entries.clone());
+        *self.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entries.clone());
         Ok(entries)
     }
 }

@@ -56,7 +56,18 @@ impl RunHandle {
     /// Waits for the end of the run, discarding events not read yet.
     pub async fn wait(mut self) -> RunSummary {
         while self.events.recv().await.is_some() {}
-        self.task.await.expect("run task panicked")
+        match self.task.await {
+            Ok(summary) => summary,
+            // A bug, not a state of the run: report it as failed; the store keeps the last checkpoint.
+            Err(e) => RunSummary {
+                run_id: self.run_id,
+                status: RunStatus::Failed,
+                counts: Counts::default(),
+                checkpoint: Checkpoint::default(),
+                error: Some(format!("internal error: the run task ended abnormally: {e}")),
+                duration_seconds: 0.0,
+            },
+        }
     }
 
     /// The events as a stream. Dropping the stream asks the run to stop.
