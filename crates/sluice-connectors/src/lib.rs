@@ -1,6 +1,7 @@
 //! sluice-connectors: the sources, stages and stores of sluice, each behind
 //! the core traits, and the registry that builds them from configuration.
 
+pub mod dates;
 pub mod embedder;
 pub mod http;
 pub mod openai_api;

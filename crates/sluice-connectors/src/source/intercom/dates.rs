@@ -13,7 +13,8 @@
 //! UTC day gives the same dates, which is how a resume by `days` finds it.
 
 use crate::ConfigError;
-use crate::source::days_from_civil;
+pub use crate::dates::civil_from_days;
+use crate::dates::days_from_civil;
 
 pub const SECS_PER_DAY: i64 = 86_400;
 
@@ -74,20 +75,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// `(year, month, day)` of days since 1970-01-01 (H. Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `YYYY-MM-DD` of days since 1970-01-01.
