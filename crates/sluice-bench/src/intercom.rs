@@ -40,16 +40,6 @@ const DATE_TO: &str = "2025-12-31";
 const START: i64 = 1_759_276_800;
 const END: i64 = 1_767_225_600;
 
-/// Peak resident set of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// The parent: starts the fakes and runs one child per configuration.
 pub async fn intercom(conversations: usize, concurrencies: Vec<usize>) {
     let intercom =
@@ -157,5 +147,5 @@ pub async fn child(partitions: usize, concurrency: usize, db: &Path) {
         eprintln!("run ended {}: {:?}", summary.status, summary.error);
         return;
     }
-    println!("RESULT {:.3} {:.1} {}", wall.as_secs_f64(), peak_rss_mib(), summary.counts.stored);
+    println!("RESULT {:.3} {:.1} {}", wall.as_secs_f64(), crate::peak_rss_mib(), summary.counts.stored);
 }

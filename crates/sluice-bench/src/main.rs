@@ -61,20 +61,25 @@ fn stage(config: StageConfig) -> StageSpec {
     build_stage(&StageEntry { workers: 1, stage: config }).expect("stage config")
 }
 
-/// generate -> normalize -> filter -> classify(rules) -> SQLite (or no store at all).
-fn engine_pipeline(
+/// SQLite at `db`, or (without one) a store that keeps nothing.
+fn sqlite_or_null(db: Option<&std::path::Path>) -> Arc<dyn Store> {
+    match db {
+        Some(db) => Arc::new(SqliteStore::open(db).expect("sqlite")),
+        None => Arc::new(NullStore::default()),
+    }
+}
+
+/// generate -> normalize -> filter -> classify(rules) -> `store`: the pipeline
+/// every engine and store benchmark measures.
+pub(crate) fn engine_pipeline(
     records: u64,
     batch_size: usize,
     per_document_events: bool,
-    db: Option<&std::path::Path>,
+    store: Arc<dyn Store>,
 ) -> Pipeline {
     let mut gen_config = GenerateConfig::new(records);
     gen_config.page_size = 500;
     let source = Arc::new(GenerateSource::new(gen_config).expect("generate"));
-    let store: Arc<dyn Store> = match db {
-        Some(db) => Arc::new(SqliteStore::open(db).expect("sqlite")),
-        None => Arc::new(NullStore::default()),
-    };
     let rules = RulesClassifyConfig {
         rules: vec![
             Rule { category: "billing".into(), keywords: vec!["refund".into(), "invoice".into(), "billing".into()] },
@@ -124,7 +129,12 @@ async fn throughput(records: u64) {
         {
             let dir = bench_dir();
             let db = dir.path().join("bench.db");
-            let pipeline = engine_pipeline(records, batch_size, events, (store == "sqlite").then_some(db.as_path()));
+            let pipeline = engine_pipeline(
+                records,
+                batch_size,
+                events,
+                sqlite_or_null((store == "sqlite").then_some(db.as_path())),
+            );
             let (wall, seen) = drive(&pipeline).await;
             println!(
                 "| {store} | {batch_size} | {} | {records} | {:.2} | {:.0} | {seen} |",
@@ -137,7 +147,7 @@ async fn throughput(records: u64) {
 }
 
 /// Peak resident set of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -149,7 +159,7 @@ fn peak_rss_mib() -> f64 {
 async fn rss(records: u64) {
     let dir = bench_dir();
     let db = dir.path().join("bench.db");
-    let pipeline = engine_pipeline(records, 50, false, Some(db.as_path()));
+    let pipeline = engine_pipeline(records, 50, false, sqlite_or_null(Some(db.as_path())));
     let (wall, _) = drive(&pipeline).await;
     println!(
         "| {records} | 50 | {:.1} | {:.0} | {:.1} |",

@@ -15,14 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sluice_connectors::registry::{StageConfig, StageEntry, build_stage};
-use sluice_connectors::source::generate::{GenerateConfig, GenerateSource};
-use sluice_connectors::stage::classify_rules::{Rule, RulesClassifyConfig};
-use sluice_connectors::stage::filter::FilterConfig;
-use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::postgres::{create_scratch_database, drop_database};
 use sluice_connectors::store::{InspectStore, PostgresStore, SqliteStore};
-use sluice_core::{Checkpoint, CommitBatch, Document, NewRun, Pipeline, Record, Settings, Start, Store};
+use sluice_core::{Checkpoint, CommitBatch, Document, NewRun, Pipeline, Record, Start, Store};
 
 /// A store under test, and what to clean up after it.
 enum Target {
@@ -61,27 +56,9 @@ impl Target {
     }
 }
 
-fn stage(config: StageConfig) -> sluice_core::StageSpec {
-    build_stage(&StageEntry { workers: 1, stage: config }).expect("stage config")
-}
-
+/// The engine benchmark's pipeline, without per-document events, into `store`.
 fn pipeline(records: u64, batch_size: usize, store: Arc<dyn Store>) -> Pipeline {
-    let mut gen_config = GenerateConfig::new(records);
-    gen_config.page_size = 500;
-    let source = Arc::new(GenerateSource::new(gen_config).expect("generate"));
-    let rules = RulesClassifyConfig {
-        rules: vec![
-            Rule { category: "billing".into(), keywords: vec!["refund".into(), "invoice".into(), "billing".into()] },
-            Rule { category: "account".into(), keywords: vec!["login".into(), "password".into()] },
-            Rule { category: "bug".into(), keywords: vec!["crash".into(), "error".into(), "bug".into()] },
-        ],
-        default_category: "other".into(),
-    };
-    Pipeline::new(source, store)
-        .settings(Settings { batch_size, per_document_events: false, name: "bench".into(), ..Settings::default() })
-        .stage(stage(StageConfig::Normalize(NormalizeConfig::default())))
-        .stage(stage(StageConfig::Filter(FilterConfig::default())))
-        .stage(stage(StageConfig::Classify(rules.into())))
+    crate::engine_pipeline(records, batch_size, false, store)
 }
 
 fn documents(batch: usize, size: usize) -> Vec<Document> {
