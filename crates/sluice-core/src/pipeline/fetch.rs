@@ -264,12 +264,12 @@ pub(crate) async fn batch_pages(
                     .await;
             }
             // Positions are only needed where a batch ends or the page does.
-            let fills = builder.len() + 1 >= settings.batch_size
-                || builder.bytes + item_bytes(&item) >= settings.max_batch_bytes;
+            let bytes = item_bytes(&item);
+            let fills = builder.len() + 1 >= settings.batch_size || builder.bytes + bytes >= settings.max_batch_bytes;
             if fills || offset == last {
                 builder.positions.insert(partition.clone(), spot.position_after(offset, item.id()));
             }
-            builder.push(&source_name, item);
+            builder.push(&source_name, item, bytes);
             if fills {
                 let batch = builder.take(&shared, &settings.record_noun);
                 if tx.send(batch).await.is_err() {
@@ -316,8 +316,8 @@ impl BatchBuilder {
         self.docs.len() + self.failures.len()
     }
 
-    fn push(&mut self, source_name: &str, item: SourceItem) {
-        self.bytes += item_bytes(&item);
+    fn push(&mut self, source_name: &str, item: SourceItem, bytes: usize) {
+        self.bytes += bytes;
         match item {
             SourceItem::Record(record) => self.docs.push(Document::from_record(record)),
             SourceItem::Invalid { id, raw, error_type, error } => {
