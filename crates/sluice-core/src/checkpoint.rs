@@ -109,6 +109,14 @@ pub struct Checkpoint {
     /// Remote calls paid for so far (including those of batches in flight).
     #[serde(default)]
     pub cost: CostLedger,
+    /// Phases finished, in order. While it is empty the run is in its first
+    /// phase (reading the source) and `counts` are that phase's; a later phase
+    /// counts in `phase_counts` and positions its own scan in `partitions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases_done: Vec<String>,
+    /// Counts of the phases after the first, by phase name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phase_counts: BTreeMap<String, Counts>,
 }
 
 impl Checkpoint {
@@ -122,7 +130,40 @@ impl Checkpoint {
 
     /// True when nothing was ever committed: resuming it is starting over.
     pub fn is_empty(&self) -> bool {
-        self.batches == 0 && self.partitions.values().all(Position::is_start)
+        self.batches == 0 && self.partitions.values().all(Position::is_start) && self.phases_done.is_empty()
+    }
+
+    /// Whether the run is past its first phase.
+    pub fn in_later_phase(&self) -> bool {
+        !self.phases_done.is_empty()
+    }
+
+    /// The counts the current phase adds to.
+    pub fn current_counts(&self) -> Counts {
+        if self.in_later_phase() {
+            self.phase_counts.get(&self.phase).copied().unwrap_or_default()
+        } else {
+            self.counts
+        }
+    }
+
+    pub fn current_counts_mut(&mut self) -> &mut Counts {
+        if self.in_later_phase() { self.phase_counts.entry(self.phase.clone()).or_default() } else { &mut self.counts }
+    }
+
+    /// Marks the current phase done and moves to `next` with fresh positions.
+    pub fn advance_to(&mut self, next: &str) {
+        let done = std::mem::replace(&mut self.phase, next.to_string());
+        if !self.phases_done.contains(&done) {
+            self.phases_done.push(done);
+        }
+        self.partitions.clear();
+        self.phase_counts.entry(next.to_string()).or_default();
+    }
+
+    /// Whether `phase` was finished by this run.
+    pub fn phase_done(&self, phase: &str) -> bool {
+        self.phases_done.iter().any(|p| p == phase)
     }
 }
 
@@ -155,5 +196,20 @@ mod tests {
         assert_eq!(json["partitions"]["main"]["skip"], 7);
         assert_eq!(serde_json::from_value::<Checkpoint>(json).unwrap(), cp);
         assert!(!cp.is_empty());
+    }
+
+    #[test]
+    fn a_later_phase_counts_apart_and_starts_its_own_positions() {
+        let mut cp = Checkpoint::new("classification");
+        cp.partitions.insert("main".into(), Position { done: true, ..Position::default() });
+        cp.current_counts_mut().stored = 10;
+        cp.advance_to("embedding_generation");
+        assert!(cp.in_later_phase() && cp.phase_done("classification") && cp.partitions.is_empty());
+        cp.current_counts_mut().stored += 4;
+        assert_eq!(cp.counts.stored, 10);
+        assert_eq!(cp.current_counts().stored, 4);
+        let back: Checkpoint = serde_json::from_value(serde_json::to_value(&cp).unwrap()).unwrap();
+        assert_eq!(back, cp);
+        assert!(!back.is_empty());
     }
 }

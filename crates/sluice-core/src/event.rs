@@ -97,6 +97,16 @@ pub enum EventKind {
         partition: String,
         reason: String,
     },
+    /// The run entered a phase (or resumed in it).
+    PhaseStarted {
+        phase: String,
+        resumed: bool,
+    },
+    /// A phase finished; `counts` are its own.
+    PhaseFinished {
+        phase: String,
+        counts: Counts,
+    },
     RunFinished {
         status: RunStatus,
         counts: Counts,
@@ -119,6 +129,8 @@ impl EventKind {
             EventKind::BatchProgress { .. } => "BatchProgress",
             EventKind::AdapterStateChange { .. } => "AdapterStateChange",
             EventKind::CursorFallback { .. } => "CursorFallback",
+            EventKind::PhaseStarted { .. } => "PhaseStarted",
+            EventKind::PhaseFinished { .. } => "PhaseFinished",
             EventKind::RunFinished { .. } => "RunFinished",
         }
     }

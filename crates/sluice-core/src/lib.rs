@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod context;
 pub mod error;
 pub mod event;
+pub mod phase;
 pub mod pipeline;
 pub mod record;
 pub mod source;
@@ -17,8 +18,12 @@ pub use checkpoint::{Checkpoint, CostLedger, Counts, Position};
 pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
+pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
 pub use pipeline::{Mode, Pipeline, RetryPolicy, RunHandle, RunSummary, Settings, StageSpec, Start};
 pub use record::{Chunk, Classification, Document, Record};
 pub use source::{Page, Source, SourceItem};
 pub use stage::{Outcome, Stage, StageCounter};
-pub use store::{CommitBatch, Failure, FailureRow, MemoEntry, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store};
+pub use store::{
+    CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
+    RunStatus, Store,
+};

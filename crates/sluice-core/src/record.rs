@@ -122,12 +122,22 @@ pub struct Document {
     /// Whole-document embedding, set by the embed stage when there are no chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
+    /// What later phases found about the document (facets, theme), by phase output name.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
 }
 
 impl Document {
     pub fn from_record(record: Record) -> Self {
         let content_hash = record.content_hash();
-        Self { record, content_hash, classification: None, chunks: Vec::new(), embedding: None }
+        Self {
+            record,
+            content_hash,
+            classification: None,
+            chunks: Vec::new(),
+            embedding: None,
+            annotations: Map::new(),
+        }
     }
 
     pub fn id(&self) -> &str {

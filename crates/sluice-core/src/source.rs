@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::context::Context;
 use crate::error::SourceError;
-use crate::record::Record;
+use crate::record::{Document, Record};
 
 /// One entry of a page: a record, or something the source could not turn
 /// into one (a malformed line, an unreadable file). Invalid entries go to the
@@ -12,6 +12,9 @@ use crate::record::Record;
 #[derive(Clone, Debug)]
 pub enum SourceItem {
     Record(Record),
+    /// A stored document read back by a later phase, with what earlier
+    /// phases added to it (classification, embedding, annotations).
+    Document(Box<Document>),
     Invalid {
         /// The record id when it could be recovered, else a locator (file:line).
         id: String,
@@ -26,6 +29,7 @@ impl SourceItem {
     pub fn id(&self) -> &str {
         match self {
             SourceItem::Record(r) => &r.id,
+            SourceItem::Document(d) => d.id(),
             SourceItem::Invalid { id, .. } => id,
         }
     }

@@ -128,6 +128,41 @@ pub struct CommitBatch {
     pub failures: Vec<Failure>,
     /// Stage results to remember, so unchanged content is not paid for again.
     pub memos: Vec<MemoEntry>,
+    /// What later phases add to stored documents (not an upsert of the record).
+    pub updates: Vec<DocumentUpdate>,
+    /// Results of a run that belong to no single document (themes, stories).
+    pub results: Vec<PhaseResult>,
+}
+
+/// A later phase's additions to a stored document: its embedding, if the
+/// phase computed one, and its annotations (replacing the stored ones).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocumentUpdate {
+    pub source: String,
+    pub id: String,
+    pub embedding: Option<Vec<f32>>,
+    pub annotations: serde_json::Map<String, Value>,
+}
+
+impl DocumentUpdate {
+    /// What a later phase writes for a document it kept.
+    pub fn of(doc: &Document) -> Self {
+        Self {
+            source: doc.source().to_string(),
+            id: doc.id().to_string(),
+            embedding: doc.embedding.clone(),
+            annotations: doc.annotations.clone(),
+        }
+    }
+}
+
+/// One result of a run, keyed by `(run, kind, key)`: writing it again replaces it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    /// What it is, e.g. `theme` or `story`.
+    pub kind: String,
+    pub key: String,
+    pub value: Value,
 }
 
 /// A record's content, as a memo lookup key.
@@ -185,6 +220,25 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Option<Value>>, StoreError> {
         let _ = (stage, fingerprint);
         Ok(vec![None; keys.len()])
+    }
+
+    /// Up to `limit` stored documents of `source` with ids after `after`, in
+    /// id order, with what stages and phases added (chunks left out). Later
+    /// phases read the store through this.
+    async fn scan_documents(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let _ = (source, after, limit);
+        Err(StoreError::Other(format!("{} cannot be read back by later phases", self.describe())))
+    }
+
+    /// The results of `kind` a run wrote, by key.
+    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
+        let _ = (run, kind);
+        Ok(Vec::new())
     }
 
     /// The failures recorded by a run, oldest first.

@@ -22,6 +22,7 @@ struct MemState {
     docs: BTreeMap<(String, String), (Document, u32)>,
     failures: Vec<FailureRow>,
     memos: BTreeMap<(String, String, String), MemoEntry>,
+    results: BTreeMap<(RunId, String, String), PhaseResult>,
     commits: u64,
 }
 
@@ -112,6 +113,17 @@ impl Store for MemStore {
             let writes = s.docs.get(&key).map_or(0, |(_, n)| *n);
             s.docs.insert(key, (doc.clone(), writes + 1));
         }
+        for update in &batch.updates {
+            let key = (update.source.clone(), update.id.clone());
+            let (doc, _) = s.docs.get_mut(&key).ok_or(StoreError::NotFound(update.id.clone()))?;
+            doc.annotations = update.annotations.clone();
+            if update.embedding.is_some() {
+                doc.embedding = update.embedding.clone();
+            }
+        }
+        for result in &batch.results {
+            s.results.insert((run, result.kind.clone(), result.key.clone()), result.clone());
+        }
         for failure in &batch.failures {
             let id = s.failures.len() as i64 + 1;
             s.failures.push(FailureRow {
@@ -146,6 +158,24 @@ impl Store for MemStore {
                     .map(|m| m.value.clone())
             })
             .collect())
+    }
+    async fn scan_documents(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.docs
+            .iter()
+            .filter(|((src, id), _)| src == source && after.is_none_or(|a| id.as_str() > a))
+            .take(limit)
+            .map(|(_, (doc, _))| Document { chunks: Vec::new(), ..doc.clone() })
+            .collect())
+    }
+    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.results.iter().filter(|((r, k, _), _)| *r == run && k == kind).map(|(_, v)| v.clone()).collect())
     }
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
         Ok(self.state.lock().unwrap().failures.iter().filter(|f| f.run_id == run).cloned().collect())
@@ -637,4 +667,157 @@ async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes()
     changed.run(Start::New).await.unwrap();
     assert_eq!(stage.calls.load(Ordering::SeqCst), 120, "a new model re-classifies");
     assert!(store.docs().iter().all(|d| d.classification.as_ref().unwrap().category.starts_with("model-b:")));
+}
+
+// ---------- later phases ----------
+
+/// Annotates each document with the length of its text; stops the run once
+/// it has seen `stop_after` documents (when set), as a user's stop would.
+struct Annotate {
+    seen: AtomicU64,
+    stop_after: AtomicU64,
+}
+
+impl Annotate {
+    fn new(stop_after: u64) -> Self {
+        Self { seen: AtomicU64::new(0), stop_after: AtomicU64::new(stop_after) }
+    }
+}
+
+#[async_trait]
+impl Stage for Annotate {
+    fn name(&self) -> &str {
+        "annotate"
+    }
+    async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        let seen = self.seen.fetch_add(docs.len() as u64, Ordering::SeqCst) + docs.len() as u64;
+        let stop_after = self.stop_after.load(Ordering::SeqCst);
+        if stop_after > 0 && seen >= stop_after {
+            ctx.stop.cancel();
+        }
+        Ok(docs
+            .into_iter()
+            .map(|mut doc| {
+                assert!(doc.classification.is_some(), "a later phase sees what the first phase stored");
+                doc.annotations.insert("length".into(), doc.record.text.len().into());
+                Outcome::Kept(doc)
+            })
+            .collect())
+    }
+}
+
+/// Counts the annotated documents into one result.
+struct Tally {
+    runs: AtomicU64,
+}
+
+#[async_trait]
+impl PhaseTask for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+    async fn run(&self, _ctx: &Context, input: PhaseInput<'_>) -> Result<PhaseOutput, EngineError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let docs = input.store.scan_documents(input.source, None, usize::MAX).await?;
+        let annotated = docs.iter().filter(|d| d.annotations.contains_key("length")).count();
+        Ok(PhaseOutput {
+            results: vec![PhaseResult { kind: "tally".into(), key: "all".into(), value: annotated.into() }],
+            counts: Counts { stored: 1, ..Counts::default() },
+            ..PhaseOutput::default()
+        })
+    }
+}
+
+fn labelled() -> StageSpec {
+    StageSpec::new(Arc::new(Picky { attempts: Mutex::new(BTreeMap::new()) }))
+}
+
+#[tokio::test]
+async fn later_phases_run_in_order_over_the_stored_documents_and_write_what_they_add() {
+    for mode in [Mode::Streaming, Mode::Batch] {
+        let store = Arc::new(MemStore::default());
+        let annotate = Arc::new(Annotate::new(0));
+        let tally = Arc::new(Tally { runs: AtomicU64::new(0) });
+        let pipeline = Pipeline::new(Arc::new(VecSource::new(150, 2, 20)), store.clone())
+            .settings(Settings { phase: "classification".into(), ..settings(mode) })
+            .stage(labelled())
+            .phase(PhaseSpec::documents("annotation", vec![StageSpec::new(annotate.clone()).workers(2)]))
+            .phase(PhaseSpec::Task(tally.clone()));
+        let events: Vec<Event> = pipeline.stream_events(Start::New).await.unwrap().collect().await;
+        let Some(EventKind::RunFinished { status, counts, .. }) = events.last().map(|e| &e.kind) else {
+            panic!("the last event is RunFinished")
+        };
+        assert_eq!(*status, RunStatus::Completed);
+        let stored = counts.stored;
+        let phases: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::PhaseStarted { phase, .. } => Some(phase.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(phases, ["annotation", "tally"], "{mode:?}");
+        // The later phase updated each stored document once, without writing it again.
+        assert_eq!(store.max_write_count(), 1);
+        assert_eq!(annotate.seen.load(Ordering::SeqCst), stored);
+        assert!(store.docs().iter().all(|d| d.annotations["length"] == d.record.text.len()));
+        let run = store.get_run(1).await.unwrap().unwrap();
+        let checkpoint = run.checkpoint.unwrap();
+        assert_eq!(checkpoint.phase, "tally");
+        assert_eq!(checkpoint.phases_done, ["classification", "annotation"]);
+        assert_eq!(checkpoint.phase_counts["annotation"].stored, stored);
+        assert_eq!(checkpoint.counts.stored, stored, "the first phase keeps its own counts");
+        let tallies = store.phase_results(1, "tally").await.unwrap();
+        assert_eq!(tallies[0].value, serde_json::json!(stored));
+        assert_eq!(tally.runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_stop_in_a_later_phase_resumes_in_that_phase_without_reading_the_source_again() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(400, 1, 25));
+    let annotate = Arc::new(Annotate::new(120));
+    let tally = Arc::new(Tally { runs: AtomicU64::new(0) });
+    let pipeline = Pipeline::new(source.clone(), store.clone())
+        .settings(Settings { phase: "classification".into(), ..settings(Mode::Streaming) })
+        .stage(labelled())
+        .phase(PhaseSpec::documents("annotation", vec![StageSpec::new(annotate.clone())]))
+        .phase(PhaseSpec::Task(tally.clone()));
+    let first = pipeline.run(Start::New).await.unwrap();
+    assert_eq!(first.status, RunStatus::Stopped);
+    assert_eq!(first.checkpoint.phase, "annotation");
+    assert_eq!(tally.runs.load(Ordering::SeqCst), 0);
+    let committed = first.checkpoint.phase_counts["annotation"].stored;
+    assert!(committed > 0 && committed < first.counts.stored, "stopped part-way: {committed}");
+    let pages = source.pages_fetched.load(Ordering::SeqCst);
+
+    annotate.stop_after.store(0, Ordering::SeqCst);
+    let seen_before = annotate.seen.load(Ordering::SeqCst);
+    let second = pipeline.run(Start::Resume(first.run_id)).await.unwrap();
+    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
+    assert_eq!(source.pages_fetched.load(Ordering::SeqCst), pages, "the first phase is not run again");
+    // The resume annotates only what the stop left: nothing committed is processed twice.
+    assert_eq!(annotate.seen.load(Ordering::SeqCst) - seen_before, second.counts.stored - committed);
+    assert_eq!(second.checkpoint.phase_counts["annotation"].stored, second.counts.stored);
+    assert_eq!(tally.runs.load(Ordering::SeqCst), 1);
+    assert!(store.docs().iter().all(|d| d.annotations.contains_key("length")));
+}
+
+#[tokio::test]
+async fn resuming_a_run_in_a_phase_the_pipeline_does_not_have_fails_with_the_reason() {
+    let store = Arc::new(MemStore::default());
+    let annotate = Arc::new(Annotate::new(30));
+    let with_phase = Pipeline::new(Arc::new(VecSource::new(100, 1, 10)), store.clone())
+        .settings(settings(Mode::Streaming))
+        .stage(labelled())
+        .phase(PhaseSpec::documents("annotation", vec![StageSpec::new(annotate)]));
+    let first = with_phase.run(Start::New).await.unwrap();
+    assert_eq!(first.checkpoint.phase, "annotation");
+    let without = Pipeline::new(Arc::new(VecSource::new(100, 1, 10)), store.clone())
+        .settings(settings(Mode::Streaming))
+        .stage(labelled());
+    let second = without.run(Start::Resume(first.run_id)).await.unwrap();
+    assert_eq!(second.status, RunStatus::Failed);
+    assert!(second.error.unwrap().contains("phase annotation"), "names the phase");
 }

@@ -11,7 +11,7 @@ use super::run::Shared;
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::error::{EngineError, StoreError};
 use crate::event::EventKind;
-use crate::store::CommitBatch;
+use crate::store::{CommitBatch, DocumentUpdate};
 
 /// Batches that may wait for the committer; the ones waiting when it is free
 /// are committed together in one transaction (group commit), which pays the
@@ -56,6 +56,7 @@ pub(crate) async fn commit_batches(
     previous: &Checkpoint,
 ) -> Result<Checkpoint, EngineError> {
     let mut commit = CommitBatch::default();
+    let mut documents = Vec::new();
     let mut reports = Vec::with_capacity(batches.len());
     let mut next = previous.clone();
     for batch in batches {
@@ -64,20 +65,29 @@ pub(crate) async fn commit_batches(
         let mut delta = batch.delta;
         delta.stored = batch.docs.len() as u64;
         delta.chunks = batch.docs.iter().map(|d| d.chunks.len() as u64).sum();
-        next.counts.add(&delta);
+        next.current_counts_mut().add(&delta);
         next.cost = shared.ctx.usage.snapshot();
-        let first_doc = commit.documents.len();
-        commit.documents.extend(batch.docs);
+        let first_doc = documents.len();
+        documents.extend(batch.docs);
         commit.failures.extend(batch.failures);
         commit.memos.extend(batch.memos);
         reports.push(Report {
             seq: batch.seq,
             delta,
-            docs: first_doc..commit.documents.len(),
+            docs: first_doc..documents.len(),
             checkpoint: next.clone(),
             formed_at: batch.formed_at,
         });
     }
+    // A later phase writes what it added to each document, not the document again.
+    let documents = if shared.later_phase {
+        commit.updates = documents.iter().map(DocumentUpdate::of).collect();
+        documents
+    } else {
+        commit.documents = documents;
+        Vec::new()
+    };
+    let committed = if shared.later_phase { &documents } else { &commit.documents };
 
     let started = Instant::now();
     let store = shared.store.clone();
@@ -107,7 +117,7 @@ pub(crate) async fn commit_batches(
         );
         if events.wants_per_document() {
             let duration_ms = report.formed_at.elapsed().as_secs_f64() * 1000.0;
-            for doc in &commit.documents[report.docs] {
+            for doc in &committed[report.docs] {
                 let document = shared.settings.include_documents.then(|| Box::new(doc.clone()));
                 events
                     .emit(EventKind::DocumentCompleted {
@@ -119,7 +129,7 @@ pub(crate) async fn commit_batches(
                     .await;
             }
         }
-        let counts = report.checkpoint.counts;
+        let counts = report.checkpoint.current_counts();
         events
             .emit(EventKind::BatchCommitted {
                 batch: report.seq,

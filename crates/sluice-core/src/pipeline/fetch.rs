@@ -291,6 +291,7 @@ pub(crate) async fn batch_pages(
 fn item_bytes(item: &SourceItem) -> usize {
     match item {
         SourceItem::Record(record) => record.approx_bytes(),
+        SourceItem::Document(doc) => doc.approx_bytes(),
         SourceItem::Invalid { raw, .. } => raw.len(),
     }
 }
@@ -320,6 +321,7 @@ impl BatchBuilder {
         self.bytes += bytes;
         match item {
             SourceItem::Record(record) => self.docs.push(Document::from_record(record)),
+            SourceItem::Document(doc) => self.docs.push(*doc),
             SourceItem::Invalid { id, raw, error_type, error } => {
                 self.failures.push(Failure {
                     source: source_name.to_string(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::phase::PhaseSpec;
 use crate::source::Source;
 use crate::stage::Stage;
 use crate::store::{RunId, Store};
@@ -131,17 +132,25 @@ pub enum Start {
 pub struct Pipeline {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) stages: Vec<StageSpec>,
+    /// Phases after the first, in order.
+    pub(crate) phases: Vec<PhaseSpec>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) settings: Settings,
 }
 
 impl Pipeline {
     pub fn new(source: Arc<dyn Source>, store: Arc<dyn Store>) -> Self {
-        Self { source, stages: Vec::new(), store, settings: Settings::default() }
+        Self { source, stages: Vec::new(), phases: Vec::new(), store, settings: Settings::default() }
     }
 
     pub fn stage(mut self, spec: StageSpec) -> Self {
         self.stages.push(spec);
+        self
+    }
+
+    /// Adds a phase to run after the previous one finished.
+    pub fn phase(mut self, spec: PhaseSpec) -> Self {
+        self.phases.push(spec);
         self
     }
 

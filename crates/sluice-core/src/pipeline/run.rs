@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::commit::COMMIT_QUEUE;
 use super::fetch::FetchBudget;
+use super::retry::{Verdict, with_retries};
 use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::context::{Context, UsageMeter};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
+use crate::phase::{PhaseInput, PhaseSpec, PhaseTask, StoredDocuments};
 use crate::record::Document;
 use crate::source::Source;
-use crate::store::{ActiveRunGuard, NewRun, RunId, RunStatus, Store};
+use crate::store::{ActiveRunGuard, CommitBatch, NewRun, RunId, RunStatus, Store};
 
 /// What a finished run reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,8 +146,9 @@ impl Pipeline {
             error: Mutex::new(None),
             budget: FetchBudget::new(checkpoint.counts.fetched, self.settings.max_records),
             progress: Progress::new(checkpoint.counts),
+            later_phase: false,
         });
-        let task = tokio::spawn(execute(shared, checkpoint, resumed, guard));
+        let task = tokio::spawn(execute(shared, self.phases.clone(), checkpoint, resumed, guard));
         Ok(RunHandle { run_id, resumed, events: rx, stop, task })
     }
 
@@ -194,6 +197,9 @@ pub(crate) struct Shared {
     error: Mutex<Option<EngineError>>,
     pub budget: FetchBudget,
     pub progress: Progress,
+    /// A phase after the first: documents come from the store and only what
+    /// the stages add to them is written back.
+    pub later_phase: bool,
 }
 
 impl Shared {
@@ -209,6 +215,33 @@ impl Shared {
 
     fn take_error(&self) -> Option<EngineError> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The same run working on a later phase: reading the store's documents
+    /// through `stages`, counting apart, with no record limit. A fatal error
+    /// in it aborts the whole run.
+    fn for_phase(self: &Arc<Self>, stages: Vec<StageSpec>, counts: Counts) -> Arc<Shared> {
+        let source = Arc::new(StoredDocuments::new(
+            self.store.clone(),
+            self.source.name().to_string(),
+            self.settings.batch_size,
+        ));
+        let mut settings = self.settings.clone();
+        settings.max_records = None;
+        settings.record_noun = "documents".into();
+        Arc::new(Shared {
+            run_id: self.run_id,
+            source,
+            stages,
+            store: self.store.clone(),
+            settings,
+            ctx: self.ctx.clone(),
+            abort: self.abort.clone(),
+            error: Mutex::new(None),
+            budget: FetchBudget::new(0, None),
+            progress: Progress::new(counts),
+            later_phase: true,
+        })
     }
 }
 
@@ -265,7 +298,13 @@ pub(crate) fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl 
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
-async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, guard: ActiveRunGuard) -> RunSummary {
+async fn execute(
+    shared: Arc<Shared>,
+    phases: Vec<PhaseSpec>,
+    checkpoint: Checkpoint,
+    resumed: bool,
+    guard: ActiveRunGuard,
+) -> RunSummary {
     let started = Instant::now();
     let settings = &shared.settings;
     let events = shared.ctx.events.clone();
@@ -301,26 +340,8 @@ async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, gua
     *shared.progress.estimated_total.lock().unwrap_or_else(|e| e.into_inner()) = shared.source.estimated_total().await;
 
     let stopping = tokio::spawn(mark_stopping(shared.clone()));
-    let final_checkpoint = match shared.source.partitions().await {
-        Ok(partitions) => {
-            let reached_end = {
-                let partitions = partitions.clone();
-                move |cp: &Checkpoint| partitions.iter().all(|p| cp.position(p).done)
-            };
-            let cp = match settings.mode {
-                Mode::Streaming => streaming::run(shared.clone(), checkpoint, partitions).await,
-                Mode::Batch => batch::run(shared.clone(), checkpoint, partitions).await,
-            };
-            let limit_reached = settings.max_records.is_some_and(|max| cp.counts.fetched >= max);
-            (cp.clone(), reached_end(&cp) || limit_reached)
-        }
-        Err(error) => {
-            shared.fail(EngineError::Source(error));
-            (checkpoint, false)
-        }
-    };
+    let (checkpoint, reached_end) = run_phases(&shared, &phases, checkpoint, resumed).await;
     stopping.abort();
-    let (checkpoint, reached_end) = final_checkpoint;
 
     let error = shared.take_error().map(|e| e.to_string());
     let status = if error.is_some() {
@@ -346,6 +367,166 @@ async fn execute(shared: Arc<Shared>, checkpoint: Checkpoint, resumed: bool, gua
         .emit(EventKind::RunFinished { status, counts: checkpoint.counts, duration_seconds, error: error.clone() })
         .await;
     RunSummary { run_id: shared.run_id, status, counts: checkpoint.counts, checkpoint, error, duration_seconds }
+}
+
+/// Runs the first phase (unless the checkpoint is past it), then each later
+/// phase not done yet, while none stops or fails. Returns the last committed
+/// checkpoint and whether the run reached its end.
+async fn run_phases(
+    shared: &Arc<Shared>,
+    phases: &[PhaseSpec],
+    mut checkpoint: Checkpoint,
+    resumed: bool,
+) -> (Checkpoint, bool) {
+    let events = &shared.ctx.events;
+    if !checkpoint.in_later_phase() {
+        let (cp, reached_end) = run_first_phase(shared, checkpoint).await;
+        if !reached_end || phases.is_empty() || shared.abort.is_cancelled() {
+            return (cp, reached_end);
+        }
+        checkpoint = cp;
+        events.emit(EventKind::PhaseFinished { phase: checkpoint.phase.clone(), counts: checkpoint.counts }).await;
+    } else if !phases.iter().any(|p| p.name() == checkpoint.phase) {
+        shared.fail(EngineError::Invalid(format!(
+            "run {} is in phase {} which this pipeline does not have (phases: {})",
+            shared.run_id,
+            checkpoint.phase,
+            phases.iter().map(PhaseSpec::name).collect::<Vec<_>>().join(", ")
+        )));
+        return (checkpoint, false);
+    }
+
+    for spec in phases {
+        if checkpoint.phase_done(spec.name()) {
+            continue;
+        }
+        let resuming = resumed && checkpoint.phase == spec.name();
+        if !resuming {
+            checkpoint.advance_to(spec.name());
+            // Committed at once, so a crash from here on resumes in this phase.
+            match commit_phase(shared, &CommitBatch::default(), &checkpoint).await {
+                Ok(()) => {}
+                Err(error) => {
+                    shared.fail(error);
+                    return (checkpoint, false);
+                }
+            }
+        }
+        tracing::info!(run_id = shared.run_id, phase = spec.name(), resumed = resuming, "Phase started");
+        events.emit(EventKind::PhaseStarted { phase: spec.name().to_string(), resumed: resuming }).await;
+        let (cp, reached_end) = match spec {
+            PhaseSpec::Documents { stages, .. } => {
+                let phase_shared = shared.for_phase(stages.clone(), checkpoint.current_counts());
+                let (cp, reached_end) = run_pass(&phase_shared, checkpoint, vec![MAIN_PARTITION.to_string()]).await;
+                if let Some(error) = phase_shared.take_error() {
+                    shared.fail(error);
+                }
+                (cp, reached_end)
+            }
+            PhaseSpec::Task(task) => run_task(shared, task.as_ref(), checkpoint).await,
+        };
+        checkpoint = cp;
+        if !reached_end || shared.abort.is_cancelled() {
+            return (checkpoint, false);
+        }
+        let counts = checkpoint.current_counts();
+        tracing::info!(
+            run_id = shared.run_id,
+            phase = spec.name(),
+            stored = counts.stored,
+            failed = counts.failed,
+            "Phase finished"
+        );
+        events.emit(EventKind::PhaseFinished { phase: spec.name().to_string(), counts }).await;
+    }
+    (checkpoint, true)
+}
+
+/// The partition of a phase that reads the store.
+const MAIN_PARTITION: &str = "main";
+
+/// The first phase: the source's partitions through the stages.
+async fn run_first_phase(shared: &Arc<Shared>, checkpoint: Checkpoint) -> (Checkpoint, bool) {
+    match shared.source.partitions().await {
+        Ok(partitions) => {
+            let (cp, reached_end) = run_pass(shared, checkpoint, partitions).await;
+            let limit_reached = shared.settings.max_records.is_some_and(|max| cp.counts.fetched >= max);
+            (cp, reached_end || limit_reached)
+        }
+        Err(error) => {
+            shared.fail(EngineError::Source(error));
+            (checkpoint, false)
+        }
+    }
+}
+
+/// Reads `partitions` of the shared source through its stages into the store.
+async fn run_pass(shared: &Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> (Checkpoint, bool) {
+    let cp = match shared.settings.mode {
+        Mode::Streaming => streaming::run(shared.clone(), checkpoint, partitions.clone()).await,
+        Mode::Batch => batch::run(shared.clone(), checkpoint, partitions.clone()).await,
+    };
+    let reached_end = partitions.iter().all(|p| cp.position(p).done);
+    (cp, reached_end)
+}
+
+/// Runs a task phase and commits its output with the phase's counts in one transaction.
+async fn run_task(shared: &Arc<Shared>, task: &dyn PhaseTask, mut checkpoint: Checkpoint) -> (Checkpoint, bool) {
+    if shared.ctx.stop.is_cancelled() {
+        return (checkpoint, false);
+    }
+    let input = PhaseInput { store: &shared.store, run_id: shared.run_id, source: shared.source.name() };
+    let output = match task.run(&shared.ctx, input).await {
+        Ok(output) => output,
+        Err(error) => {
+            shared.fail(error);
+            return (checkpoint, false);
+        }
+    };
+    let mut next = checkpoint.clone();
+    *next.current_counts_mut() = output.counts;
+    next.batches += 1;
+    next.cost = shared.ctx.usage.snapshot();
+    let batch = CommitBatch { updates: output.updates, results: output.results, ..CommitBatch::default() };
+    match commit_phase(shared, &batch, &next).await {
+        Ok(()) => {
+            checkpoint = next;
+            shared
+                .ctx
+                .events
+                .emit(EventKind::BatchCommitted {
+                    batch: checkpoint.batches,
+                    records: output.counts.stored,
+                    commit_ms: 0.0,
+                    checkpoint: checkpoint.clone(),
+                })
+                .await;
+            (checkpoint, true)
+        }
+        Err(error) => {
+            shared.fail(error);
+            (checkpoint, false)
+        }
+    }
+}
+
+/// Commits a phase's own writes (its start, a task's output), retrying while the store is unavailable.
+async fn commit_phase(shared: &Shared, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), EngineError> {
+    let store = shared.store.clone();
+    let describe = store.describe();
+    with_retries(
+        &shared.settings.retry,
+        &shared.ctx,
+        &describe,
+        &shared.abort,
+        || store.commit(shared.run_id, batch, checkpoint),
+        |error: &StoreError| match error {
+            StoreError::Unavailable(_) => Verdict::Retry(None),
+            _ => Verdict::Fatal,
+        },
+    )
+    .await
+    .map_err(EngineError::Store)
 }
 
 /// Writes `stopping` as soon as a stop is asked, so status shows it.
