@@ -78,6 +78,9 @@ pub struct StoredDocument {
     pub stored_at: String,
     /// Number of chunks stored for the document.
     pub chunks: u64,
+    /// What later phases found about it (facets, theme).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
 }
 
 /// Encodes an embedding as little-endian `f32`s, the BLOB layout of the stores.

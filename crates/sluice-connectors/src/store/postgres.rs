@@ -383,6 +383,7 @@ impl PostgresStore {
         let write_count: i64 = row.try_get(8).map_err(get)?;
         let chunks: i64 = row.try_get(10).map_err(get)?;
         Ok(Some(StoredDocument {
+            annotations: serde_json::Map::new(),
             source: source.to_owned(),
             id: id.to_owned(),
             text: row.try_get(0).map_err(get)?,

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sluice_core::store::{
     ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, StoreError};
+use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, Record, StoreError};
 
 use super::{StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc3339};
 
@@ -28,6 +28,7 @@ use super::{StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc333
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_stage_results.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_phases.sql")),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,7 +159,8 @@ impl SqliteStore {
                     "SELECT text, fields, updated_at, content_hash, category, classification, embedding, run_id,
                             write_count, stored_at,
                             (SELECT count(*) FROM chunks WHERE chunks.source = documents.source
-                                                           AND chunks.doc_id = documents.id)
+                                                           AND chunks.doc_id = documents.id),
+                            annotations
                      FROM documents WHERE source = ?1 AND id = ?2",
                 )
                 .and_then(|mut stmt| {
@@ -175,6 +177,7 @@ impl SqliteStore {
                             write_count: row.get(8)?,
                             stored_at: row.get(9)?,
                             chunks: row.get(10)?,
+                            annotations: row.get(11)?,
                         })
                     })
                     .optional()
@@ -191,6 +194,8 @@ impl SqliteStore {
                     .transpose()
                     .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
                 embedding: raw.embedding.map(|b| embedding_from_bytes(&b)).transpose().map_err(bad)?,
+                annotations: serde_json::from_str(&raw.annotations)
+                    .map_err(|e| bad(format!("its annotations are not a JSON object: {e}")))?,
                 source,
                 id,
                 text: raw.text,
@@ -404,6 +409,7 @@ struct RawDocument {
     write_count: i64,
     stored_at: String,
     chunks: i64,
+    annotations: String,
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, status, phase, checkpoint, config, date_from, date_to, \
@@ -546,6 +552,97 @@ fn encode_batch(batch: &CommitBatch) -> Result<Vec<DocRow>, StoreError> {
         });
     }
     Ok(rows)
+}
+
+/// A documents row as a later phase reads it back.
+struct ScannedRow {
+    id: String,
+    text: String,
+    fields: String,
+    updated_at: Option<i64>,
+    content_hash: String,
+    classification: Option<String>,
+    embedding: Option<Vec<u8>>,
+    annotations: String,
+}
+
+impl ScannedRow {
+    fn into_document(self, source: &str) -> Result<Document, StoreError> {
+        let id = self.id;
+        let bad = |e: String| StoreError::Other(format!("document ({source}, {id}): {e}"));
+        let record = Record {
+            source: source.to_string(),
+            id: id.clone(),
+            text: self.text,
+            fields: serde_json::from_str(&self.fields)
+                .map_err(|e| bad(format!("fields are not a JSON object: {e}")))?,
+            updated_at: self.updated_at,
+        };
+        Ok(Document {
+            record,
+            content_hash: self.content_hash,
+            classification: self
+                .classification
+                .map(|c| serde_json::from_str(&c))
+                .transpose()
+                .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
+            chunks: Vec::new(),
+            embedding: self.embedding.map(|b| embedding_from_bytes(&b)).transpose().map_err(bad)?,
+            annotations: serde_json::from_str(&self.annotations)
+                .map_err(|e| bad(format!("annotations are not a JSON object: {e}")))?,
+        })
+    }
+}
+
+/// (source, id, embedding, annotations as JSON)
+type UpdateRow = (String, String, Option<Vec<u8>>, String);
+
+fn encode_updates(batch: &CommitBatch) -> Result<Vec<UpdateRow>, StoreError> {
+    batch
+        .updates
+        .iter()
+        .map(|u| {
+            Ok((
+                u.source.clone(),
+                u.id.clone(),
+                u.embedding.as_deref().map(embedding_to_bytes),
+                json(&u.annotations, "document annotations")?,
+            ))
+        })
+        .collect()
+}
+
+/// Writes what a later phase added; the record, its hash and write count stay as they are.
+fn apply_updates(conn: &Connection, updates: &[UpdateRow]) -> rusqlite::Result<()> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE documents SET annotations = ?3, embedding = COALESCE(?4, embedding) WHERE source = ?1 AND id = ?2",
+    )?;
+    for (source, id, embedding, annotations) in updates {
+        stmt.execute(params![source, id, annotations, embedding])?;
+    }
+    Ok(())
+}
+
+fn upsert_results(
+    conn: &Connection,
+    run: RunId,
+    results: &[(String, String, String)],
+    now: &str,
+) -> rusqlite::Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO run_results (run_id, kind, key, value, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (run_id, kind, key) DO UPDATE SET value = excluded.value, stored_at = excluded.stored_at",
+    )?;
+    for (kind, key, value) in results {
+        stmt.execute(params![run, kind, key, value, now])?;
+    }
+    Ok(())
 }
 
 /// (source, id, stage, fingerprint, content_hash, value as JSON)
@@ -867,6 +964,12 @@ impl Store for SqliteStore {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let updates = encode_updates(batch)?;
+        let results = batch
+            .results
+            .iter()
+            .map(|r| Ok((r.kind.clone(), r.key.clone(), json(&r.value, "a phase result")?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let checkpoint_json = json(checkpoint, "the checkpoint")?;
         let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
         let phase = checkpoint.phase.clone();
@@ -887,6 +990,8 @@ impl Store for SqliteStore {
             write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
             insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
+            apply_updates(&tx, &updates).map_err(sql(what()))?;
+            upsert_results(&tx, run, &results, &now).map_err(sql(what()))?;
             tx.commit().map_err(sql(what()))
         })
         .await
@@ -916,6 +1021,61 @@ impl Store for SqliteStore {
                         .map_err(sql("reading stored stage results"))?;
                     // An unreadable value is a miss: the stage simply runs again.
                     Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn scan_documents(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let (source, after) = (source.to_owned(), after.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let what = || format!("reading the stored documents of {source}");
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, text, fields, updated_at, content_hash, classification, embedding, annotations
+                     FROM documents WHERE source = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+                )
+                .map_err(sql(what()))?;
+            let rows = stmt
+                .query_map(params![source, after, limit], |row| {
+                    Ok(ScannedRow {
+                        id: row.get(0)?,
+                        text: row.get(1)?,
+                        fields: row.get(2)?,
+                        updated_at: row.get(3)?,
+                        content_hash: row.get(4)?,
+                        classification: row.get(5)?,
+                        embedding: row.get(6)?,
+                        annotations: row.get(7)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql(what()))?;
+            rows.into_iter().map(|row| row.into_document(&source)).collect()
+        })
+        .await
+    }
+
+    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
+        let kind = kind.to_owned();
+        self.call(move |conn| {
+            let what = || format!("reading the {kind} results of run {run}");
+            let rows: Vec<(String, String)> = conn
+                .prepare_cached("SELECT key, value FROM run_results WHERE run_id = ?1 AND kind = ?2 ORDER BY key")
+                .and_then(|mut stmt| stmt.query_map(params![run, kind], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(sql(what()))?;
+            rows.into_iter()
+                .map(|(key, value)| {
+                    let value = serde_json::from_str(&value)
+                        .map_err(|e| StoreError::Other(format!("{}: result {key} is not JSON: {e}", what())))?;
+                    Ok(PhaseResult { kind: kind.clone(), key, value })
                 })
                 .collect()
         })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use harness::Harness;
 use serde_json::{Value, json};
 use sluice_connectors::store::sqlite::ORPHANED_RUN_ERROR;
-use sluice_core::store::{CommitBatch, Failure, MemoEntry, MemoKey, NewRun, RunStatus};
+use sluice_core::store::{CommitBatch, DocumentUpdate, Failure, MemoEntry, MemoKey, NewRun, PhaseResult, RunStatus};
 use sluice_core::{Checkpoint, Chunk, Classification, Document, Position, Record, StoreError};
 
 macro_rules! suite {
@@ -60,6 +60,7 @@ suite!(
     an_unreadable_checkpoint_is_an_error_naming_the_run,
     memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fingerprint,
     embeddings_round_trip_exactly,
+    later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run,
 );
 
 pub fn new_run(pipeline: &str) -> NewRun {
@@ -633,6 +634,76 @@ async fn embeddings_round_trip_exactly(h: &Harness) {
     assert_eq!(store.get_chunks("src", "a").await.unwrap(), d.chunks);
     assert_eq!(store.get_document("src", "b").await.unwrap().unwrap().embedding, None);
     assert_eq!(store.get_chunks("src", "b").await.unwrap()[0].embedding, None);
+}
+
+async fn later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run(h: &Harness) {
+    let store = h.open().await;
+    let run = store.create_run(&new_run("p")).await.unwrap();
+    let mut labelled = doc("b", "second");
+    labelled.classification =
+        Some(Classification { category: "bug".into(), confidence: 0.9, reason: None, classifier: "rules".into() });
+    labelled.chunks = vec![chunk(0, 0, "second")];
+    let mut other_source = doc("a0", "elsewhere");
+    other_source.record.source = "other".into();
+    store
+        .commit(
+            run.id,
+            &batch(vec![doc("c", "third"), labelled.clone(), doc("a", "first"), other_source]),
+            &checkpoint(1),
+        )
+        .await
+        .unwrap();
+
+    // Pages of 2 in id order, of one source only, with what the first phase stored.
+    let first = store.scan_documents("src", None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|d| d.id()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(first[1].classification, labelled.classification);
+    assert_eq!(first[1].content_hash, labelled.content_hash);
+    assert_eq!(first[1].record, labelled.record);
+    assert!(first[1].chunks.is_empty(), "chunks are not read back");
+    let rest = store.scan_documents("src", Some("b"), 2).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.id()).collect::<Vec<_>>(), ["c"]);
+
+    // An update sets the embedding and annotations and leaves the record and its write count alone.
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("facets".into(), json!({"sentiment": "negative"}));
+    let update = |id: &str, embedding: Option<Vec<f32>>| DocumentUpdate {
+        source: "src".into(),
+        id: id.into(),
+        embedding,
+        annotations: annotations.clone(),
+    };
+    let results = vec![
+        PhaseResult { kind: "theme".into(), key: "t1".into(), value: json!({"label": "billing"}) },
+        PhaseResult { kind: "theme".into(), key: "t0".into(), value: json!({"label": "login"}) },
+        PhaseResult { kind: "story".into(), key: "s0".into(), value: json!({"title": "x"}) },
+    ];
+    let b = CommitBatch {
+        updates: vec![update("b", Some(vec![0.25, -1.0])), update("c", None)],
+        results,
+        ..CommitBatch::default()
+    };
+    store.commit(run.id, &b, &checkpoint(2)).await.unwrap();
+    let b_doc = store.get_document("src", "b").await.unwrap().unwrap();
+    assert_eq!(b_doc.embedding, Some(vec![0.25, -1.0]));
+    assert_eq!(b_doc.annotations, annotations);
+    assert_eq!((b_doc.write_count, b_doc.chunks, b_doc.text.as_str()), (1, 1, "second"));
+    assert_eq!(store.get_document("src", "c").await.unwrap().unwrap().annotations, annotations);
+    assert!(store.get_document("src", "a").await.unwrap().unwrap().annotations.is_empty());
+    assert_eq!(store.scan_documents("src", Some("a"), 1).await.unwrap()[0].annotations, annotations);
+
+    // Results are per (run, kind, key): written again, they are replaced; listed by key.
+    let again = PhaseResult { kind: "theme".into(), key: "t1".into(), value: json!({"label": "invoices"}) };
+    store
+        .commit(run.id, &CommitBatch { results: vec![again.clone()], ..CommitBatch::default() }, &checkpoint(3))
+        .await
+        .unwrap();
+    let themes = store.phase_results(run.id, "theme").await.unwrap();
+    assert_eq!(themes.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["t0", "t1"]);
+    assert_eq!(themes[1], again);
+    assert_eq!(store.phase_results(run.id, "story").await.unwrap().len(), 1);
+    let other = store.create_run(&new_run("p")).await.unwrap();
+    assert!(store.phase_results(other.id, "theme").await.unwrap().is_empty());
 }
 
 /// Waits until `f` is true, up to `limit`.
