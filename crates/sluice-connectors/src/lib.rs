@@ -5,6 +5,7 @@ pub mod dates;
 pub mod embedder;
 pub mod http;
 pub mod openai_api;
+pub mod phase;
 pub mod registry;
 pub mod source;
 pub mod stage;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sluice_connectors::phase::build_phases;
 use sluice_connectors::registry::{OpenedStore, build_source_for, build_stage, open_store, source_stages};
 use sluice_core::{Pipeline, Store};
 
@@ -26,6 +27,9 @@ pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipe
     }
     for entry in &file.stages {
         pipeline = pipeline.stage(build_stage(entry)?);
+    }
+    for phase in build_phases(&file.phases, file.auto_create_stories.unwrap_or(false))? {
+        pipeline = pipeline.phase(phase);
     }
     Ok(pipeline)
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sluice_connectors::phase::PhasesConfig;
 use sluice_connectors::registry::{SourceConfig, StageEntry, StoreConfig};
 use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
 use sluice_core::{Mode, Settings};
@@ -27,6 +28,9 @@ pub struct PipelineFile {
     pub source: SourceConfig,
     #[serde(default)]
     pub stages: Vec<StageEntry>,
+    /// `[phases.*]`: what runs after the stages, over the stored documents.
+    #[serde(default, skip_serializing_if = "PhasesConfig::is_empty")]
+    pub phases: PhasesConfig,
     #[serde(default)]
     pub store: Option<StoreConfig>,
 }
@@ -92,6 +96,9 @@ impl PipelineFile {
                 if let sluice_connectors::registry::StageConfig::Embed(embed) = &mut entry.stage {
                     embed.batch_size = size;
                 }
+            }
+            if let Some(embed) = self.phases.embed_mut() {
+                embed.batch_size = size;
             }
         }
         self.validate("")

@@ -93,7 +93,7 @@ impl CostDoc {
 
 /// A checkpoint as the status shows it: the committed checkpoint unchanged,
 /// plus the runbook's `intercom_cursor` (the cursor of the page being
-/// consumed, `null` on the first page) when the run reads Intercom with one
+/// consumed, `null` on the first page) while the run reads Intercom with one
 /// partition. Dereferences to the [`Checkpoint`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointView {
@@ -107,9 +107,11 @@ impl CheckpointView {
     /// `config` is the run's saved pipeline file (its `source.kind` tells an Intercom run).
     pub fn new(checkpoint: Checkpoint, config: &Value) -> Self {
         let intercom = config.pointer("/source/kind").and_then(Value::as_str) == Some("intercom");
-        let intercom_cursor = (intercom && checkpoint.partitions.len() <= 1).then(|| {
-            checkpoint.partitions.values().next().and_then(|p| p.cursor.clone()).map_or(Value::Null, Value::String)
-        });
+        // Later phases page through the store, not Intercom: their cursor is not one.
+        let intercom_cursor =
+            (intercom && !checkpoint.in_later_phase() && checkpoint.partitions.len() <= 1).then(|| {
+                checkpoint.partitions.values().next().and_then(|p| p.cursor.clone()).map_or(Value::Null, Value::String)
+            });
         Self { checkpoint, intercom_cursor }
     }
 }

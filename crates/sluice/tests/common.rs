@@ -66,6 +66,24 @@ pub fn count_type(events: &[serde_json::Value], kind: &str) -> usize {
     events.iter().filter(|e| e["type"] == kind).count()
 }
 
+/// Appends `text` to the file at `path`.
+pub fn append(path: &Path, text: &str) {
+    let mut content = std::fs::read_to_string(path).unwrap();
+    content.push_str(text);
+    std::fs::write(path, content).unwrap();
+}
+
+/// Every later phase, with offline defaults, to append to a pipeline file.
+pub const ALL_PHASES: &str = "
+[phases.embedding_generation]
+dimensions = 32
+
+[phases.facet_extraction]
+
+[phases.theme_extraction]
+themes = 6
+";
+
 /// A pipeline over `generate` with a little latency per page, so a run takes a while.
 pub fn generate_pipeline(dir: &Path, count: u64, page_size: u64, latency_ms: u64) -> PathBuf {
     let path = dir.join("gen.toml");

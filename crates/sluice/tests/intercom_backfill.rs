@@ -11,6 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::json;
 use sluice_testkit::intercom::IntercomTarget;
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::{
@@ -52,6 +53,7 @@ fn pipeline(dir: &Path, per_page: u32, partitions: usize, concurrency: usize) ->
             r#"name = "backfill"
 batch_size = {BATCH}
 phase = "classification"
+auto_create_stories = true
 
 [source]
 kind = "intercom"
@@ -70,11 +72,73 @@ workers = 2
 model = "test-model"
 concurrency = {concurrency}
 categories = [{}]
+
+[phases.embedding_generation]
+provider = "openai"
+model = "test-embedding"
+dimensions = 32
+
+[phases.facet_extraction]
+
+[phases.theme_extraction]
+themes = 8
+
+[phases.story_creation]
+min_size = 5
 "#,
             categories.join(", ")
         ),
     )
     .unwrap();
+    path
+}
+
+/// Every stored conversation has an embedding, facets and a theme; the run's
+/// themes cover them all once, and each theme of at least 5 became a story.
+fn assert_all_phases_done(db_path: &Path, quality: &BTreeSet<String>) {
+    let conn = db(db_path);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents WHERE embedding IS NULL"), 0, "embedding_generation");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM documents WHERE json_extract(annotations, '$.facets.sentiment') IS NULL"),
+        0,
+        "facet_extraction"
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM documents WHERE json_extract(annotations, '$.theme.id') IS NULL"),
+        0,
+        "theme_extraction"
+    );
+    let themes: Vec<serde_json::Value> = results(&conn, "theme");
+    assert!((2..=8).contains(&themes.len()), "{} themes", themes.len());
+    let mut members: Vec<String> = themes
+        .iter()
+        .flat_map(|t| t["document_ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_string()))
+        .collect();
+    members.sort();
+    assert_eq!(members, quality.iter().cloned().collect::<Vec<_>>(), "each conversation in exactly one theme");
+    assert!(themes.iter().all(|t| !t["label"].as_str().unwrap().is_empty()), "every theme is labelled");
+    let stories = results(&conn, "story");
+    let big = themes.iter().filter(|t| t["size"].as_u64().unwrap() >= 5).count();
+    assert_eq!(stories.len(), big, "one story per theme of at least 5");
+    for story in &stories {
+        assert!(!story["title"].as_str().unwrap().is_empty() && !story["summary"].as_str().unwrap().is_empty());
+        assert!(story["conversation_ids"].as_array().unwrap().len() >= 5);
+    }
+}
+
+fn results(conn: &rusqlite::Connection, kind: &str) -> Vec<serde_json::Value> {
+    let mut stmt = conn.prepare("SELECT value FROM run_results WHERE kind = ?1 ORDER BY key").unwrap();
+    stmt.query_map([kind], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|v| serde_json::from_str(&v.unwrap()).unwrap())
+        .collect()
+}
+
+/// The pipeline file without its later phases: the run ends with classification.
+fn classification_only(path: PathBuf) -> PathBuf {
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = text.split("\n[phases.").next().unwrap().replace("auto_create_stories = true\n", "");
+    std::fs::write(&path, head).unwrap();
     path
 }
 
@@ -204,11 +268,22 @@ async fn backfill_through_faults_stores_each_conversation_once_and_pays_once() {
     })
     .await));
     assert_eq!((status["date_from"].as_str(), status["date_to"].as_str()), (Some("2025-12-01"), Some("2025-12-31")));
-    assert_eq!(status["current_phase"], "classification");
+    assert_eq!(status["current_phase"], "story_creation");
     assert_eq!(status["conversations_filtered"], 0, "streaming: short ones are dropped at page level");
     assert_eq!(status["conversations_fetched"], status["checkpoint"]["counts"]["fetched"]);
     assert_eq!(status["conversations_classified"], status["conversations_stored"]);
-    assert!(status["checkpoint"].as_object().unwrap().contains_key("intercom_cursor"), "{status}");
+    assert_eq!(
+        status["checkpoint"]["phases_done"],
+        json!(["classification", "embedding_generation", "facet_extraction", "theme_extraction"])
+    );
+    for phase in ["embedding_generation", "facet_extraction", "theme_extraction"] {
+        assert_eq!(status["checkpoint"]["phase_counts"][phase]["stored"], quality.len(), "{phase}: {status}");
+    }
+    assert_eq!(
+        status["cost"]["embedding_calls"], llm.embedding_responses,
+        "the ledger counts the embedding calls the API answered"
+    );
+    assert_all_phases_done(&db_path, &quality);
     assert_eq!(status["cost"]["llm_calls"], quality.len() as u64);
     assert_eq!(status["cost"]["tokens_in"], llm.prompt_tokens);
     assert_eq!(status["cost"]["tokens_out"], llm.completion_tokens);
@@ -323,7 +398,7 @@ async fn batch_mode_counts_raw_fetches_and_a_refused_token_fails_the_run() {
     let openai = fake_openai(OpenAiFaults::default()).await;
     let (quality, short) = expected(&intercom);
     let dir = tempfile::tempdir().unwrap();
-    let config = pipeline(dir.path(), 150, 2, 8);
+    let config = classification_only(pipeline(dir.path(), 150, 2, 8));
     let db_path = dir.path().join("batch.db");
 
     // Legacy batch mode: fetched is the raw count, the quality stage filters.
@@ -397,4 +472,81 @@ fn the_example_pipeline_is_valid() {
     // It parses; it stops at the missing token.
     let log = stderr(&out);
     assert!(log.contains("INTERCOM_ACCESS_TOKEN is not set") || log.contains("OPENAI_API_KEY"), "{log}");
+}
+
+/// The phase the run's row names, or `None` before the run exists.
+fn phase_of_run(db_path: &Path) -> Option<String> {
+    let conn = rusqlite::Connection::open(db_path).ok()?;
+    conn.query_row("SELECT phase FROM pipeline_runs WHERE id = 1", [], |r| r.get(0)).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_every_phase_then_resume_by_id_gives_the_same_result_and_pays_nothing_again() {
+    let seed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill points seeded with SLUICE_TEST_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut reference: Option<(Vec<serde_json::Value>, Vec<serde_json::Value>)> = None;
+    for phase in ["classification", "embedding_generation", "facet_extraction", "theme_extraction", "story_creation"] {
+        let intercom = fake_intercom(1_200, 1_000, IntercomFaults::default()).await;
+        let openai = fake_openai(OpenAiFaults { latency_ms: 10, ..OpenAiFaults::default() }).await;
+        let (quality, _) = expected(&intercom);
+        let dir = tempfile::tempdir().unwrap();
+        let config = pipeline(dir.path(), 100, 1, 4);
+        let db_path = dir.path().join("phases.db");
+
+        let mut cmd = sluice_for(&intercom, &openai);
+        cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(&db_path);
+        cmd.stderr(std::process::Stdio::null());
+        let mut child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn().unwrap();
+        // Wait for the phase to begin (its start is committed), then kill at a random moment in it.
+        let started = Instant::now();
+        let mut finished_alone = false;
+        while phase_of_run(&db_path).as_deref() != Some(phase) {
+            if child.try_wait().unwrap().is_some() {
+                finished_alone = true;
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{phase} never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let window = if phase == "classification" { 200..1_500 } else { 0..30 };
+        let kill_after = Duration::from_millis(rng.u64(window));
+        finished_alone = finished_alone || tokio::time::timeout(kill_after, child.wait()).await.is_ok();
+        child.start_kill().ok(); // SIGKILL: no chance to clean up
+        child.wait().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await; // let answers to the dead process land
+
+        let killed_in = phase_of_run(&db_path).unwrap_or_default();
+        let conn = db(&db_path);
+        let status: String = conn.query_row("SELECT status FROM pipeline_runs WHERE id = 1", [], |r| r.get(0)).unwrap();
+        let remembered = count(&conn, "SELECT COUNT(*) FROM stage_results WHERE stage = 'classify'");
+        drop(conn);
+        let chat_before = openai.counters().chat_completions;
+        if status != "completed" {
+            let mut resume = sluice_for(&intercom, &openai);
+            resume.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(&db_path).args(["--resume-run-id", "1"]);
+            ok(output(resume).await);
+        }
+        eprintln!("{phase}: killed after {kill_after:?} in {killed_in} ({status}, finished alone: {finished_alone})");
+
+        let ids = stored_ids(&db_path);
+        assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), quality, "{phase}: every conversation stored");
+        let conn = db(&db_path);
+        assert_eq!(count(&conn, "SELECT SUM(write_count) FROM documents"), quality.len() as i64, "{phase}: each once");
+        let status: String = conn.query_row("SELECT status FROM pipeline_runs WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(status, "completed");
+        assert_all_phases_done(&db_path, &quality);
+        let chat_on_resume = openai.counters().chat_completions - chat_before;
+        if killed_in == "classification" {
+            assert_eq!(chat_on_resume as i64, quality.len() as i64 - remembered, "only the unclassified are paid for");
+        } else {
+            assert_eq!(chat_on_resume, 0, "{phase}: no LLM call for conversations classified before the kill");
+        }
+        // Same data, same seed: the same themes and stories whatever the phase the kill hit.
+        let outcome = (results(&conn, "theme"), results(&conn, "story"));
+        match &reference {
+            None => reference = Some(outcome),
+            Some(first) => assert!(first == &outcome, "{phase}: themes or stories differ from the first round"),
+        }
+    }
 }

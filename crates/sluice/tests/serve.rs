@@ -87,6 +87,7 @@ const RECORDS: i64 = 8_000;
 async fn runbook_flow_start_poll_stop_history_resume_by_days_and_by_id() {
     let dir = tempfile::tempdir().unwrap();
     let config = generate_pipeline(dir.path(), RECORDS as u64, 50, 10);
+    append(&config, ALL_PHASES);
     let db_path = dir.path().join("serve.db");
     let server = Server::start(&config, &db_path, &[]);
     let client = reqwest::Client::new();
@@ -378,7 +379,7 @@ async fn intercom_runbook_against_the_fakes() {
         &config,
         format!(
             "name = \"backfill\"\nbatch_size = 50\nphase = \"classification\"\n\n[source]\nkind = \"intercom\"\ndays = 90\nper_page = 50\n\n\
-             [[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"classify\"\nprovider = \"llm\"\nmodel = \"test-model\"\ncategories = [{}]\n",
+             [[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"classify\"\nprovider = \"llm\"\nmodel = \"test-model\"\ncategories = [{}]\n{ALL_PHASES}",
             categories.join(", ")
         ),
     )
