@@ -40,7 +40,7 @@ fn records(items: &[SourceItem]) -> Vec<Record> {
         .iter()
         .filter_map(|i| match i {
             SourceItem::Record(r) => Some(r.clone()),
-            SourceItem::Invalid { .. } => None,
+            SourceItem::Document(_) | SourceItem::Invalid { .. } => None,
         })
         .collect()
 }
@@ -142,6 +142,7 @@ async fn jsonl_malformed_lines_become_invalid_items_with_line_numbers() {
             .map(|item| match item {
                 SourceItem::Record(r) => (r.id.clone(), None),
                 SourceItem::Invalid { id, error_type, .. } => (id.clone(), Some(error_type.clone())),
+                SourceItem::Document(_) => unreachable!("a file source yields records"),
             })
             .collect();
         let at = |line: u32| format!("{name}:{line}");

@@ -322,8 +322,7 @@ async fn commit_throughput() {
                     )
                 })
                 .collect(),
-            failures: vec![],
-            memos: vec![],
+            ..CommitBatch::default()
         })
         .collect();
     let mut cp = checkpoint(0);

@@ -5,7 +5,12 @@
 //!   and counts, the documents (one `INSERT ... SELECT FROM UNNEST(arrays)
 //!   ... ON CONFLICT (source, id) DO UPDATE`, so a batch of any size is one
 //!   statement with one cached plan), their chunks (deleted, then inserted
-//!   the same way), the failures and the stage results (memos).
+//!   the same way), the failures, the stage results (memos), and what later
+//!   phases write: document updates (annotations, and the embedding when one
+//!   is given, in one `UPDATE ... FROM UNNEST`; the record and its
+//!   `write_count` stay as they are) and run results (upserted by
+//!   `(run_id, kind, key)`). Repeated updates of a document, or results of
+//!   one key, in a commit keep the last.
 //! - **A document twice in one commit** (a cursor fallback re-fetched it, or
 //!   a group commit holds two batches with it) is written once with its last
 //!   version, and its `write_count` grows by the number of occurrences, which
@@ -25,7 +30,10 @@
 //!   retries the commit with backoff and the pool reconnects. A commit whose
 //!   COMMIT was sent but not answered may have landed; the next attempt of
 //!   the same commit checks whether the run's checkpoint already is the one
-//!   it carries and, if so, does not write the batch a second time.
+//!   it carries and, if so, does not write the batch a second time. This
+//!   looks at the checkpoint only, so it holds for commits of later phases
+//!   too (updates and results, no documents): each of their commits carries
+//!   a checkpoint of its own (batch number, position, phase counts).
 //! - **Embeddings.** When `CREATE EXTENSION IF NOT EXISTS vector` succeeds at
 //!   open, the `embedding` columns of documents and chunks become pgvector
 //!   `vector` columns; an HNSW index needs a fixed dimension, so the first
@@ -34,7 +42,11 @@
 //!   Without the extension they stay `real[]`. Either way they are sent as
 //!   one flat `real[]` with offsets (binary, exact) and read back as `real[]`.
 //!   Which one is used is logged at open. A zero-length embedding cannot be a
-//!   `vector`: it is stored as NULL there.
+//!   `vector`: it is stored as NULL there (and an update with one leaves
+//!   the stored embedding as it is).
+//! - **Later phases** read a source's documents back in pages, in id order
+//!   (byte order, `COLLATE "C"`, as SQLite; with an index of its own), with
+//!   their classification, embedding and annotations but not their chunks.
 //! - PostgreSQL `text` and `jsonb` cannot hold a NUL character: a document
 //!   with one is refused with its name; NULs in failure payloads (raw input
 //!   kept for diagnosis) are replaced by U+FFFD.
@@ -55,9 +67,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_core::store::{
-    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
+    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, Document, StoreError};
+use sluice_core::{Checkpoint, Chunk, Document, Record, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
@@ -71,6 +83,7 @@ use crate::registry::redact_url;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_stage_results.sql")),
+    (3, include_str!("../../migrations/postgres/0003_phases.sql")),
 ];
 
 /// First key of the advisory lock that is the run slot ("sluc"); the second
@@ -170,10 +183,42 @@ macro_rules! insert_chunks {
     };
 }
 
+/// What a later phase adds to stored documents: annotations replaced, the
+/// embedding replaced only when one is given; the record, `write_count`,
+/// `run_id` and `stored_at` stay as they are.
+macro_rules! update_documents {
+    ($cast:literal) => {
+        concat!(
+            "UPDATE documents AS d SET annotations = u.annotations::jsonb, embedding = COALESCE(",
+            embedding_expr!("$6", "u.eoff", "u.elen", $cast),
+            ", d.embedding)
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[])
+                  AS u(source, id, annotations, eoff, elen)
+             WHERE d.source = u.source AND d.id = u.id"
+        )
+    };
+}
+
+/// A page of a source's documents (`$1`, at most `$2`) in byte order of their ids.
+macro_rules! scan_documents {
+    ($after:literal) => {
+        concat!(
+            "SELECT id, text, fields, updated_at, content_hash, classification, embedding::real[], annotations
+             FROM documents WHERE source = $1",
+            $after,
+            " ORDER BY source, id COLLATE \"C\" LIMIT $2"
+        )
+    };
+}
+
 const UPSERT_DOCUMENTS_REAL: &str = upsert_documents!("");
 const UPSERT_DOCUMENTS_VECTOR: &str = upsert_documents!("::vector");
 const INSERT_CHUNKS_REAL: &str = insert_chunks!("");
 const INSERT_CHUNKS_VECTOR: &str = insert_chunks!("::vector");
+const UPDATE_DOCUMENTS_REAL: &str = update_documents!("");
+const UPDATE_DOCUMENTS_VECTOR: &str = update_documents!("::vector");
+const SCAN_DOCUMENTS_FIRST: &str = scan_documents!("");
+const SCAN_DOCUMENTS_AFTER: &str = scan_documents!(" AND id COLLATE \"C\" > $3");
 
 /// Configuration of the PostgreSQL store, as written in a pipeline file.
 #[derive(Deserialize, Serialize, Clone, Debug)]
@@ -367,7 +412,7 @@ impl PostgresStore {
             "SELECT text, fields, updated_at, content_hash, category, classification, embedding::real[], run_id,
                     write_count, ",
             ts!("stored_at"),
-            ", (SELECT count(*) FROM chunks c WHERE c.source = d.source AND c.doc_id = d.id)
+            ", (SELECT count(*) FROM chunks c WHERE c.source = d.source AND c.doc_id = d.id), annotations
              FROM documents d WHERE source = $1 AND id = $2"
         ))
         .bind(source)
@@ -382,8 +427,12 @@ impl PostgresStore {
         let classification: Option<Value> = row.try_get(5).map_err(get)?;
         let write_count: i64 = row.try_get(8).map_err(get)?;
         let chunks: i64 = row.try_get(10).map_err(get)?;
+        let annotations: Value = row.try_get(11).map_err(get)?;
         Ok(Some(StoredDocument {
-            annotations: serde_json::Map::new(),
+            annotations: match annotations {
+                Value::Object(map) => map,
+                other => return Err(bad(format!("its annotations are not a JSON object: {other}"))),
+            },
             source: source.to_owned(),
             id: id.to_owned(),
             text: row.try_get(0).map_err(get)?,
@@ -853,6 +902,35 @@ impl PostgresStore {
             .await
             .map_err(stage)?;
         }
+        let u = &rows.updates;
+        if !u.source.is_empty() {
+            sqlx::query(if vector { UPDATE_DOCUMENTS_VECTOR } else { UPDATE_DOCUMENTS_REAL })
+                .bind(&u.source)
+                .bind(&u.id)
+                .bind(&u.annotations)
+                .bind(&u.embedding.offset)
+                .bind(&u.embedding.len)
+                .bind(&u.embedding.flat)
+                .execute(&mut *tx)
+                .await
+                .map_err(stage)?;
+        }
+        let r = &rows.results;
+        if !r.kind.is_empty() {
+            sqlx::query(
+                "INSERT INTO run_results (run_id, kind, key, value, stored_at)
+                 SELECT $1, u.kind, u.key, u.value::jsonb, now()
+                 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(kind, key, value)
+                 ON CONFLICT (run_id, kind, key) DO UPDATE SET value = EXCLUDED.value, stored_at = EXCLUDED.stored_at",
+            )
+            .bind(run)
+            .bind(&r.kind)
+            .bind(&r.key)
+            .bind(&r.value)
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+        }
         tx.commit().await.map_err(|e| {
             if is_transient(&e) {
                 CommitError::Uncertain(self.sql(what)(e))
@@ -1054,6 +1132,21 @@ struct MemoColumns {
     value: Vec<String>,
 }
 
+#[derive(Default)]
+struct UpdateColumns {
+    source: Vec<String>,
+    id: Vec<String>,
+    annotations: Vec<String>,
+    embedding: Embeddings,
+}
+
+#[derive(Default)]
+struct ResultColumns {
+    kind: Vec<String>,
+    key: Vec<String>,
+    value: Vec<String>,
+}
+
 /// A commit's rows as column arrays for `UNNEST`.
 #[derive(Default)]
 struct EncodedBatch {
@@ -1061,6 +1154,8 @@ struct EncodedBatch {
     chunks: ChunkColumns,
     failures: FailureColumns,
     memos: MemoColumns,
+    updates: UpdateColumns,
+    results: ResultColumns,
 }
 
 /// Replaces NUL characters (which PostgreSQL text cannot hold) in diagnostic text.
@@ -1129,6 +1224,60 @@ fn encode_batch(batch: &CommitBatch, vector: bool) -> Result<EncodedBatch, Strin
         m.fingerprint.push(memo.fingerprint.clone());
         m.content_hash.push(memo.content_hash.clone());
         m.value.push(value);
+    }
+
+    // One UPDATE touches a row once (with one of its matches): keep the last update of a document.
+    let mut update_last: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.updates.len());
+    let mut update_order = Vec::with_capacity(batch.updates.len());
+    for (i, update) in batch.updates.iter().enumerate() {
+        let key = (update.source.as_str(), update.id.as_str());
+        if update_last.insert(key, i).is_none() {
+            update_order.push(key);
+        }
+    }
+    let u = &mut out.updates;
+    for key in update_order {
+        let Some(&i) = update_last.get(&key) else { continue };
+        let update = &batch.updates[i];
+        let name = || format!("the update of document ({}, {})", update.source, update.id);
+        no_nul(&update.source, name)?;
+        no_nul(&update.id, name)?;
+        let annotations = json_text(&update.annotations, "document annotations")?;
+        if annotations.contains("\\u0000") {
+            return Err(format!(
+                "{} has a NUL character in its annotations, which PostgreSQL jsonb cannot store",
+                name()
+            ));
+        }
+        u.source.push(update.source.clone());
+        u.id.push(update.id.clone());
+        u.annotations.push(annotations);
+        u.embedding.push(update.embedding.as_deref(), vector).map_err(|e| format!("{}: {e}", name()))?;
+    }
+
+    // ON CONFLICT cannot touch a row twice in one statement: keep the last result of a key.
+    let mut result_last: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.results.len());
+    let mut result_order = Vec::with_capacity(batch.results.len());
+    for (i, result) in batch.results.iter().enumerate() {
+        let key = (result.kind.as_str(), result.key.as_str());
+        if result_last.insert(key, i).is_none() {
+            result_order.push(key);
+        }
+    }
+    let r = &mut out.results;
+    for key in result_order {
+        let Some(&i) = result_last.get(&key) else { continue };
+        let result = &batch.results[i];
+        let name = || format!("the {} result {}", result.kind, result.key);
+        no_nul(&result.kind, name)?;
+        no_nul(&result.key, name)?;
+        let value = json_text(&result.value, "a phase result")?;
+        if value.contains("\\u0000") {
+            return Err(format!("{} has a NUL character, which PostgreSQL jsonb cannot store", name()));
+        }
+        r.kind.push(result.kind.clone());
+        r.key.push(result.key.clone());
+        r.value.push(value);
     }
     Ok(out)
 }
@@ -1385,7 +1534,11 @@ impl Store for PostgresStore {
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let setup = self.ready().await?;
         let (n_docs, n_failures) = (batch.documents.len(), batch.failures.len());
-        let what = format!("commit of run {run} ({n_docs} documents, {n_failures} failures)");
+        let mut what = format!("commit of run {run} ({n_docs} documents, {n_failures} failures");
+        if !batch.updates.is_empty() || !batch.results.is_empty() {
+            what.push_str(&format!(", {} document updates, {} results", batch.updates.len(), batch.results.len()));
+        }
+        what.push(')');
         let vector = setup.storage == EmbeddingStorage::Vector;
         let rows = encode_batch(batch, vector).map_err(|e| self.other(format!("{what}: {e}")))?;
         let checkpoint_value = serde_json::to_value(checkpoint)
@@ -1411,8 +1564,8 @@ impl Store for PostgresStore {
             }
         }
 
-        self.fix_dimensions(setup, [rows.docs.embedding.first_dimension(), rows.chunks.embedding.first_dimension()])
-            .await?;
+        let doc_dimension = rows.docs.embedding.first_dimension().or(rows.updates.embedding.first_dimension());
+        self.fix_dimensions(setup, [doc_dimension, rows.chunks.embedding.first_dimension()]).await?;
         match self
             .write_commit(
                 setup,
@@ -1465,6 +1618,72 @@ impl Store for PostgresStore {
         .await
         .map_err(self.sql("reading stored stage results"))?;
         Ok(values)
+    }
+
+    async fn scan_documents(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        self.ready().await?;
+        let what = format!("reading the stored documents of {source}");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Byte order, as SQLite's, a range of the documents_scan index (two
+        // texts: with `$2 IS NULL OR`, a generic plan could not use the range).
+        let query = match after {
+            Some(after) => sqlx::query(SCAN_DOCUMENTS_AFTER).bind(source).bind(limit).bind(after),
+            None => sqlx::query(SCAN_DOCUMENTS_FIRST).bind(source).bind(limit),
+        };
+        let rows = query.fetch_all(self.pool()).await.map_err(self.sql(&what))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: sqlx::Error| self.other(format!("{what}: {e}"));
+                let id: String = row.try_get(0).map_err(get)?;
+                let bad = |e: String| self.other(format!("{what}: document ({source}, {id}): {e}"));
+                let fields: Value = row.try_get(2).map_err(get)?;
+                let classification: Option<Value> = row.try_get(5).map_err(get)?;
+                let annotations: Value = row.try_get(7).map_err(get)?;
+                let record = Record {
+                    source: source.to_owned(),
+                    id: id.clone(),
+                    text: row.try_get(1).map_err(get)?,
+                    fields: match fields {
+                        Value::Object(map) => map,
+                        other => return Err(bad(format!("its fields are not a JSON object: {other}"))),
+                    },
+                    updated_at: row.try_get(3).map_err(get)?,
+                };
+                Ok(Document {
+                    record,
+                    content_hash: row.try_get(4).map_err(get)?,
+                    classification: classification
+                        .map(serde_json::from_value)
+                        .transpose()
+                        .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
+                    chunks: Vec::new(),
+                    embedding: row.try_get(6).map_err(get)?,
+                    annotations: match annotations {
+                        Value::Object(map) => map,
+                        other => return Err(bad(format!("its annotations are not a JSON object: {other}"))),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
+        self.ready().await?;
+        let what = format!("reading the {kind} results of run {run}");
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT key, value FROM run_results WHERE run_id = $1 AND kind = $2 ORDER BY key COLLATE \"C\"",
+        )
+        .bind(run)
+        .bind(kind)
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.sql(&what))?;
+        Ok(rows.into_iter().map(|(key, value)| PhaseResult { kind: kind.to_owned(), key, value }).collect())
     }
 
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
@@ -1598,7 +1817,7 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError
 mod tests {
     use super::*;
     use sluice_core::Record;
-    use sluice_core::store::MemoEntry;
+    use sluice_core::store::{DocumentUpdate, MemoEntry};
 
     fn doc(id: &str, text: &str) -> Document {
         Document::from_record(Record::new("s", id, text))
@@ -1610,8 +1829,7 @@ mod tests {
         second.embedding = Some(vec![1.0, 2.0]);
         let batch = CommitBatch {
             documents: vec![doc("a", "first"), doc("b", "b"), second, doc("a", "third")],
-            failures: vec![],
-            memos: vec![],
+            ..CommitBatch::default()
         };
         let rows = encode_batch(&batch, false).unwrap();
         assert_eq!(rows.docs.id, ["a", "b"]);
@@ -1628,7 +1846,7 @@ mod tests {
         c.embedding = Some(vec![]);
         let mut d = doc("d", "d");
         d.embedding = Some(vec![4.0, 5.0, 6.0]);
-        let batch = CommitBatch { documents: vec![a, doc("b", "b"), c, d], failures: vec![], memos: vec![] };
+        let batch = CommitBatch { documents: vec![a, doc("b", "b"), c, d], ..CommitBatch::default() };
         let rows = encode_batch(&batch, false).unwrap();
         let e = &rows.docs.embedding;
         assert_eq!(e.flat, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -1641,11 +1859,11 @@ mod tests {
 
     #[test]
     fn nul_characters_are_refused_in_documents_and_scrubbed_in_failures() {
-        let batch = CommitBatch { documents: vec![doc("a", "nul\0here")], failures: vec![], memos: vec![] };
+        let batch = CommitBatch { documents: vec![doc("a", "nul\0here")], ..CommitBatch::default() };
         let err = encode_batch(&batch, false).err().unwrap();
         assert!(err.contains("document (s, a)") && err.contains("NUL"), "{err}");
         let bad_fields = Document::from_record(Record::new("s", "b", "ok").with_field("k", "x\0y"));
-        let batch = CommitBatch { documents: vec![bad_fields], failures: vec![], memos: vec![] };
+        let batch = CommitBatch { documents: vec![bad_fields], ..CommitBatch::default() };
         assert!(encode_batch(&batch, false).err().unwrap().contains("jsonb"));
         let failure = Failure {
             source: "s".into(),
@@ -1658,7 +1876,7 @@ mod tests {
             payload: "raw\0line".into(),
             has_record: false,
         };
-        let batch = CommitBatch { documents: vec![], failures: vec![failure], memos: vec![] };
+        let batch = CommitBatch { failures: vec![failure], ..CommitBatch::default() };
         assert_eq!(encode_batch(&batch, false).unwrap().failures.payload, ["raw\u{FFFD}line"]);
     }
 
@@ -1672,8 +1890,39 @@ mod tests {
             content_hash: "h".into(),
             value: serde_json::json!(value),
         };
-        let batch = CommitBatch { documents: vec![], failures: vec![], memos: vec![memo(1), memo(2)] };
+        let batch = CommitBatch { memos: vec![memo(1), memo(2)], ..CommitBatch::default() };
         assert_eq!(encode_batch(&batch, false).unwrap().memos.value, ["2"]);
+    }
+
+    #[test]
+    fn repeated_updates_and_results_keep_the_last() {
+        let update = |id: &str, embedding: Option<Vec<f32>>, n: i64| DocumentUpdate {
+            source: "s".into(),
+            id: id.into(),
+            embedding,
+            annotations: serde_json::json!({ "n": n }).as_object().cloned().unwrap(),
+        };
+        let result = |key: &str, value: i64| PhaseResult { kind: "theme".into(), key: key.into(), value: value.into() };
+        let batch = CommitBatch {
+            updates: vec![update("a", Some(vec![1.0, 2.0]), 1), update("b", None, 2), update("a", Some(vec![3.0]), 3)],
+            results: vec![result("t1", 1), result("t0", 2), result("t1", 3)],
+            ..CommitBatch::default()
+        };
+        let rows = encode_batch(&batch, true).unwrap();
+        let u = &rows.updates;
+        assert_eq!(u.id, ["a", "b"]);
+        assert_eq!(u.annotations, [r#"{"n":3}"#, r#"{"n":2}"#]);
+        assert_eq!(
+            (u.embedding.flat.as_slice(), u.embedding.len.as_slice()),
+            ([3.0].as_slice(), [Some(1), None].as_slice())
+        );
+        assert_eq!(rows.results.key, ["t1", "t0"]);
+        assert_eq!(rows.results.value, ["3", "2"]);
+        let nul = CommitBatch {
+            results: vec![PhaseResult { value: "a\0b".into(), ..result("t", 0) }],
+            ..CommitBatch::default()
+        };
+        assert!(encode_batch(&nul, false).err().unwrap().contains("the theme result t"));
     }
 
     #[test]
@@ -1702,5 +1951,13 @@ mod tests {
         assert!(UPSERT_DOCUMENTS_VECTOR.contains("u.elen]::vector END"), "{UPSERT_DOCUMENTS_VECTOR}");
         assert!(INSERT_CHUNKS_REAL.contains("($8::real[])[u.eoff + 1 : u.eoff + u.elen] END"), "{INSERT_CHUNKS_REAL}");
         assert!(run_columns!().contains("to_char(finished_at AT TIME ZONE 'UTC'"));
+        assert!(
+            UPDATE_DOCUMENTS_VECTOR.contains("COALESCE(CASE WHEN u.elen IS NULL THEN NULL ELSE ($6::real[])[u.eoff + 1 : u.eoff + u.elen]::vector END, d.embedding)"),
+            "{UPDATE_DOCUMENTS_VECTOR}"
+        );
+        assert!(
+            SCAN_DOCUMENTS_AFTER.contains("WHERE source = $1 AND id COLLATE \"C\" > $3 ORDER BY"),
+            "{SCAN_DOCUMENTS_AFTER}"
+        );
     }
 }

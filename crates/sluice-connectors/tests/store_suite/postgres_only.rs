@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
+use serde_json::json;
 use sluice_connectors::store::postgres::EmbeddingStorage;
 use sluice_connectors::store::{InspectStore, PostgresStore};
-use sluice_core::store::{RunStatus, Store};
+use sluice_core::store::{CommitBatch, DocumentUpdate, PhaseResult, RunStatus, Store};
 use sluice_core::{Chunk, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -102,6 +103,20 @@ async fn without_the_vector_extension_embeddings_are_real_arrays() {
     assert_eq!(store.get_chunks("src", "a").await.unwrap(), d.chunks, "an empty embedding stays empty in real[]");
     let kind = h.rows("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'").await;
     assert_eq!(kind[0][0].as_deref(), Some("real[]"));
+    // A later phase's update sets the embedding in real[] too; one without an embedding keeps it.
+    let update = |embedding: Option<Vec<f32>>| CommitBatch {
+        updates: vec![DocumentUpdate {
+            source: "src".into(),
+            id: "a".into(),
+            embedding,
+            annotations: Default::default(),
+        }],
+        ..CommitBatch::default()
+    };
+    store.commit(run.id, &update(Some(vec![2.0, 0.5])), &checkpoint(2)).await.unwrap();
+    store.commit(run.id, &update(None), &checkpoint(3)).await.unwrap();
+    let stored = store.get_document("src", "a").await.unwrap().unwrap();
+    assert_eq!((stored.embedding, stored.write_count), (Some(vec![2.0, 0.5]), 1));
     drop(store);
     h.finish().await;
     let cleanup = Harness::postgres().await.unwrap();
@@ -133,7 +148,7 @@ async fn stores_opening_a_new_database_at_once_all_set_it_up() {
         open.await.unwrap().expect("every concurrent open succeeds");
     }
     let versions = h.rows("SELECT count(*) FROM schema_migrations").await;
-    assert_eq!(versions[0][0].as_deref(), Some("2"));
+    assert_eq!(versions[0][0].as_deref(), Some("3"));
     h.finish().await;
 }
 
@@ -314,6 +329,24 @@ async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
     assert_eq!(direct.get_document("src", "b").await.unwrap().unwrap().write_count, 2);
     assert_eq!(direct.get_document("src", "c").await.unwrap().unwrap().write_count, 1);
     assert_eq!(direct.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(3)));
+
+    // A later phase's commit (updates and results, no documents): recognised by its checkpoint too.
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("theme".into(), json!("t0"));
+    let later = CommitBatch {
+        updates: vec![DocumentUpdate { source: "src".into(), id: "a".into(), embedding: None, annotations }],
+        results: vec![PhaseResult { kind: "theme".into(), key: "t0".into(), value: json!({"size": 1}) }],
+        ..CommitBatch::default()
+    };
+    proxy.mode.store(1, Ordering::SeqCst);
+    let err = store.commit(run.id, &later, &checkpoint(4)).await.unwrap_err();
+    assert!(proxy.cut.swap(false, Ordering::SeqCst), "the proxy cut the connection at COMMIT: {err:?}");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(direct.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(4)), "it landed");
+    store.commit(run.id, &later, &checkpoint(4)).await.unwrap();
+    let a = direct.get_document("src", "a").await.unwrap().unwrap();
+    assert_eq!((a.annotations["theme"].as_str(), a.write_count), (Some("t0"), 2), "updated, not written again");
+    assert_eq!(direct.phase_results(run.id, "theme").await.unwrap(), later.results);
     h.finish().await;
 }
 
