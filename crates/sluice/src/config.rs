@@ -326,7 +326,7 @@ mod tests {
         assert!(!f.source.watches());
         f.enable_watch().unwrap();
         assert!(f.source.watches());
-        assert_eq!(PipelineFile::from_saved(&f.settings().config).unwrap().source.watches(), true);
+        assert!(PipelineFile::from_saved(&f.settings().config).unwrap().source.watches());
 
         let err = file(MINIMAL).unwrap().enable_watch().unwrap_err().to_string();
         assert!(err.contains("--watch") && err.contains("generate"), "{err}");

@@ -158,7 +158,7 @@ fn watch_picks_up_new_and_changed_files_stops_on_sigint_and_resumes_without_repr
     let stderr = fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("run 1 stopped"), "{stderr}");
     // The live stats, as plain progress lines (stderr is not a terminal).
-    let progress = stderr.lines().filter(|l| l.starts_with("progress: ")).last().unwrap_or_else(|| panic!("{stderr}"));
+    let progress = stderr.lines().rfind(|l| l.starts_with("progress: ")).unwrap_or_else(|| panic!("{stderr}"));
     for stat in ["fetched=", "stored=", "chunks=", "embedded=", "failed="] {
         assert!(progress.contains(stat), "{progress}");
     }
