@@ -89,6 +89,25 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source keeps running for new data until stopped (`files` with `watch = true`).
+    pub fn watches(&self) -> bool {
+        matches!(self, SourceConfig::Files(c) if c.watch)
+    }
+
+    /// Turns watch mode on (`sluice run --watch`); only the files source watches.
+    pub fn enable_watch(&mut self) -> Result<(), ConfigError> {
+        match self {
+            SourceConfig::Files(c) => {
+                c.watch = true;
+                Ok(())
+            }
+            other => Err(ConfigError(format!(
+                "--watch needs a files source, but [source] kind = {:?} cannot be watched",
+                other.kind()
+            ))),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Jsonl(_) => "jsonl",

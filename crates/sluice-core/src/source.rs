@@ -1,5 +1,7 @@
 //! The `Source` role: fetch one page of records at a position.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::context::Context;
@@ -63,6 +65,14 @@ pub trait Source: Send + Sync {
 
     /// Total records the source expects to yield, when it knows (for ETAs).
     async fn estimated_total(&self) -> Option<u64> {
+        None
+    }
+
+    /// For a live source (one that waits for new data, e.g. a watched
+    /// directory): how long the engine holds a partial batch open for more
+    /// records before committing it anyway. `None` (the default): a batch
+    /// closes only when full or when the source is read to its end.
+    fn batch_linger(&self) -> Option<Duration> {
         None
     }
 }

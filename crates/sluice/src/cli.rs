@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// No progress bar or progress lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keep running after the first pass and pick up new and changed files
+    /// (files source) until Ctrl-C/SIGTERM; same as `watch = true` in `[source]`.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

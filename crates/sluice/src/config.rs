@@ -130,7 +130,17 @@ impl PipelineFile {
         {
             return refuse("name is empty".into());
         }
+        if self.source.watches() && self.mode == Some(Mode::Batch) {
+            // Batch mode stores nothing before the source ends, and a watch never ends.
+            return refuse("watch = true needs mode = streaming (batch mode would store nothing until stopped)".into());
+        }
         Ok(())
+    }
+
+    /// `sluice run --watch`: the files source keeps running for new and changed files.
+    pub fn enable_watch(&mut self) -> Result<(), ConfigError> {
+        self.source.enable_watch()?;
+        self.validate("")
     }
 
     pub fn store_config(&self) -> StoreConfig {
@@ -313,6 +323,26 @@ mod tests {
         // Other sources have no range and count records.
         let s = file(MINIMAL).unwrap().settings();
         assert_eq!((s.date_from, s.record_noun.as_str()), (None, "records"));
+    }
+
+    #[test]
+    fn watch_needs_a_files_source_and_streaming_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = format!("[source]\nkind = \"files\"\npath = {:?}\n", dir.path().display().to_string());
+        let mut f = file(&files).unwrap();
+        assert!(!f.source.watches());
+        f.enable_watch().unwrap();
+        assert!(f.source.watches());
+        assert!(PipelineFile::from_saved(&f.settings().config).unwrap().source.watches());
+
+        let err = file(MINIMAL).unwrap().enable_watch().unwrap_err().to_string();
+        assert!(err.contains("--watch") && err.contains("generate"), "{err}");
+
+        let mut f = file(&format!("{files}watch = true\n")).unwrap();
+        let err = f.apply_env(&env_of(&[("PIPELINE_MODE", "batch")])).unwrap_err().to_string();
+        assert!(err.contains("watch = true needs mode = streaming"), "{err}");
+        let err = file(&format!("mode = \"batch\"\n{files}watch = true\n")).unwrap_err().to_string();
+        assert!(err.contains("watch = true needs mode = streaming") && err.contains("p.toml"), "{err}");
     }
 
     #[test]

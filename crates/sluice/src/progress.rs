@@ -45,6 +45,8 @@ pub struct Reporter {
     last_line: Instant,
     events_out: Option<(BufWriter<File>, String)>,
     counts: Counts,
+    /// The counts of the last plain progress line.
+    printed: Counts,
     rate: f64,
 }
 
@@ -78,6 +80,7 @@ impl Reporter {
             last_line: Instant::now(),
             events_out,
             counts: Counts::default(),
+            printed: Counts::default(),
             rate: 0.0,
         })
     }
@@ -103,12 +106,22 @@ impl Reporter {
         }
         if let Some(bar) = &self.bar {
             bar.set_position(self.counts.finished());
-            bar.set_message(summary_line(&self.counts));
-        } else if self.plain && self.last_line.elapsed() >= Duration::from_secs(2) {
-            self.last_line = Instant::now();
-            eprintln!("progress: {} rate={:.0}/s", summary_line(&self.counts), self.rate);
+            bar.set_message(live_line(&self.counts));
+        } else {
+            self.tick();
         }
         Ok(())
+    }
+
+    /// Prints a plain progress line when the counts moved and the last line
+    /// is 2 s old. Called on events and on a timer, so a run that goes quiet
+    /// (a watch waiting for files) still shows where it stands.
+    pub fn tick(&mut self) {
+        if self.plain && self.counts != self.printed && self.last_line.elapsed() >= Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            self.printed = self.counts;
+            eprintln!("progress: {} rate={:.0}/s", live_line(&self.counts), self.rate);
+        }
     }
 
     pub fn finish(mut self) -> std::io::Result<()> {
@@ -121,6 +134,15 @@ impl Reporter {
         }
         Ok(())
     }
+}
+
+/// The live stats of a run, as the seed's monitor shows them (files, docs,
+/// chunks, embeddings, errors), under the checkpoint's names: always all of them.
+pub fn live_line(c: &Counts) -> String {
+    format!(
+        "fetched={} stored={} chunks={} embedded={} failed={} filtered={} classified={} skipped_unchanged={}",
+        c.fetched, c.stored, c.chunks, c.embedded, c.failed, c.filtered, c.classified, c.skipped_unchanged
+    )
 }
 
 pub fn summary_line(c: &Counts) -> String {

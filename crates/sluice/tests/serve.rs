@@ -103,6 +103,16 @@ async fn runbook_flow_start_poll_stop_history_resume_by_days_and_by_id() {
     assert!(started["message"].as_str().unwrap().contains(&format!("run {run}")));
 
     wait_stored(&client, &server, run, 200).await;
+    // Live stats while it runs: /metrics follows the run's commits.
+    let started_polling = Instant::now();
+    loop {
+        let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if gauge(&metrics, "sluice_run_records{counter=\"stored\"}").is_some_and(|stored| stored >= 200.0) {
+            break;
+        }
+        assert!(started_polling.elapsed() < Duration::from_secs(60), "no live stored count: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (_, doc) = get(&client, &server.url(&format!("/api/pipeline/status/{run}"))).await;
     for field in [
         "run_id",
@@ -172,6 +182,16 @@ async fn runbook_flow_start_poll_stop_history_resume_by_days_and_by_id() {
     let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("sluice_records_total{{counter=\"stored\"}} {RECORDS}")), "{metrics}");
     assert!(metrics.contains("sluice_batch_commit_seconds"), "{metrics}");
+    // The run's live stats: its cumulative counts, as its checkpoint holds them.
+    for counter in ["fetched", "stored", "chunks", "embedded", "failed"] {
+        let want = done["checkpoint"]["counts"][counter].as_f64().unwrap();
+        assert_eq!(gauge(&metrics, &format!("sluice_run_records{{counter=\"{counter}\"}}")), Some(want), "{metrics}");
+    }
+}
+
+/// The value of a metric line of the Prometheus text format.
+fn gauge(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -2,18 +2,20 @@
 //!
 //! Files are ordered by relative path, and a page's cursor is the relative
 //! path of its first file, so files added or removed before the cursor do not
-//! shift what a resumed run reads next.
+//! shift what a resumed run reads next. With `watch = true` the source never
+//! ends: see [`super::files_watch`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
+use super::files_watch::{WatchSettings, Watcher};
 use super::{MAX_RAW_BYTES, check_not_empty, check_range, raw_of, timestamp_from_value, truncate_utf8};
 use crate::ConfigError;
 
@@ -32,6 +34,14 @@ fn default_name() -> String {
     "files".to_string()
 }
 
+fn default_debounce_ms() -> u64 {
+    500
+}
+
+fn default_rescan_ms() -> u64 {
+    5000
+}
+
 /// `[source] type = "files"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +57,16 @@ pub struct FilesConfig {
     /// Source name stored with every record.
     #[serde(default = "default_name")]
     pub name: String,
+    /// Keep running after the first listing and pick up new and changed files as they land.
+    #[serde(default)]
+    pub watch: bool,
+    /// Watch mode: a file is taken once it has not changed for this long (50..=60000 ms).
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// Watch mode: the directory is listed again this often even without a change
+    /// notification, in case one was missed (100..=3600000 ms).
+    #[serde(default = "default_rescan_ms")]
+    pub rescan_ms: u64,
 }
 
 impl FilesConfig {
@@ -56,16 +76,19 @@ impl FilesConfig {
             extensions: default_extensions(),
             page_size: default_page_size(),
             name: default_name(),
+            watch: false,
+            debounce_ms: default_debounce_ms(),
+            rescan_ms: default_rescan_ms(),
         }
     }
 }
 
 /// One file of the listing.
 #[derive(Clone, Debug)]
-struct Entry {
+pub(super) struct Entry {
     /// Path relative to the root, with `/` separators: the record id and the cursor.
-    rel: String,
-    path: PathBuf,
+    pub rel: String,
+    pub path: PathBuf,
 }
 
 /// Reads every matching file under a directory. A file that cannot be read
@@ -78,6 +101,8 @@ pub struct FilesSource {
     extensions: Arc<Vec<String>>,
     /// The listing of the current walk of the partition; re-made on a fetch of the first page.
     listing: Mutex<Option<Arc<Vec<Entry>>>>,
+    /// Set in watch mode: it serves every fetch then.
+    watcher: Option<Watcher>,
 }
 
 impl FilesSource {
@@ -104,7 +129,20 @@ impl FilesSource {
             Ok(_) => return Err(ConfigError(format!("files.path = {:?} is not a directory", config.path))),
             Err(e) => return Err(ConfigError(format!("files.path = {:?}: cannot open directory: {e}", config.path))),
         }
-        Ok(Self { config, root, extensions: Arc::new(extensions), listing: Mutex::new(None) })
+        check_range("files.debounce_ms", config.debounce_ms, 50, 60_000)?;
+        check_range("files.rescan_ms", config.rescan_ms, 100, 3_600_000)?;
+        let extensions = Arc::new(extensions);
+        let watcher = config.watch.then(|| {
+            Watcher::new(WatchSettings {
+                source: config.name.clone(),
+                root: root.clone(),
+                extensions: extensions.clone(),
+                page_size: config.page_size,
+                debounce: Duration::from_millis(config.debounce_ms),
+                rescan: Duration::from_millis(config.rescan_ms),
+            })
+        });
+        Ok(Self { config, root, extensions, listing: Mutex::new(None), watcher })
     }
 
     async fn list(&self, fresh: bool) -> Result<Arc<Vec<Entry>>, SourceError> {
@@ -133,7 +171,7 @@ fn extension_of(name: &str) -> Option<String> {
 
 /// Every matching file under `root`, sorted by relative path. Symlinks to
 /// files are read; symlinks to directories are not followed (no cycles).
-fn walk(root: &Path, extensions: &[String]) -> std::io::Result<Vec<Entry>> {
+pub(super) fn walk(root: &Path, extensions: &[String]) -> std::io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut dirs = vec![(root.to_path_buf(), String::new())];
     let mut first = true;
@@ -192,9 +230,12 @@ impl Source for FilesSource {
         Ok(vec![PARTITION.to_string()])
     }
 
-    async fn fetch(&self, _ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError> {
+    async fn fetch(&self, ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError> {
         if partition != PARTITION {
             return Err(SourceError::fatal(format!("files: unknown partition {partition:?}")));
+        }
+        if let Some(watcher) = &self.watcher {
+            return watcher.fetch(ctx, cursor).await;
         }
         let listing = self.list(cursor.is_none()).await?;
         let start = match cursor {
@@ -213,22 +254,37 @@ impl Source for FilesSource {
     }
 
     async fn estimated_total(&self) -> Option<u64> {
+        if self.watcher.is_some() {
+            return None; // a watch has no end to estimate
+        }
         self.list(false).await.ok().map(|listing| listing.len() as u64)
+    }
+
+    fn batch_linger(&self) -> Option<Duration> {
+        self.watcher.as_ref().map(|_| Watcher::LINGER)
+    }
+}
+
+/// The failure entry of a file that cannot be read.
+pub(super) fn io_failure(rel: &str, e: &std::io::Error) -> SourceItem {
+    SourceItem::Invalid {
+        id: rel.to_string(),
+        raw: String::new(),
+        error_type: "io".into(),
+        error: format!("cannot read {rel}: {e}"),
     }
 }
 
 fn read_entry(source: &str, root: &Path, entry: &Entry) -> SourceItem {
+    match fs::read(&entry.path) {
+        Ok(bytes) => entry_of_bytes(source, root, entry, bytes),
+        Err(e) => io_failure(&entry.rel, &e),
+    }
+}
+
+/// The record of a file whose content is `bytes`.
+pub(super) fn entry_of_bytes(source: &str, root: &Path, entry: &Entry, bytes: Vec<u8>) -> SourceItem {
     let rel = &entry.rel;
-    let io_failure = |e: std::io::Error| SourceItem::Invalid {
-        id: rel.clone(),
-        raw: String::new(),
-        error_type: "io".into(),
-        error: format!("cannot read {rel}: {e}"),
-    };
-    let bytes = match fs::read(&entry.path) {
-        Ok(bytes) => bytes,
-        Err(e) => return io_failure(e),
-    };
     let modified =
         fs::metadata(&entry.path).and_then(|m| m.modified()).ok().map(|t| match t.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,

@@ -2,6 +2,7 @@
 //!
 //! - [`jsonl::JsonlSource`]: JSON lines files (one partition per file).
 //! - [`files::FilesSource`]: a directory of text, markdown, HTML and JSON files.
+//!   [`files_watch`] keeps it running to pick up new and changed files (`watch = true`).
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
 //! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
 
@@ -13,6 +14,7 @@ use crate::ConfigError;
 use crate::dates::days_from_civil;
 
 pub mod files;
+pub mod files_watch;
 pub mod generate;
 pub mod intercom;
 pub mod jsonl;

@@ -226,12 +226,21 @@ pub(crate) async fn batch_pages(
     let settings = &shared.settings;
     let source_name = shared.source.name().to_string();
     let mut builder = BatchBuilder::new(first_seq);
+    let linger = shared.source.batch_linger();
     loop {
         let msg = tokio::select! {
             biased;
             _ = shared.ctx.stop.cancelled() => break,
             _ = shared.abort.cancelled() => return,
             msg = rx.recv() => msg,
+            // A live source may go quiet for long: what it gave is committed now, not when a batch fills.
+            _ = tokio::time::sleep(linger.unwrap_or_default()), if linger.is_some() && !builder.is_empty() => {
+                let batch = builder.take(&shared, &settings.record_noun);
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let Some(msg) = msg else {
             // Every partition is read: the last batch carries the final positions.

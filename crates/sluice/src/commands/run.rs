@@ -32,6 +32,15 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         let file = file.ok_or_else(|| CliError::usage("a pipeline file is needed to start a run"))?;
         (file, Start::New, args.config.display().to_string())
     };
+    if args.watch {
+        if resuming && !file.source.watches() {
+            // Its checkpoint is a listing position, not a watch position: resuming it as a watch would re-read all.
+            return Err(CliError::usage(format!(
+                "--watch: {origin} do not watch; resume without --watch, or start a new run with --watch"
+            )));
+        }
+        file.enable_watch().map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
+    }
     if args.max_records.is_some() {
         file.max_records = args.max_records;
     }
@@ -77,7 +86,16 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, 
     let signals = tokio::spawn(stop_on_signals(handle.stop_token()));
 
     let mut write_error = None;
-    while let Some(event) = handle.next_event().await {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let event = tokio::select! {
+            event = handle.next_event() => event,
+            _ = ticks.tick() => {
+                reporter.tick();
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         if write_error.is_none()
             && let Err(e) = reporter.on_event(&event)
         {

@@ -19,12 +19,14 @@ impl RunMetrics {
                 self.counts = Some(*counts);
                 self.cost = Some(*cost);
                 metrics::gauge!("sluice_run_active").set(1.0);
+                set_run_gauges(counts);
             }
             EventKind::BatchCommitted { checkpoint, commit_ms, .. } => {
                 metrics::histogram!("sluice_batch_commit_seconds").record(commit_ms / 1000.0);
                 metrics::counter!("sluice_batches_committed_total").increment(1);
                 let before = self.counts.replace(checkpoint.counts).unwrap_or(checkpoint.counts);
                 let c = &checkpoint.counts;
+                set_run_gauges(c);
                 for (counter, now, then) in [
                     ("fetched", c.fetched, before.fetched),
                     ("filtered", c.filtered, before.filtered),
@@ -66,5 +68,24 @@ impl RunMetrics {
             }
             _ => {}
         }
+    }
+}
+
+/// The live stats of the current (or last) run, as the seed's monitor shows
+/// them (files, docs, chunks, embeddings, errors): its cumulative counts,
+/// including what it did before a resume. Counters above add up across runs;
+/// these gauges say where this run stands.
+fn set_run_gauges(c: &Counts) {
+    for (counter, value) in [
+        ("fetched", c.fetched),
+        ("stored", c.stored),
+        ("chunks", c.chunks),
+        ("embedded", c.embedded),
+        ("failed", c.failed),
+        ("filtered", c.filtered),
+        ("classified", c.classified),
+        ("skipped_unchanged", c.skipped_unchanged),
+    ] {
+        metrics::gauge!("sluice_run_records", "counter" => counter).set(value as f64);
     }
 }
