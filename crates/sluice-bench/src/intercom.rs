@@ -17,10 +17,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_connectors::phase::{FacetConfig, PhasesConfig, StoryConfig, ThemeConfig, build_phases};
 use sluice_connectors::registry::{SourceConfig, StageConfig, StageEntry, build_source_for, build_stage};
 use sluice_connectors::source::intercom::IntercomConfig;
 use sluice_connectors::stage::classify::ClassifyConfig;
 use sluice_connectors::stage::classify_llm::LlmClassifyConfig;
+use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
 use sluice_core::{Mode, Pipeline, RunStatus, Settings, Start};
@@ -84,6 +86,7 @@ pub async fn intercom(conversations: usize, concurrencies: Vec<usize>) {
                 .env("INTERCOM_ACCESS_TOKEN", intercom.token())
                 .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
                 .env("OPENAI_API_KEY", openai.key())
+                .env_remove(PHASES_ENV)
                 .output()
                 .await
                 .expect("child runs");
@@ -106,6 +109,41 @@ pub async fn intercom(conversations: usize, concurrencies: Vec<usize>) {
             );
         }
     }
+    intercom_with_phases(&intercom, &openai, quality).await;
+}
+
+/// Tells a child to run the later phases after classification.
+const PHASES_ENV: &str = "SLUICE_BENCH_PHASES";
+
+/// One more backfill, 4 partitions and 64 LLM calls at once, through every
+/// later phase (embeddings from the fake API, rules facets, 8 themes, stories).
+pub async fn intercom_with_phases(intercom: &FakeIntercom, openai: &FakeOpenAi, quality: u64) {
+    let exe = std::env::current_exe().expect("current exe");
+    openai.reset_counters();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(&exe)
+        .args(["intercom-child", "4", "64"])
+        .arg(dir.path().join("bench.db"))
+        .env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key())
+        .env(PHASES_ENV, "1")
+        .output()
+        .await
+        .expect("child runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some((wall, rss, stored)) = parse_child(&text) else {
+        eprintln!("child failed: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
+        return;
+    };
+    assert_eq!(stored, quality, "every quality conversation stored");
+    let llm = openai.counters();
+    println!(
+        "\nWith every later phase (4 partitions, 64 LLM calls at once): {wall:.2} s, peak RSS {rss:.1} MiB, \
+         {} LLM calls, {} embedding calls",
+        llm.chat_completions, llm.embedding_responses
+    );
 }
 
 fn parse_child(text: &str) -> Option<(f64, f64, u64)> {
@@ -128,7 +166,7 @@ pub async fn child(partitions: usize, concurrency: usize, db: &Path) {
     llm.concurrency = concurrency;
     let store = Arc::new(SqliteStore::open(db).expect("sqlite"));
     let stage = |workers, stage| build_stage(&StageEntry { workers, stage }).expect("stage");
-    let pipeline = Pipeline::new(source, store)
+    let mut pipeline = Pipeline::new(source, store)
         .settings(Settings {
             name: "intercom-bench".into(),
             batch_size: BATCH,
@@ -140,6 +178,22 @@ pub async fn child(partitions: usize, concurrency: usize, db: &Path) {
         })
         .stage(stage(1, StageConfig::Normalize(NormalizeConfig::default())))
         .stage(stage(4, StageConfig::Classify(ClassifyConfig::Llm(llm))));
+    if std::env::var_os(PHASES_ENV).is_some() {
+        let phases = PhasesConfig {
+            embedding_generation: Some(EmbedConfig {
+                provider: "openai".into(),
+                model: "bench-embedding".into(),
+                dimensions: 256,
+                ..EmbedConfig::default()
+            }),
+            facet_extraction: Some(FacetConfig::default()),
+            theme_extraction: Some(ThemeConfig::default()),
+            story_creation: Some(StoryConfig::default()),
+        };
+        for phase in build_phases(&phases, true).expect("phases") {
+            pipeline = pipeline.phase(phase);
+        }
+    }
     let started = Instant::now();
     let summary = pipeline.run(Start::New).await.expect("run");
     let wall = started.elapsed();

@@ -48,6 +48,8 @@ pub struct Reporter {
     /// The counts of the last plain progress line.
     printed: Counts,
     rate: f64,
+    /// The later phase under way, if any (its counts are shown).
+    phase: Option<String>,
 }
 
 impl Reporter {
@@ -82,6 +84,7 @@ impl Reporter {
             counts: Counts::default(),
             printed: Counts::default(),
             rate: 0.0,
+            phase: None,
         })
     }
 
@@ -95,7 +98,20 @@ impl Reporter {
         }
         match &event.kind {
             EventKind::RunStarted { counts, .. } => self.counts = *counts,
-            EventKind::BatchCommitted { checkpoint, .. } => self.counts = checkpoint.counts,
+            EventKind::BatchCommitted { checkpoint, .. } => {
+                self.counts = checkpoint.current_counts();
+                self.phase = checkpoint.in_later_phase().then(|| checkpoint.phase.clone());
+            }
+            EventKind::PhaseStarted { phase, .. } => {
+                // A later phase goes over what the first one stored.
+                if self.phase.is_none()
+                    && let Some(bar) = &self.bar
+                {
+                    bar.set_length(self.counts.stored);
+                }
+                self.phase = Some(phase.clone());
+                self.counts = Counts::default();
+            }
             EventKind::BatchProgress { estimated_total, rate, .. } => {
                 self.rate = *rate;
                 if let (Some(bar), Some(total)) = (&self.bar, estimated_total) {
@@ -106,7 +122,7 @@ impl Reporter {
         }
         if let Some(bar) = &self.bar {
             bar.set_position(self.counts.finished());
-            bar.set_message(live_line(&self.counts));
+            bar.set_message(self.message());
         } else {
             self.tick();
         }
@@ -120,7 +136,14 @@ impl Reporter {
         if self.plain && self.counts != self.printed && self.last_line.elapsed() >= Duration::from_secs(2) {
             self.last_line = Instant::now();
             self.printed = self.counts;
-            eprintln!("progress: {} rate={:.0}/s", live_line(&self.counts), self.rate);
+            eprintln!("progress: {} rate={:.0}/s", self.message(), self.rate);
+        }
+    }
+
+    fn message(&self) -> String {
+        match &self.phase {
+            Some(phase) => format!("{phase}: {}", live_line(&self.counts)),
+            None => live_line(&self.counts),
         }
     }
 

@@ -6,6 +6,7 @@ use crate::commands::{print_json, remote};
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 use crate::status::RunStatusDoc;
+use sluice_core::RunStatus;
 
 pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
     let (docs, from) = match &args.server {
@@ -57,6 +58,15 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     println!("  status:   {}", doc.status);
     println!("  phase:    {}", doc.current_phase);
     println!("  counts:   {}", summary_line(&doc.counts));
+    if let Some(cp) = &doc.checkpoint {
+        // Later phases count apart, in the order they ran.
+        let later = cp.phases_done.iter().skip(1).chain(cp.in_later_phase().then_some(&cp.phase));
+        for phase in later {
+            let counts = cp.phase_counts.get(phase).copied().unwrap_or_default();
+            let state = if cp.phase_done(phase) || doc.status == RunStatus::Completed { "done" } else { "in progress" };
+            println!("    {phase} ({state}): {}", summary_line(&counts));
+        }
+    }
     let cost = &doc.cost;
     if cost.llm_calls + cost.embedding_calls + cost.calls_saved > 0 {
         println!(
