@@ -296,4 +296,19 @@ mod tests {
         assert!(item_name("s", &"x".repeat(1000)).len() < 120);
         assert!(item_name("s", "ünïcode/é").starts_with("item_n_code_"));
     }
+
+    #[test]
+    fn object_storage_urls_are_checked() {
+        let error = |url: &str| open_url(url).err().map(|e| e.to_string()).unwrap_or_default();
+        if cfg!(feature = "s3") {
+            assert!(error("gs://bucket").contains("not an s3:// URL"));
+            assert!(error("s3:///prefix").contains("names no bucket"));
+            assert!(
+                open_url("s3://bucket/some/prefix/")
+                    .is_ok_and(|t| t.remote && t.location == "s3://bucket/some/prefix/")
+            );
+        } else {
+            assert!(error("s3://bucket").contains("--features s3"));
+        }
+    }
 }
