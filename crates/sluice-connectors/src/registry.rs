@@ -21,6 +21,7 @@ use crate::stage::embed::{EmbedConfig, EmbedStage};
 use crate::stage::filter::{FilterConfig, FilterStage};
 use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
 use crate::store::InspectStore;
+use crate::store::items_sink::{ItemsSink, ItemsSinkConfig};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -229,6 +230,22 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+/// `[sink]`: where documents are written besides the store, by `kind`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// The seed's per-item files: `raw/`, `processed/`, `chunks/`.
+    Items(ItemsSinkConfig),
+}
+
+/// The store with the sink in front of it: each batch's documents are
+/// written to the sink, then committed to the store.
+pub fn with_sink(store: Arc<dyn Store>, config: &SinkConfig) -> Result<Arc<dyn Store>, ConfigError> {
+    Ok(match config {
+        SinkConfig::Items(c) => Arc::new(ItemsSink::new(store, c)?),
+    })
 }
 
 /// Builds the source for a streaming run. See [`build_source_for`].

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sluice_connectors::phase::build_phases;
-use sluice_connectors::registry::{OpenedStore, build_source_for, build_stage, open_store, source_stages};
+use sluice_connectors::registry::{OpenedStore, build_source_for, build_stage, open_store, source_stages, with_sink};
 use sluice_core::{Pipeline, Store};
 
 use crate::cli::StoreArgs;
@@ -14,13 +14,18 @@ use crate::error::CliError;
 /// short conversations at page level in streaming mode, and a quality stage
 /// does it first in batch mode), and a relative date range (`days`) is
 /// resolved once, so source, settings and the saved configuration name the
-/// same dates.
+/// same dates. A `[sink]` is put in front of the store.
 pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
     let mut file = file.clone();
     file.source.pin_date_range()?;
     let settings = file.settings();
     let mode = settings.mode;
     let source = build_source_for(&file.source, mode)?;
+    // The sink sees every batch the store commits, before the store does.
+    let store = match &file.sink {
+        Some(sink) => with_sink(store, sink)?,
+        None => store,
+    };
     let mut pipeline = Pipeline::new(source, store).settings(settings);
     for spec in source_stages(&file.source, mode) {
         pipeline = pipeline.stage(spec);

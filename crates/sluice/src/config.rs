@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sluice_connectors::phase::PhasesConfig;
-use sluice_connectors::registry::{SourceConfig, StageEntry, StoreConfig};
+use sluice_connectors::registry::{SinkConfig, SourceConfig, StageEntry, StoreConfig};
 use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
 use sluice_core::{Mode, Settings};
 
@@ -33,6 +33,9 @@ pub struct PipelineFile {
     pub phases: PhasesConfig,
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// Where documents are also written, e.g. `[sink] kind = "items"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkConfig>,
 }
 
 /// A configuration error, shown to the user as is.

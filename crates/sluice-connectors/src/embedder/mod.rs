@@ -4,9 +4,13 @@ use async_trait::async_trait;
 use sluice_core::{Context, StageError};
 
 pub mod hashing;
+#[cfg(feature = "minilm")]
+pub mod minilm;
 pub mod openai;
 
 pub use hashing::HashingEmbedder;
+#[cfg(feature = "minilm")]
+pub use minilm::MiniLmEmbedder;
 pub use openai::OpenAiEmbedder;
 
 /// Turns texts into vectors of `dimensions()` floats.

@@ -23,7 +23,7 @@ use crate::http::{Secret, fnv_hex};
 use crate::openai_api::{DEFAULT_KEY_ENV, OpenAiApi, UNAUTHORIZED};
 
 /// Providers `provider` accepts.
-pub const PROVIDERS: [&str; 2] = ["hashing", "openai"];
+pub const PROVIDERS: [&str; 3] = ["hashing", "openai", "minilm"];
 
 fn default_provider() -> String {
     "hashing".to_string()
@@ -65,9 +65,14 @@ fn default_timeout_secs() -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedConfig {
-    /// `hashing` (offline, default) or `openai` (any OpenAI-compatible `/embeddings`).
+    /// `hashing` (offline, default), `openai` (any OpenAI-compatible
+    /// `/embeddings`) or `minilm` (a local BERT sentence encoder such as
+    /// all-MiniLM-L6-v2; needs the `minilm` cargo feature).
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// `minilm`: the directory holding `model.safetensors`, `config.json` and `tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<std::path::PathBuf>,
     /// Length of the vectors (8..=4096). For `openai`, sent as the request's
     /// `dimensions` (unless `send_dimensions = false`) and checked on the answer.
     #[serde(default = "default_dimensions")]
@@ -104,6 +109,7 @@ impl Default for EmbedConfig {
     fn default() -> Self {
         Self {
             provider: default_provider(),
+            model_dir: None,
             dimensions: default_dimensions(),
             batch_size: default_batch_size(),
             model: default_model(),
@@ -158,6 +164,7 @@ impl EmbedStage {
                     config.max_attempts,
                 )?)
             }
+            "minilm" => minilm_embedder(&config)?,
             other => {
                 return Err(ConfigError(format!(
                     "embed.provider = {other:?} is not supported (allowed: {})",
@@ -177,6 +184,38 @@ impl EmbedStage {
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder
     }
+}
+
+/// The local model named by `model_dir`. Its vectors have the model's own
+/// size; `dimensions`, when changed from its default, must say the same.
+#[cfg(feature = "minilm")]
+fn minilm_embedder(config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
+    let dir = config.model_dir.as_deref().ok_or_else(|| {
+        ConfigError(
+            "embed.provider = \"minilm\" needs model_dir, the directory holding model.safetensors, config.json and \
+             tokenizer.json"
+                .into(),
+        )
+    })?;
+    let embedder = crate::embedder::MiniLmEmbedder::load(dir)?;
+    if config.dimensions != default_dimensions() && config.dimensions != embedder.dimensions() {
+        return Err(ConfigError(format!(
+            "embed.dimensions = {} but the model in {} gives {} dimensions (leave dimensions out)",
+            config.dimensions,
+            dir.display(),
+            embedder.dimensions()
+        )));
+    }
+    Ok(Arc::new(embedder))
+}
+
+#[cfg(not(feature = "minilm"))]
+fn minilm_embedder(_config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
+    Err(ConfigError(
+        "embed.provider = \"minilm\" is not in this build of sluice: build it with `--features minilm` \
+         (e.g. cargo build --release -p sluice --features minilm)"
+            .into(),
+    ))
 }
 
 /// Where a text of the batch goes: a chunk of a document, or the document itself.

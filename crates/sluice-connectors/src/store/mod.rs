@@ -1,6 +1,7 @@
 //! Stores: implementations of [`sluice_core::Store`], and what they share
 //! (the stored-document view, the embedding encoding, timestamps).
 
+pub mod items_sink;
 pub mod postgres;
 pub mod sqlite;
 
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use sluice_core::store::{RunId, RunInfo};
 use sluice_core::{Chunk, Classification, Store, StoreError};
 
+pub use items_sink::{ItemsSink, ItemsSinkConfig};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 

@@ -1,0 +1,235 @@
+//! all-MiniLM-L6-v2 (or any BERT sentence encoder of that shape) run locally
+//! on the CPU with candle: no network, no download; the weights come from a
+//! directory the user names (`model.safetensors`, `config.json`,
+//! `tokenizer.json`).
+//!
+//! What sentence-transformers does for this model: WordPiece tokens with
+//! `[CLS]`/`[SEP]`, BERT forward, mean over the tokens the attention mask
+//! keeps, L2 normalisation. The forward pass runs on a blocking thread so it
+//! does not stall the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use sluice_core::StageError;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+
+use super::Embedder;
+use crate::ConfigError;
+use crate::http::fnv_hex;
+
+/// The files a model directory must hold.
+pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+/// sentence-transformers' own settings file; its `max_seq_length` is the
+/// length the model was trained with (256 for all-MiniLM-L6-v2).
+const SENTENCE_CONFIG: &str = "sentence_bert_config.json";
+
+#[derive(Deserialize)]
+struct SentenceConfig {
+    max_seq_length: Option<usize>,
+}
+
+/// A loaded BERT sentence encoder.
+#[derive(Clone)]
+pub struct MiniLmEmbedder {
+    inner: Arc<Loaded>,
+}
+
+struct Loaded {
+    model: BertModel,
+    /// Truncates to `max_tokens` and pads each call to its longest text.
+    encoder: Tokenizer,
+    /// Neither truncates nor pads: the true token count of a text.
+    counter: Tokenizer,
+    dimensions: usize,
+    max_tokens: usize,
+    fingerprint: String,
+    model_dir: PathBuf,
+}
+
+impl std::fmt::Debug for MiniLmEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MiniLmEmbedder")
+            .field("model_dir", &self.inner.model_dir)
+            .field("dimensions", &self.inner.dimensions)
+            .field("max_tokens", &self.inner.max_tokens)
+            .finish()
+    }
+}
+
+fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, ConfigError> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|e| {
+        ConfigError(format!(
+            "embed.model_dir = {:?}: cannot read {name} ({}: {e}); the directory needs {}",
+            dir.display().to_string(),
+            path.display(),
+            MODEL_FILES.join(", ")
+        ))
+    })
+}
+
+impl MiniLmEmbedder {
+    /// Loads the model in `model_dir`. Every missing or unreadable file is a
+    /// configuration error naming it.
+    pub fn load(model_dir: &Path) -> Result<Self, ConfigError> {
+        let shown = model_dir.display().to_string();
+        if !model_dir.is_dir() {
+            return Err(ConfigError(format!(
+                "embed.model_dir = {shown:?} is not a directory (it must hold {})",
+                MODEL_FILES.join(", ")
+            )));
+        }
+        let config_bytes = read_file(model_dir, "config.json")?;
+        let config: BertConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+            ConfigError(format!("embed.model_dir = {shown:?}: config.json is not a BERT configuration: {e}"))
+        })?;
+        let tokenizer_bytes = read_file(model_dir, "tokenizer.json")?;
+        let tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
+            .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: tokenizer.json cannot be read: {e}")))?;
+        let weights = read_file(model_dir, "model.safetensors")?;
+        let weights_len = weights.len();
+
+        // The optional sentence-transformers setting wins when present (it is
+        // what the model was trained and evaluated with); else the position
+        // table's size. Never more than the position table holds.
+        let sentence_max = match std::fs::read(model_dir.join(SENTENCE_CONFIG)) {
+            Ok(bytes) => {
+                serde_json::from_slice::<SentenceConfig>(&bytes)
+                    .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: {SENTENCE_CONFIG}: {e}")))?
+                    .max_seq_length
+            }
+            Err(_) => None,
+        };
+        let max_tokens = sentence_max.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
+        if max_tokens < 2 {
+            return Err(ConfigError(format!(
+                "embed.model_dir = {shown:?}: a maximum of {max_tokens} tokens leaves no room for text"
+            )));
+        }
+
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: model.safetensors cannot be read: {e}")))?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            ConfigError(format!("embed.model_dir = {shown:?}: model.safetensors does not match config.json: {e}"))
+        })?;
+
+        // tokenizer.json ships with truncation and padding fixed at 128: off
+        // for counting, our own limit and per-call padding for embedding.
+        let mut counter = tokenizer.clone();
+        counter.with_padding(None);
+        counter
+            .with_truncation(None)
+            .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: tokenizer.json: {e}")))?;
+        let mut encoder = tokenizer;
+        encoder
+            .with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
+        encoder
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: tokenizer.json: {e}")))?;
+
+        let mut identity = config_bytes;
+        identity.extend_from_slice(&tokenizer_bytes);
+        identity.extend_from_slice(&weights_len.to_le_bytes());
+        let fingerprint = format!("minilm:{}:{}:{max_tokens}", fnv_hex(&identity), config.hidden_size);
+        Ok(Self {
+            inner: Arc::new(Loaded {
+                model,
+                encoder,
+                counter,
+                dimensions: config.hidden_size,
+                max_tokens,
+                fingerprint,
+                model_dir: model_dir.to_path_buf(),
+            }),
+        })
+    }
+
+    /// Tokens the text has, without truncation, padding or special tokens.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, StageError> {
+        let encoding = self
+            .inner
+            .counter
+            .encode(text, false)
+            .map_err(|e| StageError::permanent("embedding", format!("tokenizer: {e}")))?;
+        Ok(encoding.len())
+    }
+
+    /// Tokens an embedded text is cut to, `[CLS]` and `[SEP]` included.
+    pub fn max_tokens(&self) -> usize {
+        self.inner.max_tokens
+    }
+
+    /// Embeds on the calling thread. [`Embedder::embed`] runs this on a blocking thread.
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.forward(texts).map_err(|e| StageError::permanent("embedding", format!("minilm: {e}")))
+    }
+}
+
+impl Loaded {
+    fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = self.encoder.encode_batch(inputs, true).map_err(|e| format!("tokenizer: {e}"))?;
+        let rows = encodings.len();
+        let width = encodings.first().map_or(0, |e| e.len());
+        let mut ids = Vec::with_capacity(rows * width);
+        let mut mask = Vec::with_capacity(rows * width);
+        for encoding in &encodings {
+            ids.extend_from_slice(encoding.get_ids());
+            mask.extend_from_slice(encoding.get_attention_mask());
+        }
+        let device = &self.model.device;
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let ids = Tensor::from_vec(ids, (rows, width), device)?;
+            let mask = Tensor::from_vec(mask, (rows, width), device)?;
+            let token_types = ids.zeros_like()?;
+            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (rows, width, dims)
+            // Mean over the tokens the mask keeps, then unit length.
+            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+            let kept = mask.sum(1)?.clamp(1e-9, f32::MAX)?;
+            let mean = summed.broadcast_div(&kept)?;
+            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+            mean.broadcast_div(&norm)?.to_vec2::<f32>()
+        };
+        run().map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl Embedder for MiniLmEmbedder {
+    fn name(&self) -> &str {
+        "minilm"
+    }
+
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions
+    }
+
+    fn fingerprint(&self) -> String {
+        self.inner.fingerprint.clone()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        let this = self.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || this.embed_blocking(&texts))
+            .await
+            .map_err(|e| StageError::permanent("embedding", format!("minilm worker: {e}")))?
+    }
+}
