@@ -71,28 +71,11 @@ pub async fn intercom(conversations: usize, concurrencies: Vec<usize>) {
         "| partitions | LLM concurrency | wall s | ideal s | wall / ideal | conversations/s | peak RSS MiB | LLM calls | search requests |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let exe = std::env::current_exe().expect("current exe");
     for &concurrency in &concurrencies {
         for partitions in [1usize, 4] {
             intercom.reset_counters();
             openai.reset_counters();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let out = tokio::process::Command::new(&exe)
-                .arg("intercom-child")
-                .arg(partitions.to_string())
-                .arg(concurrency.to_string())
-                .arg(dir.path().join("bench.db"))
-                .env("INTERCOM_BASE_URL", intercom.base_url())
-                .env("INTERCOM_ACCESS_TOKEN", intercom.token())
-                .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
-                .env("OPENAI_API_KEY", openai.key())
-                .env_remove(PHASES_ENV)
-                .output()
-                .await
-                .expect("child runs");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let Some((wall, rss, stored)) = parse_child(&text) else {
-                eprintln!("child failed: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
+            let Some((wall, rss, stored)) = run_child(&intercom, &openai, partitions, concurrency, false).await else {
                 continue;
             };
             let fetch_ideal = pages.div_ceil(partitions as u64) as f64 * PAGE_MS as f64 / 1000.0;
@@ -118,25 +101,8 @@ const PHASES_ENV: &str = "SLUICE_BENCH_PHASES";
 /// One more backfill, 4 partitions and 64 LLM calls at once, through every
 /// later phase (embeddings from the fake API, rules facets, 8 themes, stories).
 pub async fn intercom_with_phases(intercom: &FakeIntercom, openai: &FakeOpenAi, quality: u64) {
-    let exe = std::env::current_exe().expect("current exe");
     openai.reset_counters();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = tokio::process::Command::new(&exe)
-        .args(["intercom-child", "4", "64"])
-        .arg(dir.path().join("bench.db"))
-        .env("INTERCOM_BASE_URL", intercom.base_url())
-        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
-        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
-        .env("OPENAI_API_KEY", openai.key())
-        .env(PHASES_ENV, "1")
-        .output()
-        .await
-        .expect("child runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some((wall, rss, stored)) = parse_child(&text) else {
-        eprintln!("child failed: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
-        return;
-    };
+    let Some((wall, rss, stored)) = run_child(intercom, openai, 4, 64, true).await else { return };
     assert_eq!(stored, quality, "every quality conversation stored");
     let llm = openai.counters();
     println!(
@@ -144,6 +110,40 @@ pub async fn intercom_with_phases(intercom: &FakeIntercom, openai: &FakeOpenAi, 
          {} LLM calls, {} embedding calls",
         llm.chat_completions, llm.embedding_responses
     );
+}
+
+/// Runs one backfill in a child process against the fakes; its wall time,
+/// peak RSS and stored count, or `None` (said on stderr) if it failed.
+async fn run_child(
+    intercom: &FakeIntercom,
+    openai: &FakeOpenAi,
+    partitions: usize,
+    concurrency: usize,
+    phases: bool,
+) -> Option<(f64, f64, u64)> {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("intercom-child")
+        .arg(partitions.to_string())
+        .arg(concurrency.to_string())
+        .arg(dir.path().join("bench.db"))
+        .env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key());
+    if phases {
+        cmd.env(PHASES_ENV, "1");
+    } else {
+        cmd.env_remove(PHASES_ENV);
+    }
+    let out = cmd.output().await.expect("child runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parsed = parse_child(&text);
+    if parsed.is_none() {
+        eprintln!("child failed: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    parsed
 }
 
 fn parse_child(text: &str) -> Option<(f64, f64, u64)> {

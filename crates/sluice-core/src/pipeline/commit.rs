@@ -90,20 +90,7 @@ pub(crate) async fn commit_batches(
     let committed = if shared.later_phase { &documents } else { &commit.documents };
 
     let started = Instant::now();
-    let store = shared.store.clone();
-    let describe = store.describe();
-    with_retries(
-        &shared.settings.retry,
-        &shared.ctx,
-        &describe,
-        &shared.abort,
-        || store.commit(shared.run_id, &commit, &next),
-        |error: &StoreError| match error {
-            StoreError::Unavailable(_) => Verdict::Retry(None),
-            _ => Verdict::Fatal,
-        },
-    )
-    .await?;
+    commit_with_retries(shared, &commit, &next).await?;
     let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let events = &shared.ctx.events;
@@ -141,6 +128,29 @@ pub(crate) async fn commit_batches(
         events.emit(shared.progress.event(&counts)).await;
     }
     Ok(next)
+}
+
+/// Commits `batch` with `checkpoint`, retrying while the store is unavailable.
+pub(crate) async fn commit_with_retries(
+    shared: &Shared,
+    batch: &CommitBatch,
+    checkpoint: &Checkpoint,
+) -> Result<(), EngineError> {
+    let store = shared.store.clone();
+    let describe = store.describe();
+    with_retries(
+        &shared.settings.retry,
+        &shared.ctx,
+        &describe,
+        &shared.abort,
+        || store.commit(shared.run_id, batch, checkpoint),
+        |error: &StoreError| match error {
+            StoreError::Unavailable(_) => Verdict::Retry(None),
+            _ => Verdict::Fatal,
+        },
+    )
+    .await
+    .map_err(EngineError::Store)
 }
 
 /// What is reported of one batch once its group is committed.

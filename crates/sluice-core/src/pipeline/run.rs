@@ -11,9 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::commit::COMMIT_QUEUE;
+use super::commit::{COMMIT_QUEUE, commit_with_retries};
 use super::fetch::FetchBudget;
-use super::retry::{Verdict, with_retries};
 use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::context::{Context, UsageMeter};
@@ -404,7 +403,7 @@ async fn run_phases(
         if !resuming {
             checkpoint.advance_to(spec.name());
             // Committed at once, so a crash from here on resumes in this phase.
-            match commit_phase(shared, &CommitBatch::default(), &checkpoint).await {
+            match commit_with_retries(shared, &CommitBatch::default(), &checkpoint).await {
                 Ok(()) => {}
                 Err(error) => {
                     shared.fail(error);
@@ -488,7 +487,7 @@ async fn run_task(shared: &Arc<Shared>, task: &dyn PhaseTask, mut checkpoint: Ch
     next.batches += 1;
     next.cost = shared.ctx.usage.snapshot();
     let batch = CommitBatch { updates: output.updates, results: output.results, ..CommitBatch::default() };
-    match commit_phase(shared, &batch, &next).await {
+    match commit_with_retries(shared, &batch, &next).await {
         Ok(()) => {
             checkpoint = next;
             shared
@@ -508,25 +507,6 @@ async fn run_task(shared: &Arc<Shared>, task: &dyn PhaseTask, mut checkpoint: Ch
             (checkpoint, false)
         }
     }
-}
-
-/// Commits a phase's own writes (its start, a task's output), retrying while the store is unavailable.
-async fn commit_phase(shared: &Shared, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), EngineError> {
-    let store = shared.store.clone();
-    let describe = store.describe();
-    with_retries(
-        &shared.settings.retry,
-        &shared.ctx,
-        &describe,
-        &shared.abort,
-        || store.commit(shared.run_id, batch, checkpoint),
-        |error: &StoreError| match error {
-            StoreError::Unavailable(_) => Verdict::Retry(None),
-            _ => Verdict::Fatal,
-        },
-    )
-    .await
-    .map_err(EngineError::Store)
 }
 
 /// Writes `stopping` as soon as a stop is asked, so status shows it.
