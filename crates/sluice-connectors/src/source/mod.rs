@@ -4,6 +4,7 @@
 //! - [`files::FilesSource`]: a directory of text, markdown, HTML and JSON files.
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
 //! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
+//! - [`crawl::CrawlSource`]: a polite, resumable web crawl (the checkpoint is the frontier).
 
 use std::fmt::Display;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 use crate::ConfigError;
 use crate::dates::days_from_civil;
 
+pub mod crawl;
 pub mod files;
 pub mod generate;
 pub mod intercom;

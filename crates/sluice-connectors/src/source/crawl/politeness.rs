@@ -1,0 +1,52 @@
+//! Per-host politeness: at most `per_host_concurrency` requests to a host at
+//! once, and request starts to it spaced by `delay` (the configured delay, or
+//! robots.txt's `Crawl-delay` when longer).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+struct HostGate {
+    permits: Arc<Semaphore>,
+    /// When the next request to this host may start.
+    next_start: Mutex<Instant>,
+}
+
+pub struct HostGates {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<HostGate>>>,
+}
+
+impl HostGates {
+    pub fn new(per_host: usize) -> Self {
+        Self { per_host: per_host.max(1), hosts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Waits for a slot on `host` and for its turn; the permit is held for the request.
+    pub async fn acquire(&self, host: &str, delay: Duration) -> OwnedSemaphorePermit {
+        let gate = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            hosts
+                .entry(host.to_string())
+                .or_insert_with(|| {
+                    Arc::new(HostGate {
+                        permits: Arc::new(Semaphore::new(self.per_host)),
+                        next_start: Mutex::new(Instant::now()),
+                    })
+                })
+                .clone()
+        };
+        let permit = gate.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let start = {
+            let mut next = gate.next_start.lock().unwrap_or_else(|e| e.into_inner());
+            let start = (*next).max(Instant::now());
+            *next = start + delay;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+        permit
+    }
+}
