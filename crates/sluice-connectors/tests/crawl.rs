@@ -84,6 +84,7 @@ async fn a_full_crawl_yields_exactly_the_allowed_reachable_pages_in_breadth_firs
     assert_eq!(items(&pages), expected_items(&expected));
 
     let got: BTreeSet<String> = items(&pages).into_iter().map(|(id, _)| id).collect();
+    assert!((0..120).all(|i| got.contains(&site.url(&format!("/docs/{i}")))), "every docs page is reachable");
     // robots.txt: read once, its section never fetched, and what only it links to never seen.
     assert_eq!(site.fetch_count("/robots.txt"), 1);
     assert_eq!(site.fetch_count("/private/0"), 0);
@@ -293,4 +294,17 @@ async fn extract_html_keeps_the_main_text_title_and_description() {
     let deep = format!("{}text{}", "<div>".repeat(3_000), "</div>".repeat(3_000));
     assert_eq!(stage.extract(&deep).text, "text");
     assert!(ExtractHtmlStage::new(ExtractHtmlConfig { drop: vec!["na v".into()], prefer_main: true }).is_err());
+}
+
+#[tokio::test]
+async fn per_host_concurrency_bounds_the_requests_a_host_sees_at_once() {
+    let site =
+        FakeSite::start(SiteConfig { pages: 40, latency_ms: 10, slow_ms: 50, ..SiteConfig::default() }).await.unwrap();
+    let mut c = config(&site);
+    c.per_host_concurrency = 2;
+    c.concurrency = 8; // fetching ahead asks for more than the host may get
+    let pages = drain(&CrawlSource::new(c).unwrap(), None).await;
+    assert_eq!(items(&pages), expected_items(&site.expected(None)));
+    assert!(site.max_in_flight() <= 2, "{} requests at once", site.max_in_flight());
+    assert!(site.max_in_flight() >= 1);
 }

@@ -142,6 +142,8 @@ struct Shared {
     slow_ms: u64,
     counts: Mutex<HashMap<String, u64>>,
     user_agents: Mutex<BTreeSet<String>>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 /// The site, served on 127.0.0.1. Dropping it stops the server.
@@ -164,6 +166,8 @@ impl FakeSite {
             slow_ms: config.slow_ms,
             counts: Mutex::new(HashMap::new()),
             user_agents: Mutex::new(BTreeSet::new()),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let running = Running::start(config.port, router).await?;
@@ -204,8 +208,14 @@ impl FakeSite {
         self.shared.user_agents.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The most requests (robots.txt excepted) that were being answered at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn reset_counts(&self) {
         self.lock_counts().clear();
+        self.shared.max_in_flight.store(0, Ordering::Relaxed);
     }
 
     pub fn set_latency_ms(&self, ms: u64) {
@@ -279,6 +289,7 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
     if uri.path() == "/robots.txt" {
         return text_response(StatusCode::OK, "text/plain; charset=utf-8", ROBOTS_TXT.to_string());
     }
+    let _gauge = InFlight::enter(&shared);
     let latency = shared.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -306,6 +317,23 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
             }
             text_response(StatusCode::OK, "text/html; charset=utf-8", render(node, &host))
         }
+    }
+}
+
+/// Counts a request as being answered until dropped (a dropped connection included).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -533,7 +561,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_site_is_deterministic_and_every_docs_page_is_reachable() {
+    fn the_site_is_deterministic_and_pages_carry_boilerplate_around_main() {
         let a = build_site(50, 7);
         let b = build_site(50, 7);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));

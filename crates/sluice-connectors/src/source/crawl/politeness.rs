@@ -50,3 +50,22 @@ impl HostGates {
         permit
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn request_starts_to_a_host_are_spaced_by_the_delay_and_hosts_are_independent() {
+        let gates = HostGates::new(4);
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(100);
+        for _ in 0..3 {
+            drop(gates.acquire("a", delay).await);
+        }
+        // Virtual time: the third start waits two delays after the first.
+        assert_eq!(Instant::now() - t0, Duration::from_millis(200));
+        drop(gates.acquire("b", delay).await);
+        assert_eq!(Instant::now() - t0, Duration::from_millis(200), "another host does not wait");
+    }
+}
