@@ -308,3 +308,69 @@ async fn per_host_concurrency_bounds_the_requests_a_host_sees_at_once() {
     assert!(site.max_in_flight() <= 2, "{} requests at once", site.max_in_flight());
     assert!(site.max_in_flight() >= 1);
 }
+
+/// A hand-made site: robots.txt answers `robots_status`; `/` links to a page
+/// that fails once with 500 and then answers, and to one that always answers 503.
+async fn flaky_server(robots_status: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::http::StatusCode;
+    use axum::response::Html;
+    use axum::routing::get;
+
+    let robots_requests = Arc::new(AtomicU64::new(0));
+    let once = Arc::new(AtomicU64::new(0));
+    let counter = robots_requests.clone();
+    let app =
+        axum::Router::new()
+            .route(
+                "/robots.txt",
+                get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move { (StatusCode::from_u16(robots_status).unwrap(), "User-agent: *\nDisallow:\n") }
+                }),
+            )
+            .route("/", get(|| async { Html(r#"<a href="/once">once</a> <a href="/always">always</a>"#) }))
+            .route(
+                "/once",
+                get(move || {
+                    let first = once.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        if first { Err(StatusCode::INTERNAL_SERVER_ERROR) } else { Ok(Html("<title>Once</title>ok")) }
+                    }
+                }),
+            )
+            .route("/always", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, robots_requests)
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_an_unreadable_robots_txt_forbids_the_host() {
+    let (base, robots_requests) = flaky_server(404).await;
+    let mut c = CrawlConfig::new(vec![format!("{base}/")]);
+    c.delay_ms = 0;
+    c.retry_base_ms = 1;
+    let pages = drain(&CrawlSource::new(c.clone()).unwrap(), None).await;
+    let got = items(&pages);
+    assert_eq!(
+        got,
+        vec![(format!("{base}/"), true), (format!("{base}/once"), true), (format!("{base}/always"), false)],
+        "a missing robots.txt allows everything; a 500 then 200 is stored; a lasting 503 is a failure"
+    );
+    let error = pages.iter().flat_map(|p| &p.items).find_map(|i| match i {
+        SourceItem::Invalid { error_type, error, .. } => Some(format!("{error_type}: {error}")),
+        _ => None,
+    });
+    assert!(error.as_deref().is_some_and(|e| e.starts_with("http_503") && e.contains("after 3 attempts")), "{error:?}");
+    assert_eq!(robots_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let (base, robots_requests) = flaky_server(503).await;
+    c.start_urls = vec![format!("{base}/")];
+    let pages = drain(&CrawlSource::new(c).unwrap(), None).await;
+    assert!(items(&pages).is_empty(), "RFC 9309: a robots.txt that cannot be read forbids the host");
+    assert_eq!(robots_requests.load(std::sync::atomic::Ordering::SeqCst), 3, "robots.txt is retried too");
+}

@@ -84,12 +84,18 @@ fn chunks(db: &Path) -> Vec<(String, i64, String, Vec<u8>)> {
 /// Checks the store holds exactly `stored` (once each, with chunks and
 /// embeddings, without boilerplate) and lists exactly `failed` as failures.
 fn assert_store(db: &Path, stored: &BTreeSet<String>, failed: &BTreeSet<String>) {
+    assert_store_dims(db, stored, failed, 32);
+}
+
+fn assert_store_dims(db: &Path, stored: &BTreeSet<String>, failed: &BTreeSet<String>, dimensions: i64) {
     let ids: BTreeSet<String> = strings(db, "SELECT id FROM documents").into_iter().collect();
     assert_eq!(&ids, stored, "exactly the allowed reachable pages are stored");
     let conn = common::db(db);
     assert_eq!(count(&conn, "SELECT SUM(write_count) FROM documents"), stored.len() as i64, "each written once");
     assert_eq!(count(&conn, "SELECT COUNT(DISTINCT doc_id) FROM chunks"), stored.len() as i64, "every page has chunks");
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM chunks WHERE embedding IS NULL OR length(embedding) != 128"), 0);
+    let wrong =
+        format!("SELECT COUNT(*) FROM chunks WHERE embedding IS NULL OR length(embedding) != {}", dimensions * 4);
+    assert_eq!(count(&conn, &wrong), 0, "every chunk has its embedding");
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM chunks WHERE text LIKE '%tracking code%' OR text LIKE '%Copyright%'"),
         0
@@ -198,4 +204,36 @@ fn sigkill_during_the_crawl_then_resume_gives_the_same_result_without_refetching
     let clean = dir.path().join("clean.db");
     run(&config, &clean, "streaming");
     assert_eq!(chunks(&db), chunks(&clean));
+}
+
+#[test]
+fn the_example_pipeline_runs_as_written_against_the_site() {
+    let served = serve(30, 0);
+    let site = &served.site;
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo_root().join("examples/crawl.toml")).unwrap();
+    assert!(example.contains("\"http://127.0.0.1:8003/\""));
+    let config = dir.path().join("crawl.toml");
+    std::fs::write(&config, example.replace("http://127.0.0.1:8003/", &site.url("/"))).unwrap();
+    let db = dir.path().join("example.db");
+    run(&config, &db, "streaming");
+    let expected = site.expected(None);
+    assert_store_dims(&db, &expected.stored(), &expected.failed(), 256);
+    let out = run_ok(sluice().args(["failures", "1", "--db"]).arg(&db));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains(&site.url("/missing")) && listed.contains(&site.url("/flaky")), "{listed}");
+}
+
+#[test]
+fn bad_crawl_settings_are_refused_at_start_with_the_key() {
+    let served = serve(5, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &served.site, None, 2);
+    let text = std::fs::read_to_string(&config).unwrap().replace("delay_ms = 0", "delay_ms = 99999999");
+    std::fs::write(&config, text).unwrap();
+    let out =
+        sluice().args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(dir.path().join("x.db")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("crawl.delay_ms = 99999999"), "{}", stderr(&out));
+    assert_eq!(served.site.total_fetches(), 0, "nothing is fetched before the settings are checked");
 }
