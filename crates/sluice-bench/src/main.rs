@@ -6,8 +6,10 @@
 //! cargo run --release -p sluice-bench -- modes
 //! cargo run --release -p sluice-bench -- intercom [CONVERSATIONS] [CONCURRENCY...]  # see intercom.rs
 //! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
+//! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! ```
 
+mod crawl;
 mod intercom;
 mod postgres;
 
@@ -51,8 +53,9 @@ fn main() {
             std::path::Path::new(args.get(3).map_or("bench.db", String::as_str)),
         )),
         Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
+        Some("crawl") => runtime.block_on(crawl::crawl(number(1, 300) as usize, number(2, 20), number(3, 40))),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS]"
         ),
     }
 }
@@ -239,7 +242,7 @@ async fn modes() {
 
 /// A store that keeps only the run row: the engine's own cost, without storage.
 #[derive(Default)]
-struct NullStore {
+pub(crate) struct NullStore {
     run: std::sync::Mutex<Option<RunInfo>>,
 }
 

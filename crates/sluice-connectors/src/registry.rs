@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::{Mode, Source, Stage, StageSpec, Store};
 
 use crate::ConfigError;
+use crate::source::crawl::{CrawlConfig, CrawlSource};
 use crate::source::files::{FilesConfig, FilesSource};
 use crate::source::generate::{GenerateConfig, GenerateSource};
 use crate::source::intercom::{IntercomConfig, IntercomSource, QualityStage};
@@ -18,6 +19,7 @@ use crate::stage::classify::ClassifyConfig;
 use crate::stage::classify_llm::LlmClassifier;
 use crate::stage::classify_rules::RulesClassifier;
 use crate::stage::embed::{EmbedConfig, EmbedStage};
+use crate::stage::extract_html::{ExtractHtmlConfig, ExtractHtmlStage};
 use crate::stage::filter::{FilterConfig, FilterStage};
 use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
 use crate::store::InspectStore;
@@ -33,6 +35,7 @@ pub enum SourceConfig {
     Files(FilesConfig),
     Generate(GenerateConfig),
     Intercom(IntercomConfig),
+    Crawl(CrawlConfig),
 }
 
 impl SourceConfig {
@@ -78,6 +81,7 @@ impl SourceConfig {
     pub fn record_noun(&self) -> &'static str {
         match self {
             SourceConfig::Intercom(_) => "conversations",
+            SourceConfig::Crawl(_) => "pages",
             _ => "records",
         }
     }
@@ -115,6 +119,7 @@ impl SourceConfig {
             SourceConfig::Files(_) => "files",
             SourceConfig::Generate(_) => "generate",
             SourceConfig::Intercom(_) => "intercom",
+            SourceConfig::Crawl(_) => "crawl",
         }
     }
 }
@@ -137,6 +142,8 @@ fn one() -> usize {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StageConfig {
     Normalize(NormalizeConfig),
+    /// A web page's main text, title and description.
+    ExtractHtml(ExtractHtmlConfig),
     Filter(FilterConfig),
     /// `provider = "rules"` (default) or `provider = "llm"`.
     Classify(ClassifyConfig),
@@ -148,6 +155,7 @@ impl StageConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             StageConfig::Normalize(_) => "normalize",
+            StageConfig::ExtractHtml(_) => "extract_html",
             StageConfig::Filter(_) => "filter",
             StageConfig::Classify(_) => "classify",
             StageConfig::Chunk(_) => "chunk",
@@ -262,6 +270,7 @@ pub fn build_source_for(config: &SourceConfig, mode: Mode) -> Result<Arc<dyn Sou
         SourceConfig::Files(c) => Arc::new(FilesSource::new(c)?),
         SourceConfig::Generate(c) => Arc::new(GenerateSource::new(c)?),
         SourceConfig::Intercom(c) => Arc::new(IntercomSource::new(c, mode)?),
+        SourceConfig::Crawl(c) => Arc::new(CrawlSource::new(c)?),
     })
 }
 
@@ -288,6 +297,7 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
     }
     let stage: Arc<dyn Stage> = match entry.stage.clone() {
         StageConfig::Normalize(c) => Arc::new(NormalizeStage::new(c)?),
+        StageConfig::ExtractHtml(c) => Arc::new(ExtractHtmlStage::new(c)?),
         StageConfig::Filter(c) => Arc::new(FilterStage::new(c)?),
         StageConfig::Classify(ClassifyConfig::Rules(c)) => Arc::new(RulesClassifier::new(c)?),
         StageConfig::Classify(ClassifyConfig::Llm(c)) => Arc::new(LlmClassifier::new(c)?),

@@ -11,6 +11,9 @@
 //!   facets, or labels a theme) and answers JSON content,
 //!   `POST /v1/embeddings` with deterministic normalised vectors, bearer
 //!   auth, and OpenAI's rate-limit headers.
+//! - [`site::FakeSite`]: a generated web site of interlinked HTML pages with
+//!   a robots.txt, redirects, a 404, a slow page and a dropped connection,
+//!   per-path fetch counts, and the set of pages a correct crawl stores.
 //!
 //! Both bind 127.0.0.1 only (an ephemeral port by default), run on the
 //! caller's tokio runtime, stop when their handle is dropped, count what
@@ -27,6 +30,7 @@ pub mod clock;
 pub mod faults;
 pub mod intercom;
 pub mod openai;
+pub mod site;
 pub mod theme;
 
 mod rng;
@@ -37,6 +41,7 @@ pub use faults::{DropMode, FaultCounts, FaultKind};
 pub use intercom::{FakeIntercom, IntercomConfig, IntercomFaults};
 pub use openai::{FakeOpenAi, OpenAiConfig, OpenAiFaults};
 pub use rng::text_hash;
+pub use site::{FakeSite, SiteConfig};
 pub use theme::Theme;
 
 /// Applies a JSON object's keys onto the serialized `current` value and

@@ -3,6 +3,7 @@
 //! ```text
 //! sluice-testkit intercom --port 8001 --conversations 5000 --seed 7 --latency-ms 20
 //! sluice-testkit openai --port 8002 --key sk-test --fail-every 10
+//! sluice-testkit site --port 8003 --pages 300 --latency-ms 20
 //! ```
 //!
 //! Prints the base URL and serves on 127.0.0.1 until Ctrl-C. Faults can be
@@ -11,6 +12,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_testkit::intercom::{DatasetSpec, IntercomTarget};
 use sluice_testkit::openai::OpenAiTarget;
+use sluice_testkit::site::{FakeSite, SiteConfig};
 use sluice_testkit::{
     Clock, DropMode, FakeIntercom, FakeOpenAi, IntercomConfig, IntercomFaults, OpenAiConfig, OpenAiFaults,
 };
@@ -28,6 +30,27 @@ enum Command {
     Intercom(IntercomArgs),
     /// A fake OpenAI-compatible API (chat completions, embeddings).
     Openai(OpenAiArgs),
+    /// A generated web site to crawl (robots.txt, redirects, a 404, a slow and a dropping page).
+    Site(SiteArgs),
+}
+
+#[derive(Args, Debug)]
+struct SiteArgs {
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8003)]
+    port: u16,
+    /// How many /docs/N pages.
+    #[arg(long, default_value_t = 300)]
+    pages: usize,
+    /// Seed of the texts and links.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Wait before answering each request (robots.txt excepted).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// How long /slow takes.
+    #[arg(long, default_value_t = 300)]
+    slow_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -245,6 +268,22 @@ async fn run(cli: Cli) -> std::io::Result<()> {
             tokio::signal::ctrl_c().await?;
             eprintln!("counters: {}", serde_json::to_string(&fake.counters()).unwrap_or_default());
             fake.shutdown().await;
+        }
+        Command::Site(a) => {
+            let config =
+                SiteConfig { pages: a.pages, seed: a.seed, latency_ms: a.latency_ms, slow_ms: a.slow_ms, port: a.port };
+            let site = FakeSite::start(config).await?;
+            let expected = site.expected(None);
+            println!("{}/", site.base_url());
+            eprintln!(
+                "fake site on {}/ ({} pages a full crawl stores, {} failures); Ctrl-C stops",
+                site.base_url(),
+                expected.stored().len(),
+                expected.failed().len()
+            );
+            tokio::signal::ctrl_c().await?;
+            eprintln!("{} requests served", site.total_fetches());
+            site.shutdown().await;
         }
     }
     Ok(())

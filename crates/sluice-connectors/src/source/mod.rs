@@ -5,6 +5,7 @@
 //!   [`files_watch`] keeps it running to pick up new and changed files (`watch = true`).
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
 //! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
+//! - [`crawl::CrawlSource`]: a polite, resumable web crawl (the checkpoint is the frontier).
 
 use std::fmt::Display;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 use crate::ConfigError;
 use crate::dates::days_from_civil;
 
+pub mod crawl;
 pub mod files;
 pub mod files_watch;
 pub mod generate;

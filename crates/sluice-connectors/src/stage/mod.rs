@@ -2,6 +2,7 @@
 //! [`sluice_core::Stage`] and returns one outcome per document, in order.
 //!
 //! - [`normalize::NormalizeStage`]: HTML to text, whitespace cleanup.
+//! - [`extract_html::ExtractHtmlStage`]: a web page's main text, title and description.
 //! - [`filter::FilterStage`]: drops documents by length, content or missing fields.
 //! - [`classify_rules::RulesClassifier`]: keyword rules to a category.
 //! - [`classify_llm::LlmClassifier`]: an OpenAI-compatible chat model picks the category.
@@ -17,6 +18,7 @@ pub mod classify;
 pub mod classify_llm;
 pub mod classify_rules;
 pub mod embed;
+pub mod extract_html;
 pub mod filter;
 pub mod normalize;
 

@@ -1,0 +1,290 @@
+//! Fetching one URL politely: robots.txt, the per-host gate, time-outs and
+//! retries with exponential backoff (backon). Redirects are not followed
+//! here: a redirect comes back canonical and checked against the allowed
+//! hosts, and the crawl follows it only when its target is new to the
+//! frontier (so a redirect to a page already seen costs no second fetch).
+//!
+//! | answer | outcome |
+//! | --- | --- |
+//! | 2xx `text/html`, `application/xhtml+xml` | a page, with its title and links |
+//! | 2xx `text/plain` | a page without links |
+//! | 2xx other content types | skipped (logged) |
+//! | 301, 302, 303, 307, 308 | the target, for the crawl to follow |
+//! | 408, 429, 5xx, connection errors, time-outs, bodies cut short | retried, then a failure |
+//! | other 4xx | a failure, at once |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use url::Url;
+
+use super::canonical::{authority, resolve};
+use super::links::parse_html;
+use super::politeness::HostGates;
+use super::robots::{RobotsCache, Rules};
+use crate::http::{retry_after, transport_error};
+
+/// The longest a server's `Retry-After` is obeyed before a retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How a crawl fetches.
+#[derive(Clone, Debug)]
+pub struct FetchSettings {
+    pub user_agent: String,
+    pub timeout: Duration,
+    pub retries: usize,
+    pub retry_base: Duration,
+    pub max_bytes: usize,
+    pub delay: Duration,
+    pub respect_robots: bool,
+    /// `host` or `host:port` entries a crawl may visit.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl FetchSettings {
+    pub fn allows_host(&self, url: &Url) -> bool {
+        let authority = authority(url);
+        let host = url.host_str().unwrap_or_default();
+        self.allowed_hosts.iter().any(|allowed| allowed == &authority || allowed.eq_ignore_ascii_case(host))
+    }
+}
+
+/// A fetched page.
+#[derive(Clone, Debug)]
+pub struct FetchedPage {
+    /// Canonical URL of the last hop (after redirects).
+    pub url: Url,
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    pub title: Option<String>,
+    /// Followable links, canonical, in document order (not yet scoped).
+    pub links: Vec<Url>,
+    pub fetched_at: i64,
+}
+
+/// What fetching a URL came to.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    Page(FetchedPage),
+    /// The page could not be had: it becomes a failure with this URL as id.
+    Failed {
+        url: Url,
+        status: Option<u16>,
+        error_type: String,
+        error: String,
+    },
+    /// A redirect to `to` (canonical, within the allowed hosts).
+    Redirect {
+        from: Url,
+        to: Url,
+    },
+    /// Not a page to store: robots.txt forbids it, a redirect leaves the allowed hosts, not text.
+    Skipped {
+        url: Url,
+        reason: String,
+    },
+}
+
+/// One attempt's error.
+#[derive(Debug)]
+struct AttemptError {
+    retryable: bool,
+    status: Option<u16>,
+    error_type: String,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+/// An answer read in full.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+pub struct Fetcher {
+    http: reqwest::Client,
+    settings: FetchSettings,
+    gates: HostGates,
+    robots: RobotsCache,
+}
+
+impl Fetcher {
+    pub fn new(settings: FetchSettings, per_host_concurrency: usize) -> Result<Self, crate::ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(settings.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::ConfigError(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { http, settings, gates: HostGates::new(per_host_concurrency), robots: RobotsCache::default() })
+    }
+
+    pub fn settings(&self) -> &FetchSettings {
+        &self.settings
+    }
+
+    /// Fetches `url` (one hop: a redirect is returned, not followed).
+    pub async fn fetch(&self, url: Url) -> Fetched {
+        let rules = self.robots_for(&url).await;
+        if self.settings.respect_robots && !rules.allows(url.as_str()) {
+            let reason = match &*rules {
+                Rules::DisallowAll { reason } => format!("robots.txt could not be read ({reason})"),
+                _ => "disallowed by robots.txt".to_string(),
+            };
+            return Fetched::Skipped { url, reason };
+        }
+        let delay = rules.crawl_delay().map_or(self.settings.delay, |d| d.max(self.settings.delay));
+        let answer = match self.get_with_retries(&url, delay).await {
+            Ok(answer) => answer,
+            Err(e) => return Fetched::Failed { url, status: e.status, error_type: e.error_type, error: e.message },
+        };
+        if answer.status.is_redirection() && answer.status != StatusCode::NOT_MODIFIED {
+            let location = answer.headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            let Some(to) = location.and_then(|loc| resolve(&url, loc)) else {
+                return Fetched::Failed {
+                    error: format!("HTTP {} without a usable Location header for {url}", answer.status),
+                    url,
+                    status: Some(answer.status.as_u16()),
+                    error_type: "redirect".into(),
+                };
+            };
+            if !self.settings.allows_host(&to) {
+                return Fetched::Skipped { url, reason: format!("redirects off the allowed hosts to {to}") };
+            }
+            return Fetched::Redirect { from: url, to };
+        }
+        if !answer.status.is_success() {
+            return Fetched::Failed {
+                error_type: format!("http_{}", answer.status.as_u16()),
+                error: format!("HTTP {} for {url}", answer.status),
+                url,
+                status: Some(answer.status.as_u16()),
+            };
+        }
+        page_of(url, answer)
+    }
+
+    async fn robots_for(&self, url: &Url) -> Arc<Rules> {
+        if !self.settings.respect_robots {
+            return Arc::new(Rules::AllowAll);
+        }
+        let origin = url.origin().ascii_serialization();
+        self.robots
+            .get_or_fetch(&origin, || async {
+                let Ok(robots_url) = Url::parse(&format!("{origin}/robots.txt")) else {
+                    return Rules::AllowAll;
+                };
+                match self.get_with_retries(&robots_url, self.settings.delay).await {
+                    Ok(answer) => Rules::from_answer(&origin, answer.status.as_u16(), &answer.body),
+                    Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => Rules::AllowAll,
+                    Err(e) => {
+                        tracing::warn!(origin, error = %e.message, "robots.txt unreadable: the host is not crawled");
+                        Rules::DisallowAll { reason: e.message }
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn get_with_retries(&self, url: &Url, delay: Duration) -> Result<Answer, AttemptError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_base)
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.settings.retries)
+            .with_jitter();
+        let mut attempts = 0usize;
+        let result = (|| {
+            attempts += 1;
+            self.get_once(url, delay)
+        })
+        .retry(backoff)
+        .when(|e: &AttemptError| e.retryable)
+        .adjust(|e: &AttemptError, planned| planned.map(|d| e.retry_after.map_or(d, |ra| ra.min(MAX_RETRY_AFTER))))
+        .notify(|e: &AttemptError, wait| tracing::debug!(%url, error = %e.message, ?wait, "retrying"))
+        .await;
+        result.map_err(|mut e| {
+            if attempts > 1 {
+                e.message = format!("{} (after {attempts} attempts)", e.message);
+            }
+            e
+        })
+    }
+
+    async fn get_once(&self, url: &Url, delay: Duration) -> Result<Answer, AttemptError> {
+        let _permit = self.gates.acquire(&authority(url), delay).await;
+        let transport = |e: &reqwest::Error| AttemptError {
+            retryable: true,
+            status: None,
+            error_type: if e.is_timeout() { "timeout".into() } else { "connection".into() },
+            message: format!("{url}: {}", transport_error(e)),
+            retry_after: None,
+        };
+        let mut response = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5")
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+        {
+            return Err(AttemptError {
+                retryable: true,
+                status: Some(status.as_u16()),
+                error_type: format!("http_{}", status.as_u16()),
+                message: format!("HTTP {status} for {url}"),
+                retry_after: retry_after(&headers),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e))? {
+            if body.len() + chunk.len() > self.settings.max_bytes {
+                return Err(AttemptError {
+                    retryable: false,
+                    status: Some(status.as_u16()),
+                    error_type: "too_large".into(),
+                    message: format!("{url}: the body is larger than max_bytes = {}", self.settings.max_bytes),
+                    retry_after: None,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer { status, headers, body })
+    }
+}
+
+/// A 2xx answer as a page, or skipped when it is not text.
+fn page_of(url: Url, answer: Answer) -> Fetched {
+    let content_type =
+        answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    let is_html = match mime.as_str() {
+        "text/html" | "application/xhtml+xml" => true,
+        "text/plain" => false,
+        "" if crate::stage::normalize::looks_like_html(&body) => true,
+        _ => return Fetched::Skipped { url, reason: format!("content type {content_type:?} is not HTML or text") },
+    };
+    let (title, links) = if is_html {
+        let parsed = parse_html(&body, &url);
+        (parsed.title, parsed.links)
+    } else {
+        (None, Vec::new())
+    };
+    Fetched::Page(FetchedPage {
+        url,
+        status: answer.status.as_u16(),
+        content_type,
+        body,
+        title,
+        links,
+        fetched_at: crate::http::now_epoch_secs() as i64,
+    })
+}

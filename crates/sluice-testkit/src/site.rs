@@ -1,0 +1,572 @@
+//! A fake web site to crawl: a deterministic generated documentation site of
+//! a few hundred interlinked HTML pages, with the awkward parts a crawler
+//! meets, and an oracle that says which pages a correct crawl stores.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use sluice_testkit::site::{FakeSite, SiteConfig};
+//! let site = FakeSite::start(SiteConfig::default()).await?;
+//! let start = site.url("/");
+//! let expected = site.expected(None); // what a full crawl from `start` stores, in order
+//! assert!(expected.stored().contains(&site.url("/docs/0")));
+//! # Ok(()) }
+//! ```
+//!
+//! # The site
+//!
+//! - `/` links to `/docs/0`, `/notes.txt`, `/old/start` and, off-site,
+//!   `http://example.invalid/` (plus `mailto:` and `javascript:` links).
+//! - `/docs/{i}` (`i < pages`): a page with navigation, header, aside,
+//!   footer, a script and a style around a `<main>` of seeded paragraphs (a
+//!   few non-ASCII words and non-breaking spaces among them). Each links to
+//!   `/docs/{i+1}` and three seeded others, written in varied but equivalent
+//!   forms (fragment, `./relative`, `../docs/`, absolute, protocol-relative).
+//! - `/private/{j}`: disallowed by `robots.txt`; they are linked from the
+//!   navigation and are the only pages linking to `/orphan/{j}`, so a crawler
+//!   that respects robots.txt never sees those.
+//! - `/old/start`: 301 to `/docs/moved` (reachable only through it);
+//!   `/go/docs-2`: 302 to `/docs/2`.
+//! - `/missing`: 404. `/flaky`: drops the connection mid-body, every time.
+//! - `/slow`: answers after `slow_ms`. `/notes.txt`: `text/plain`.
+//! - `/image.png`: `image/png` (a crawler skips it).
+//! - `/search?page=2&q=sluice`: linked with its query in both orders.
+//!
+//! Every request waits `latency_ms` first (robots.txt excepted) and is
+//! counted per path and query ([`FakeSite::fetch_count`]), so a test can check
+//! that a resumed crawl does not fetch committed pages again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+
+use crate::rng::Rng;
+use crate::server::Running;
+
+/// What `robots.txt` says.
+pub const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /private/\n";
+
+/// How many `/private/{j}` (and `/orphan/{j}`) pages there are.
+const PRIVATE_PAGES: usize = 5;
+
+/// Configuration of a [`FakeSite`].
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// How many `/docs/{i}` pages (1..). Default 300.
+    pub pages: usize,
+    /// Seed of the texts and links.
+    pub seed: u64,
+    /// Wait before answering every request (robots.txt excepted).
+    pub latency_ms: u64,
+    /// How long `/slow` takes. Default 300.
+    pub slow_ms: u64,
+    /// Port on 127.0.0.1; 0 (default) picks a free one.
+    pub port: u16,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig { pages: 300, seed: 7, latency_ms: 0, slow_ms: 300, port: 0 }
+    }
+}
+
+/// A link as the HTML writes it, and the page it means.
+#[derive(Clone, Debug)]
+struct Link {
+    /// Canonical path (and sorted query) of the target, or an absolute URL off the site.
+    target: Target,
+    /// The `href` as written; `{host}` is replaced by the request's Host.
+    href: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Path(String),
+    /// Off-site, or not http: a crawler must not follow it.
+    Elsewhere,
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    Html { title: String, description: String, paragraphs: Vec<String>, links: Vec<Link>, slow: bool },
+    Text(String),
+    Binary,
+    Redirect { status: StatusCode, to: String },
+    Drop,
+}
+
+/// One entry of a crawl's expected result, in crawl (breadth-first) order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedPage {
+    /// Canonical URL: the record id (or the failure's id).
+    pub url: String,
+    pub depth: u32,
+    /// Stored as a record (`true`) or listed as a failure (404, dropped connection).
+    pub stored: bool,
+}
+
+/// What a breadth-first crawl from `/` that respects robots.txt yields.
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    pub pages: Vec<ExpectedPage>,
+}
+
+impl Expected {
+    /// URLs stored as records.
+    pub fn stored(&self) -> BTreeSet<String> {
+        self.pages.iter().filter(|p| p.stored).map(|p| p.url.clone()).collect()
+    }
+
+    /// URLs that end in the failures table.
+    pub fn failed(&self) -> BTreeSet<String> {
+        self.pages.iter().filter(|p| !p.stored).map(|p| p.url.clone()).collect()
+    }
+
+    /// The first `n` entries: what a crawl with `max_pages = n` yields.
+    pub fn first(&self, n: usize) -> Expected {
+        Expected { pages: self.pages.iter().take(n).cloned().collect() }
+    }
+}
+
+struct Shared {
+    nodes: BTreeMap<String, Node>,
+    latency_ms: AtomicU64,
+    slow_ms: u64,
+    counts: Mutex<HashMap<String, u64>>,
+    user_agents: Mutex<BTreeSet<String>>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// The site, served on 127.0.0.1. Dropping it stops the server.
+pub struct FakeSite {
+    shared: Arc<Shared>,
+    running: Running,
+}
+
+impl std::fmt::Debug for FakeSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSite").field("addr", &self.running.addr()).finish()
+    }
+}
+
+impl FakeSite {
+    pub async fn start(config: SiteConfig) -> io::Result<FakeSite> {
+        let shared = Arc::new(Shared {
+            nodes: build_site(config.pages.max(1), config.seed),
+            latency_ms: AtomicU64::new(config.latency_ms),
+            slow_ms: config.slow_ms,
+            counts: Mutex::new(HashMap::new()),
+            user_agents: Mutex::new(BTreeSet::new()),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+        });
+        let router = Router::new().fallback(handle).with_state(shared.clone());
+        let running = Running::start(config.port, router).await?;
+        Ok(FakeSite { shared, running })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.running.base_url()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr()
+    }
+
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// Requests seen for `path` (with its query as requested, e.g. `/search?page=2&q=sluice`).
+    pub fn fetch_count(&self, path: &str) -> u64 {
+        self.lock_counts().get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests seen, by path and query.
+    pub fn fetch_counts(&self) -> BTreeMap<String, u64> {
+        self.lock_counts().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Requests seen in all, robots.txt included.
+    pub fn total_fetches(&self) -> u64 {
+        self.lock_counts().values().sum()
+    }
+
+    /// Every `User-Agent` header seen.
+    pub fn user_agents(&self) -> BTreeSet<String> {
+        self.shared.user_agents.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The most requests (robots.txt excepted) that were being answered at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn reset_counts(&self) {
+        self.lock_counts().clear();
+        self.shared.max_in_flight.store(0, Ordering::Relaxed);
+    }
+
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.shared.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The pages a breadth-first crawl from `/` stores or fails, in order,
+    /// up to `max_depth` links from `/` (`None`: no limit). Links are
+    /// followed in document order, redirects to their target (with the depth
+    /// of the link), each canonical URL once; robots.txt's disallowed pages,
+    /// off-site links and non-text content yield nothing.
+    pub fn expected(&self, max_depth: Option<u32>) -> Expected {
+        let nodes = &self.shared.nodes;
+        let base = self.base_url();
+        let mut seen: BTreeSet<String> = BTreeSet::from(["/".to_string()]);
+        let mut queue: VecDeque<(String, u32)> = VecDeque::from([("/".to_string(), 0)]);
+        let mut pages = Vec::new();
+        while let Some((path, depth)) = queue.pop_front() {
+            if path.starts_with("/private/") {
+                continue;
+            }
+            let mut at = path;
+            if let Some(Node::Redirect { to, .. }) = nodes.get(&at) {
+                if !seen.insert(to.clone()) {
+                    continue;
+                }
+                at = to.clone();
+            }
+            let url = format!("{base}{at}");
+            match nodes.get(&at) {
+                None | Some(Node::Drop) => pages.push(ExpectedPage { url, depth, stored: false }),
+                Some(Node::Binary) | Some(Node::Redirect { .. }) => {}
+                Some(Node::Text(_)) => pages.push(ExpectedPage { url, depth, stored: true }),
+                Some(Node::Html { links, .. }) => {
+                    pages.push(ExpectedPage { url, depth, stored: true });
+                    if max_depth.is_some_and(|max| depth >= max) {
+                        continue;
+                    }
+                    for link in links {
+                        if let Target::Path(p) = &link.target
+                            && seen.insert(p.clone())
+                        {
+                            queue.push_back((p.clone(), depth + 1));
+                        }
+                    }
+                }
+            }
+        }
+        Expected { pages }
+    }
+
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.shared.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the server, letting in-flight requests finish.
+    pub async fn shutdown(mut self) {
+        self.running.shutdown().await;
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
+    let key = match uri.query() {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    *shared.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
+    if let Some(agent) = headers.get(header::USER_AGENT).and_then(|h| h.to_str().ok()) {
+        shared.user_agents.lock().unwrap_or_else(|e| e.into_inner()).insert(agent.to_string());
+    }
+    if uri.path() == "/robots.txt" {
+        return text_response(StatusCode::OK, "text/plain; charset=utf-8", ROBOTS_TXT.to_string());
+    }
+    let _gauge = InFlight::enter(&shared);
+    let latency = shared.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
+    match shared.nodes.get(&key) {
+        None => text_response(StatusCode::NOT_FOUND, "text/html; charset=utf-8", "<h1>Not found</h1>".into()),
+        Some(Node::Redirect { status, to }) => {
+            let mut resp = text_response(*status, "text/html; charset=utf-8", String::new());
+            if let Ok(v) = HeaderValue::from_str(to) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Some(Node::Text(body)) => text_response(StatusCode::OK, "text/plain; charset=utf-8", body.clone()),
+        Some(Node::Binary) => {
+            let mut resp = Response::new(Body::from(Bytes::from_static(b"\x89PNG\r\n\x1a\n")));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+            resp
+        }
+        Some(Node::Drop) => dropped_html(),
+        Some(node @ Node::Html { slow, .. }) => {
+            if *slow {
+                tokio::time::sleep(Duration::from_millis(shared.slow_ms)).await;
+            }
+            text_response(StatusCode::OK, "text/html; charset=utf-8", render(node, &host))
+        }
+    }
+}
+
+/// Counts a request as being answered until dropped (a dropped connection included).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A 200 whose connection dies after the first bytes of the body.
+fn dropped_html() -> Response {
+    let stream = futures::stream::unfold(0u8, |step| async move {
+        match step {
+            0 => Some((Ok(Bytes::from_static(b"<html><head><title>Flaky</title></head><body><p>Half")), 1)),
+            1 => {
+                // Let the head and the first chunk reach the wire first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((Err(io::Error::new(io::ErrorKind::ConnectionAborted, "sluice-testkit: injected drop")), 2))
+            }
+            _ => None,
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp
+}
+
+fn render(node: &Node, host: &str) -> String {
+    let Node::Html { title, description, paragraphs, links, .. } = node else {
+        return String::new();
+    };
+    let anchor = |l: &Link| {
+        let href = l.href.replace("{host}", host);
+        format!("<a href=\"{href}\">{}</a>", escape(&l.href.replace("{host}", "")))
+    };
+    // Document order: navigation (header), main, aside. The oracle follows the same order.
+    let nav: Vec<String> = links.iter().take(NAV.len()).map(anchor).collect();
+    let body: Vec<String> = links.iter().skip(NAV.len()).map(anchor).collect();
+    let (main_links, aside_links) = body.split_at(body.len().min(2));
+    let paragraphs: String = paragraphs.iter().map(|p| format!("<p>{}</p>\n", escape(p))).collect();
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"description\" content=\"{description}\">\
+         <style>body {{ font-family: sans-serif; }} nav a {{ margin: 0 1em; }}</style>\
+         <script>window.analytics = {{ track: function() {{ return 'tracking code'; }} }};</script></head>\n\
+         <body><header><div class=\"logo\">Sluice Docs</div><nav>{nav}</nav></header>\n\
+         <main><h1>{title}</h1>\n{paragraphs}<p>See also {main}.</p></main>\n\
+         <aside><h2>Related</h2>{aside}</aside>\n\
+         <footer>Copyright Sluice Testkit. All rights reserved.</footer>\
+         <noscript>Enable JavaScript for the search box.</noscript>\
+         <script src=\"/app.js\"></script></body></html>\n",
+        title = escape(title),
+        description = escape(description),
+        nav = nav.join(" | "),
+        main = main_links.join(", "),
+        aside = aside_links.join(" "),
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The navigation every HTML page starts with: (target, href).
+const NAV: [(&str, &str); 4] =
+    [("/", "/"), ("/docs/0", "/docs/0#top"), ("/private/0", "/private/0"), ("/notes.txt", "/notes.txt")];
+
+const WORDS: &[&str] = &[
+    "pipeline",
+    "stream",
+    "batch",
+    "checkpoint",
+    "resume",
+    "record",
+    "stage",
+    "chunk",
+    "embedding",
+    "store",
+    "cursor",
+    "frontier",
+    "crawl",
+    "page",
+    "robots",
+    "retry",
+    "latency",
+    "commit",
+    "partition",
+    "source",
+    "sink",
+    "vector",
+    "données",
+    "für",
+    "naïve",
+    "façade",
+    "straße",
+    "日本語",
+    "mañana",
+    "Ελληνικά",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "with",
+    "every",
+    "once",
+    "never",
+    "quickly",
+    "safely",
+    "again",
+];
+
+fn sentence(rng: &mut Rng, words: usize) -> String {
+    let mut out = String::new();
+    for w in 0..words {
+        if w > 0 {
+            // Now and then a non-breaking or doubled space: normalisation must cope.
+            out.push_str(match rng.below(20) {
+                0 => "\u{a0}",
+                1 => "  ",
+                _ => " ",
+            });
+        }
+        out.push_str(rng.pick_str(WORDS));
+    }
+    out.push('.');
+    out
+}
+
+fn html_page(rng: &mut Rng, title: String, links: Vec<Link>, slow: bool) -> Node {
+    let paragraphs = (0..rng.range(4, 8))
+        .map(|_| {
+            let words = rng.range(30, 80) as usize;
+            sentence(rng, words)
+        })
+        .collect();
+    let description = format!("About {}: {}", title, sentence(rng, 8));
+    Node::Html { title, description, paragraphs, links, slow }
+}
+
+fn link(target: &str, href: impl Into<String>) -> Link {
+    Link { target: Target::Path(target.to_string()), href: href.into() }
+}
+
+fn nav_links() -> Vec<Link> {
+    NAV.iter().map(|(target, href)| link(target, *href)).collect()
+}
+
+/// An equivalent way to write a link from `/docs/{from}` to `/docs/{to}`.
+fn doc_href(rng: &mut Rng, to: usize) -> String {
+    match rng.below(6) {
+        0 => format!("/docs/{to}"),
+        1 => format!("/docs/{to}#section-{}", rng.below(5)),
+        2 => format!("./{to}"),
+        3 => format!("../docs/{to}"),
+        4 => format!("http://{{host}}/docs/{to}"),
+        _ => format!("//{{host}}/docs/./{to}"),
+    }
+}
+
+fn build_site(pages: usize, seed: u64) -> BTreeMap<String, Node> {
+    let mut rng = Rng::new(seed);
+    let mut nodes = BTreeMap::new();
+    let mut home = nav_links();
+    home.extend([
+        link("/docs/0", "/docs/0"),
+        link("/old/start", "/old/start"),
+        Link { target: Target::Elsewhere, href: "http://example.invalid/elsewhere".into() },
+        Link { target: Target::Elsewhere, href: "mailto:docs@example.invalid".into() },
+        Link { target: Target::Elsewhere, href: "javascript:void(0)".into() },
+    ]);
+    nodes.insert("/".to_string(), html_page(&mut rng, "Sluice documentation".into(), home, false));
+    // Special pages hang off the first docs pages (at most `pages - 1` of them).
+    let specials: [(&str, &str); 7] = [
+        ("/missing", "/missing"),
+        ("/go/docs-2", "/go/docs-2"),
+        ("/flaky", "/flaky"),
+        ("/slow", "/slow"),
+        ("/search?page=2&q=sluice", "/search?q=sluice&page=2#results"),
+        ("/search?page=2&q=sluice", "/search?page=2&q=sluice"),
+        ("/image.png", "/image.png"),
+    ];
+    for i in 0..pages {
+        let mut links = nav_links();
+        if i + 1 < pages {
+            links.push(link(&format!("/docs/{}", i + 1), doc_href(&mut rng, i + 1)));
+        }
+        if let Some((target, href)) = specials.get(i) {
+            links.push(link(target, *href));
+        }
+        for _ in 0..3 {
+            let to = rng.below(pages as u64) as usize;
+            links.push(link(&format!("/docs/{to}"), doc_href(&mut rng, to)));
+        }
+        nodes.insert(format!("/docs/{i}"), html_page(&mut rng, format!("Docs page {i}"), links, false));
+    }
+    for j in 0..PRIVATE_PAGES {
+        let mut links = nav_links();
+        links.push(link(&format!("/orphan/{j}"), format!("/orphan/{j}")));
+        links.push(link(
+            &format!("/private/{}", (j + 1) % PRIVATE_PAGES),
+            format!("/private/{}", (j + 1) % PRIVATE_PAGES),
+        ));
+        nodes.insert(format!("/private/{j}"), html_page(&mut rng, format!("Private {j}"), links, false));
+        nodes.insert(format!("/orphan/{j}"), html_page(&mut rng, format!("Orphan {j}"), nav_links(), false));
+    }
+    nodes.insert(
+        "/old/start".into(),
+        Node::Redirect { status: StatusCode::MOVED_PERMANENTLY, to: "/docs/moved".into() },
+    );
+    nodes.insert("/go/docs-2".into(), Node::Redirect { status: StatusCode::FOUND, to: "/docs/2".into() });
+    nodes.insert("/docs/moved".into(), html_page(&mut rng, "Moved here".into(), nav_links(), false));
+    nodes.insert("/flaky".into(), Node::Drop);
+    nodes.insert("/slow".into(), html_page(&mut rng, "A slow page".into(), nav_links(), true));
+    nodes.insert("/search?page=2&q=sluice".into(), html_page(&mut rng, "Search results".into(), nav_links(), false));
+    nodes.insert("/image.png".into(), Node::Binary);
+    let notes = (0..6).map(|_| sentence(&mut rng, 40)).collect::<Vec<_>>().join("\n\n");
+    nodes.insert("/notes.txt".into(), Node::Text(format!("Release notes\n\n{notes}\n")));
+    nodes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_site_is_deterministic_and_pages_carry_boilerplate_around_main() {
+        let a = build_site(50, 7);
+        let b = build_site(50, 7);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_ne!(format!("{a:?}"), format!("{:?}", build_site(50, 8)));
+        let rendered = render(&a["/docs/3"], "127.0.0.1:9");
+        assert!(rendered.contains("<nav>") && rendered.contains("<main>") && rendered.contains("<script>"));
+    }
+}
