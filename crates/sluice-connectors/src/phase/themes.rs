@@ -4,7 +4,7 @@
 //! set its documents apart. Writes one `theme` result per theme and each
 //! document's theme into its annotations, in one commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,8 @@ impl ThemeExtraction {
 struct Member {
     id: String,
     embedding: Vec<f32>,
-    terms: BTreeSet<String>,
+    /// Ids in the run's [`Vocabulary`], sorted, each once.
+    terms: Vec<u32>,
     category: Option<String>,
     annotations: serde_json::Map<String, serde_json::Value>,
 }
@@ -100,6 +101,7 @@ impl PhaseTask for ThemeExtraction {
 
     async fn run(&self, _ctx: &Context, input: PhaseInput<'_>) -> Result<PhaseOutput, EngineError> {
         let mut members = Vec::new();
+        let mut vocabulary = Vocabulary::default();
         let mut without_embedding = 0u64;
         let mut after: Option<String> = None;
         loop {
@@ -115,7 +117,7 @@ impl PhaseTask for ThemeExtraction {
                 members.push(Member {
                     id: doc.record.id,
                     embedding,
-                    terms: terms_of(&text),
+                    terms: vocabulary.terms_of(&text),
                     category: doc.classification.map(|c| c.category),
                     annotations: doc.annotations,
                 });
@@ -137,7 +139,7 @@ impl PhaseTask for ThemeExtraction {
         }
         let config = self.config.clone();
         let source = input.source.to_string();
-        let output = tokio::task::spawn_blocking(move || themes_of(members, &config, &source))
+        let output = tokio::task::spawn_blocking(move || themes_of(members, &vocabulary, &config, &source))
             .await
             .map_err(|e| EngineError::Invalid(format!("theme_extraction ended abnormally: {e}")))?;
         let mut output = output;
@@ -146,7 +148,7 @@ impl PhaseTask for ThemeExtraction {
     }
 }
 
-fn themes_of(members: Vec<Member>, config: &ThemeConfig, source: &str) -> PhaseOutput {
+fn themes_of(members: Vec<Member>, vocabulary: &Vocabulary, config: &ThemeConfig, source: &str) -> PhaseOutput {
     if members.is_empty() {
         return PhaseOutput::default();
     }
@@ -162,10 +164,10 @@ fn themes_of(members: Vec<Member>, config: &ThemeConfig, source: &str) -> PhaseO
     groups.retain(|g| !g.is_empty());
     groups.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| members[a[0]].id.cmp(&members[b[0]].id)));
 
-    let mut document_frequency: HashMap<&str, u32> = HashMap::new();
+    let mut document_frequency = vec![0u32; vocabulary.words.len()];
     for member in &members {
-        for term in &member.terms {
-            *document_frequency.entry(term).or_default() += 1;
+        for &term in &member.terms {
+            document_frequency[term as usize] += 1;
         }
     }
     let total = members.len() as f64;
@@ -173,7 +175,7 @@ fn themes_of(members: Vec<Member>, config: &ThemeConfig, source: &str) -> PhaseO
     let mut theme_of = vec![(String::new(), String::new()); members.len()];
     for (number, group) in groups.iter().enumerate() {
         let key = format!("theme-{number:03}");
-        let terms = label_terms(group, &members, &document_frequency, total, config.label_terms);
+        let terms = label_terms(group, &members, vocabulary, &document_frequency, total, config.label_terms);
         let label = if terms.is_empty() { format!("theme {number}") } else { terms.join(" / ") };
         let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
         for &i in group {
@@ -215,13 +217,14 @@ fn themes_of(members: Vec<Member>, config: &ThemeConfig, source: &str) -> PhaseO
 fn label_terms(
     group: &[usize],
     members: &[Member],
-    document_frequency: &HashMap<&str, u32>,
+    vocabulary: &Vocabulary,
+    document_frequency: &[u32],
     total: f64,
     n: usize,
 ) -> Vec<String> {
-    let mut in_group: HashMap<&str, u32> = HashMap::new();
+    let mut in_group: HashMap<u32, u32> = HashMap::new();
     for &i in group {
-        for term in &members[i].terms {
+        for &term in &members[i].terms {
             *in_group.entry(term).or_default() += 1;
         }
     }
@@ -230,8 +233,8 @@ fn label_terms(
         .into_iter()
         .filter(|(_, count)| *count > 1 || group.len() == 1)
         .map(|(term, count)| {
-            let df = f64::from(document_frequency.get(term).copied().unwrap_or(1));
-            (f64::from(count) / size * (1.0 + total / df).ln(), term)
+            let df = f64::from(document_frequency[term as usize].max(1));
+            (f64::from(count) / size * (1.0 + total / df).ln(), vocabulary.words[term as usize].as_str())
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
@@ -243,16 +246,39 @@ const STOPWORDS: &[&str] = &[
     "have", "having", "here", "into", "just", "like", "more", "most", "much", "need", "only", "other", "over",
     "please", "same", "should", "some", "still", "such", "than", "thank", "thanks", "that", "their", "them", "then",
     "there", "these", "they", "this", "those", "through", "very", "want", "were", "what", "when", "where", "which",
-    "while", "will", "with", "would", "your", "yours", "hello", "there", "today", "team", "know", "help",
+    "while", "will", "with", "would", "your", "yours", "hello", "today", "team", "know", "help",
 ];
 
-/// Distinct lowercase words of four letters or more that say something.
-fn terms_of(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 4 && w.chars().any(char::is_alphabetic))
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect()
+/// The words seen in a run, each stored once: documents hold word ids, so
+/// the memory for labels grows with the vocabulary, not with the corpus.
+#[derive(Default)]
+struct Vocabulary {
+    ids: HashMap<String, u32>,
+    words: Vec<String>,
+}
+
+impl Vocabulary {
+    /// Distinct lowercase words of four letters or more that say something, as ids.
+    fn terms_of(&mut self, text: &str) -> Vec<u32> {
+        let mut terms: Vec<u32> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4 && w.chars().any(char::is_alphabetic))
+            .map(str::to_lowercase)
+            .filter(|w| !STOPWORDS.contains(&w.as_str()))
+            .map(|w| match self.ids.get(&w) {
+                Some(&id) => id,
+                None => {
+                    let id = self.words.len() as u32;
+                    self.ids.insert(w.clone(), id);
+                    self.words.push(w);
+                    id
+                }
+            })
+            .collect();
+        terms.sort_unstable();
+        terms.dedup();
+        terms
+    }
 }
 
 /// Cluster of each vector after k-means with a k-means++ start from `seed`.
@@ -322,30 +348,47 @@ fn distance(a: &[f32], b: &[f32]) -> f64 {
 mod tests {
     use super::*;
 
-    fn member(id: &str, embedding: Vec<f32>, text: &str) -> Member {
+    fn member(vocabulary: &mut Vocabulary, id: &str, embedding: Vec<f32>, text: &str) -> Member {
         Member {
             id: id.into(),
             embedding,
-            terms: terms_of(text),
+            terms: vocabulary.terms_of(text),
             category: Some("bug".into()),
             annotations: serde_json::Map::new(),
         }
     }
 
-    fn three_groups() -> Vec<Member> {
+    fn three_groups() -> (Vec<Member>, Vocabulary) {
+        let mut v = Vocabulary::default();
         let mut members = Vec::new();
         for i in 0..10 {
             let jitter = i as f32 * 0.01;
-            members.push(member(&format!("a{i}"), vec![1.0 + jitter, 0.0, 0.0], "invoice refund charged twice"));
-            members.push(member(&format!("b{i}"), vec![0.0, 1.0 + jitter, 0.0], "password login locked account"));
-            members.push(member(&format!("c{i}"), vec![0.0, 0.0, 1.0 + jitter], "dashboard loading slowly timeout"));
+            members.push(member(
+                &mut v,
+                &format!("a{i}"),
+                vec![1.0 + jitter, 0.0, 0.0],
+                "invoice refund charged twice",
+            ));
+            members.push(member(
+                &mut v,
+                &format!("b{i}"),
+                vec![0.0, 1.0 + jitter, 0.0],
+                "password login locked account",
+            ));
+            members.push(member(
+                &mut v,
+                &format!("c{i}"),
+                vec![0.0, 0.0, 1.0 + jitter],
+                "dashboard loading slowly timeout",
+            ));
         }
-        members
+        (members, v)
     }
 
     #[test]
     fn separated_groups_become_themes_labelled_by_their_terms() {
-        let out = themes_of(three_groups(), &ThemeConfig { themes: 3, ..ThemeConfig::default() }, "s");
+        let (members, v) = three_groups();
+        let out = themes_of(members, &v, &ThemeConfig { themes: 3, ..ThemeConfig::default() }, "s");
         assert_eq!(out.results.len(), 3);
         assert_eq!(out.counts.stored, 30);
         let mut labels: Vec<String> = Vec::new();
@@ -363,12 +406,15 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_themes_and_more_themes_than_documents_is_fine() {
         let config = ThemeConfig { themes: 4, seed: 7, ..ThemeConfig::default() };
-        let a = themes_of(three_groups(), &config, "s");
-        let b = themes_of(three_groups(), &config, "s");
+        let (members, v) = three_groups();
+        let a = themes_of(members, &v, &config, "s");
+        let (members, v) = three_groups();
+        let b = themes_of(members, &v, &config, "s");
         assert_eq!(a.results, b.results);
-        let two = themes_of(three_groups().into_iter().take(2).collect(), &config, "s");
+        let (members, v) = three_groups();
+        let two = themes_of(members.into_iter().take(2).collect(), &v, &config, "s");
         assert_eq!(two.results.len(), 2);
-        assert!(themes_of(Vec::new(), &config, "s").results.is_empty());
+        assert!(themes_of(Vec::new(), &v, &config, "s").results.is_empty());
     }
 
     #[test]
