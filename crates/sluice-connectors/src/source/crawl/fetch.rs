@@ -62,7 +62,6 @@ pub struct FetchedPage {
     pub title: Option<String>,
     /// Followable links, canonical, in document order (not yet scoped).
     pub links: Vec<Url>,
-    pub fetched_at: i64,
 }
 
 /// What fetching a URL came to.
@@ -285,6 +284,5 @@ fn page_of(url: Url, answer: Answer) -> Fetched {
         body,
         title,
         links,
-        fetched_at: crate::http::now_epoch_secs() as i64,
     })
 }

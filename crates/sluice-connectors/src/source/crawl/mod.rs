@@ -4,7 +4,9 @@
 //!
 //! Each page becomes a record: id = the canonical URL (after redirects),
 //! text = the raw HTML or text, fields `url`, `title`, `status`,
-//! `content_type`, `depth`, `fetched_at` (epoch seconds). A page that cannot
+//! `content_type`, `depth` (no fetch time: it would change the content hash
+//! of an unchanged page, and with it the reuse of paid results; the store
+//! keeps `stored_at`). A page that cannot
 //! be had (404, 5xx or a dropped connection after retries) becomes a failure
 //! with its URL as id and the status in the error.
 //!
@@ -290,8 +292,7 @@ impl CrawlSource {
                     .with_field("title", page.title.unwrap_or_default())
                     .with_field("status", page.status)
                     .with_field("content_type", page.content_type)
-                    .with_field("depth", depth)
-                    .with_field("fetched_at", page.fetched_at);
+                    .with_field("depth", depth);
                 Some(SourceItem::Record(record))
             }
         }
