@@ -277,12 +277,5 @@ fn page_of(url: Url, answer: Answer) -> Fetched {
     } else {
         (None, Vec::new())
     };
-    Fetched::Page(FetchedPage {
-        url,
-        status: answer.status.as_u16(),
-        content_type,
-        body,
-        title,
-        links,
-    })
+    Fetched::Page(FetchedPage { url, status: answer.status.as_u16(), content_type, body, title, links })
 }
