@@ -474,10 +474,11 @@ fn the_example_pipeline_is_valid() {
     assert!(log.contains("INTERCOM_ACCESS_TOKEN is not set") || log.contains("OPENAI_API_KEY"), "{log}");
 }
 
-/// The phase the run's row names, or `None` before the run exists.
+/// The phase the run's row names once it has committed something (a kill
+/// before the first commit leaves nothing to resume), else `None`.
 fn phase_of_run(db_path: &Path) -> Option<String> {
     let conn = rusqlite::Connection::open(db_path).ok()?;
-    conn.query_row("SELECT phase FROM pipeline_runs WHERE id = 1", [], |r| r.get(0)).ok()
+    conn.query_row("SELECT phase FROM pipeline_runs WHERE id = 1 AND checkpoint IS NOT NULL", [], |r| r.get(0)).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,7 +499,8 @@ async fn sigkill_in_every_phase_then_resume_by_id_gives_the_same_result_and_pays
         cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(&db_path);
         cmd.stderr(std::process::Stdio::null());
         let mut child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn().unwrap();
-        // Wait for the phase to begin (its start is committed), then kill at a random moment in it.
+        // Wait for the phase to begin (its start, or classification's first batch, is committed),
+        // then kill at a random moment in it.
         let started = Instant::now();
         let mut finished_alone = false;
         while phase_of_run(&db_path).as_deref() != Some(phase) {
