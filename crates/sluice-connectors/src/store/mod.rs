@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::store::{RunId, RunInfo};
-use sluice_core::{Chunk, Classification, Store, StoreError};
+use sluice_core::{Chunk, Classification, Document, Store, StoreError};
 
 pub use items_sink::{ItemsSink, ItemsSinkConfig};
 pub use postgres::{PostgresConfig, PostgresStore};
@@ -83,6 +83,38 @@ pub struct StoredDocument {
     /// What later phases found about it (facets, theme).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub annotations: Map<String, Value>,
+}
+
+/// What the documents table keeps about a row besides the document itself.
+pub(crate) struct RowFacts {
+    pub category: Option<String>,
+    pub run_id: RunId,
+    pub write_count: i64,
+    pub stored_at: String,
+    pub chunks: i64,
+}
+
+impl StoredDocument {
+    /// The row of `doc` (as a store decoded it, without chunks) with its bookkeeping.
+    pub(crate) fn from_row(doc: Document, facts: RowFacts) -> Self {
+        let Document { record, content_hash, classification, embedding, annotations, .. } = doc;
+        Self {
+            source: record.source,
+            id: record.id,
+            text: record.text,
+            fields: record.fields,
+            updated_at: record.updated_at,
+            content_hash,
+            category: facts.category,
+            classification,
+            embedding,
+            run_id: facts.run_id,
+            write_count: u64::try_from(facts.write_count).unwrap_or(0),
+            stored_at: facts.stored_at,
+            chunks: u64::try_from(facts.chunks).unwrap_or(0),
+            annotations,
+        }
+    }
 }
 
 /// Encodes an embedding as little-endian `f32`s, the BLOB layout of the stores.

@@ -75,8 +75,8 @@ use sqlx::types::Json;
 use sqlx::{Connection, Row};
 use tokio::sync::{Notify, OnceCell, oneshot};
 
-use super::StoredDocument;
 use super::sqlite::ORPHANED_RUN_ERROR;
+use super::{RowFacts, StoredDocument};
 use crate::registry::redact_url;
 
 /// The numbered migrations, applied in order, each once.
@@ -409,10 +409,10 @@ impl PostgresStore {
         self.ready().await?;
         let what = format!("reading document ({source}, {id})");
         let row = sqlx::query(concat!(
-            "SELECT text, fields, updated_at, content_hash, category, classification, embedding::real[], run_id,
-                    write_count, ",
+            "SELECT id, text, fields, updated_at, content_hash, classification, embedding::real[], annotations,
+                    category, run_id, write_count, ",
             ts!("stored_at"),
-            ", (SELECT count(*) FROM chunks c WHERE c.source = d.source AND c.doc_id = d.id), annotations
+            ", (SELECT count(*) FROM chunks c WHERE c.source = d.source AND c.doc_id = d.id)
              FROM documents d WHERE source = $1 AND id = $2"
         ))
         .bind(source)
@@ -421,38 +421,51 @@ impl PostgresStore {
         .await
         .map_err(self.sql(&what))?;
         let Some(row) = row else { return Ok(None) };
-        let bad = |e: String| self.other(format!("{what}: {e}"));
         let get = |e: sqlx::Error| self.other(format!("{what}: {e}"));
-        let fields: Value = row.try_get(1).map_err(get)?;
+        let facts = RowFacts {
+            category: row.try_get(8).map_err(get)?,
+            run_id: row.try_get(9).map_err(get)?,
+            write_count: row.try_get(10).map_err(get)?,
+            stored_at: row.try_get(11).map_err(get)?,
+            chunks: row.try_get(12).map_err(get)?,
+        };
+        Ok(Some(StoredDocument::from_row(self.document_of(&row, source, &what)?, facts)))
+    }
+
+    /// Decodes a document's own columns, in this order: `id, text, fields,
+    /// updated_at, content_hash, classification, embedding::real[],
+    /// annotations` (as `get_document` and later phases' scans select them).
+    fn document_of(&self, row: &PgRow, source: &str, what: &str) -> Result<Document, StoreError> {
+        let get = |e: sqlx::Error| self.other(format!("{what}: {e}"));
+        let id: String = row.try_get(0).map_err(get)?;
+        let bad = |e: String| self.other(format!("{what}: document ({source}, {id}): {e}"));
+        let fields: Value = row.try_get(2).map_err(get)?;
         let classification: Option<Value> = row.try_get(5).map_err(get)?;
-        let write_count: i64 = row.try_get(8).map_err(get)?;
-        let chunks: i64 = row.try_get(10).map_err(get)?;
-        let annotations: Value = row.try_get(11).map_err(get)?;
-        Ok(Some(StoredDocument {
-            annotations: match annotations {
-                Value::Object(map) => map,
-                other => return Err(bad(format!("its annotations are not a JSON object: {other}"))),
-            },
+        let annotations: Value = row.try_get(7).map_err(get)?;
+        let record = Record {
             source: source.to_owned(),
-            id: id.to_owned(),
-            text: row.try_get(0).map_err(get)?,
+            id: id.clone(),
+            text: row.try_get(1).map_err(get)?,
             fields: match fields {
                 Value::Object(map) => map,
                 other => return Err(bad(format!("its fields are not a JSON object: {other}"))),
             },
-            updated_at: row.try_get(2).map_err(get)?,
-            content_hash: row.try_get(3).map_err(get)?,
-            category: row.try_get(4).map_err(get)?,
+            updated_at: row.try_get(3).map_err(get)?,
+        };
+        Ok(Document {
+            record,
+            content_hash: row.try_get(4).map_err(get)?,
             classification: classification
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
+            chunks: Vec::new(),
             embedding: row.try_get(6).map_err(get)?,
-            run_id: row.try_get(7).map_err(get)?,
-            write_count: u64::try_from(write_count).unwrap_or(0),
-            stored_at: row.try_get(9).map_err(get)?,
-            chunks: u64::try_from(chunks).unwrap_or(0),
-        }))
+            annotations: match annotations {
+                Value::Object(map) => map,
+                other => return Err(bad(format!("its annotations are not a JSON object: {other}"))),
+            },
+        })
     }
 
     /// The stored chunks of document `(source, doc_id)`, in order.
@@ -1636,40 +1649,7 @@ impl Store for PostgresStore {
             None => sqlx::query(SCAN_DOCUMENTS_FIRST).bind(source).bind(limit),
         };
         let rows = query.fetch_all(self.pool()).await.map_err(self.sql(&what))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e: sqlx::Error| self.other(format!("{what}: {e}"));
-                let id: String = row.try_get(0).map_err(get)?;
-                let bad = |e: String| self.other(format!("{what}: document ({source}, {id}): {e}"));
-                let fields: Value = row.try_get(2).map_err(get)?;
-                let classification: Option<Value> = row.try_get(5).map_err(get)?;
-                let annotations: Value = row.try_get(7).map_err(get)?;
-                let record = Record {
-                    source: source.to_owned(),
-                    id: id.clone(),
-                    text: row.try_get(1).map_err(get)?,
-                    fields: match fields {
-                        Value::Object(map) => map,
-                        other => return Err(bad(format!("its fields are not a JSON object: {other}"))),
-                    },
-                    updated_at: row.try_get(3).map_err(get)?,
-                };
-                Ok(Document {
-                    record,
-                    content_hash: row.try_get(4).map_err(get)?,
-                    classification: classification
-                        .map(serde_json::from_value)
-                        .transpose()
-                        .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
-                    chunks: Vec::new(),
-                    embedding: row.try_get(6).map_err(get)?,
-                    annotations: match annotations {
-                        Value::Object(map) => map,
-                        other => return Err(bad(format!("its annotations are not a JSON object: {other}"))),
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(|row| self.document_of(row, source, &what)).collect()
     }
 
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {

@@ -22,7 +22,7 @@ use sluice_core::store::{
 };
 use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, Record, StoreError};
 
-use super::{StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc3339};
+use super::{RowFacts, StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc3339};
 
 /// The numbered migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -154,59 +154,30 @@ impl SqliteStore {
         let (source, id) = (source.to_owned(), id.to_owned());
         self.call(move |conn| {
             let what = || format!("reading document ({source}, {id})");
-            let raw = conn
+            let row = conn
                 .prepare_cached(
-                    "SELECT text, fields, updated_at, content_hash, category, classification, embedding, run_id,
-                            write_count, stored_at,
+                    "SELECT id, text, fields, updated_at, content_hash, classification, embedding, annotations,
+                            category, run_id, write_count, stored_at,
                             (SELECT count(*) FROM chunks WHERE chunks.source = documents.source
-                                                           AND chunks.doc_id = documents.id),
-                            annotations
+                                                           AND chunks.doc_id = documents.id)
                      FROM documents WHERE source = ?1 AND id = ?2",
                 )
                 .and_then(|mut stmt| {
                     stmt.query_row(params![source, id], |row| {
-                        Ok(RawDocument {
-                            text: row.get(0)?,
-                            fields: row.get(1)?,
-                            updated_at: row.get(2)?,
-                            content_hash: row.get(3)?,
-                            category: row.get(4)?,
-                            classification: row.get(5)?,
-                            embedding: row.get(6)?,
-                            run_id: row.get(7)?,
-                            write_count: row.get(8)?,
-                            stored_at: row.get(9)?,
-                            chunks: row.get(10)?,
-                            annotations: row.get(11)?,
-                        })
+                        let facts = RowFacts {
+                            category: row.get(8)?,
+                            run_id: row.get(9)?,
+                            write_count: row.get(10)?,
+                            stored_at: row.get(11)?,
+                            chunks: row.get(12)?,
+                        };
+                        Ok((ScannedRow::read(row)?, facts))
                     })
                     .optional()
                 })
                 .map_err(sql(what()))?;
-            let Some(raw) = raw else { return Ok(None) };
-            let bad = |e: String| StoreError::Other(format!("{}: {e}", what()));
-            Ok(Some(StoredDocument {
-                fields: serde_json::from_str(&raw.fields)
-                    .map_err(|e| bad(format!("its fields are not a JSON object: {e}")))?,
-                classification: raw
-                    .classification
-                    .map(|c| serde_json::from_str(&c))
-                    .transpose()
-                    .map_err(|e| bad(format!("its classification cannot be read: {e}")))?,
-                embedding: raw.embedding.map(|b| embedding_from_bytes(&b)).transpose().map_err(bad)?,
-                annotations: serde_json::from_str(&raw.annotations)
-                    .map_err(|e| bad(format!("its annotations are not a JSON object: {e}")))?,
-                source,
-                id,
-                text: raw.text,
-                updated_at: raw.updated_at,
-                content_hash: raw.content_hash,
-                category: raw.category,
-                run_id: raw.run_id,
-                write_count: u64::try_from(raw.write_count).unwrap_or(0),
-                stored_at: raw.stored_at,
-                chunks: u64::try_from(raw.chunks).unwrap_or(0),
-            }))
+            let Some((row, facts)) = row else { return Ok(None) };
+            Ok(Some(StoredDocument::from_row(row.into_document(&source)?, facts)))
         })
         .await
     }
@@ -397,21 +368,6 @@ fn json(value: &impl Serialize, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(format!("cannot encode {what} as JSON: {e}")))
 }
 
-struct RawDocument {
-    text: String,
-    fields: String,
-    updated_at: Option<i64>,
-    content_hash: String,
-    category: Option<String>,
-    classification: Option<String>,
-    embedding: Option<Vec<u8>>,
-    run_id: i64,
-    write_count: i64,
-    stored_at: String,
-    chunks: i64,
-    annotations: String,
-}
-
 const RUN_COLUMNS: &str = "id, pipeline, status, phase, checkpoint, config, date_from, date_to, \
                            started_at, updated_at, finished_at, error";
 
@@ -554,7 +510,9 @@ fn encode_batch(batch: &CommitBatch) -> Result<Vec<DocRow>, StoreError> {
     Ok(rows)
 }
 
-/// A documents row as a later phase reads it back.
+/// A document's own columns, read back in this order (`id, text, fields,
+/// updated_at, content_hash, classification, embedding, annotations`) by
+/// `get_document` and by later phases' scans.
 struct ScannedRow {
     id: String,
     text: String,
@@ -567,6 +525,19 @@ struct ScannedRow {
 }
 
 impl ScannedRow {
+    fn read(row: &Row) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            text: row.get(1)?,
+            fields: row.get(2)?,
+            updated_at: row.get(3)?,
+            content_hash: row.get(4)?,
+            classification: row.get(5)?,
+            embedding: row.get(6)?,
+            annotations: row.get(7)?,
+        })
+    }
+
     fn into_document(self, source: &str) -> Result<Document, StoreError> {
         let id = self.id;
         let bad = |e: String| StoreError::Other(format!("document ({source}, {id}): {e}"));
@@ -575,7 +546,7 @@ impl ScannedRow {
             id: id.clone(),
             text: self.text,
             fields: serde_json::from_str(&self.fields)
-                .map_err(|e| bad(format!("fields are not a JSON object: {e}")))?,
+                .map_err(|e| bad(format!("its fields are not a JSON object: {e}")))?,
             updated_at: self.updated_at,
         };
         Ok(Document {
@@ -589,7 +560,7 @@ impl ScannedRow {
             chunks: Vec::new(),
             embedding: self.embedding.map(|b| embedding_from_bytes(&b)).transpose().map_err(bad)?,
             annotations: serde_json::from_str(&self.annotations)
-                .map_err(|e| bad(format!("annotations are not a JSON object: {e}")))?,
+                .map_err(|e| bad(format!("its annotations are not a JSON object: {e}")))?,
         })
     }
 }
@@ -1044,18 +1015,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql(what()))?;
             let rows = stmt
-                .query_map(params![source, after, limit], |row| {
-                    Ok(ScannedRow {
-                        id: row.get(0)?,
-                        text: row.get(1)?,
-                        fields: row.get(2)?,
-                        updated_at: row.get(3)?,
-                        content_hash: row.get(4)?,
-                        classification: row.get(5)?,
-                        embedding: row.get(6)?,
-                        annotations: row.get(7)?,
-                    })
-                })
+                .query_map(params![source, after, limit], ScannedRow::read)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(sql(what()))?;
             rows.into_iter().map(|row| row.into_document(&source)).collect()
