@@ -10,6 +10,7 @@ use crate::checkpoint::Counts;
 use crate::context::Context;
 use crate::error::{EngineError, SourceError, StoreError};
 use crate::pipeline::StageSpec;
+use crate::record::Document;
 use crate::source::{Page, Source, SourceItem};
 use crate::store::{DocumentUpdate, PhaseResult, RunId, Store};
 
@@ -44,6 +45,31 @@ pub struct PhaseInput<'a> {
     pub run_id: RunId,
     /// The source whose stored documents the run covers.
     pub source: &'a str,
+}
+
+/// Documents a task phase reads per store call.
+const TASK_SCAN_PAGE: usize = 1000;
+
+impl PhaseInput<'_> {
+    /// Hands every stored document of the run's source to `visit`, in id
+    /// order, reading the store a page at a time.
+    pub async fn for_each_document(&self, mut visit: impl FnMut(Document)) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.scan_documents(self.source, after.as_deref(), TASK_SCAN_PAGE).await?;
+            after = next_after(&page, TASK_SCAN_PAGE);
+            page.into_iter().for_each(&mut visit);
+            if after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The keyset cursor after a page of `page_size` asked for: its last id, or
+/// `None` when the page came back short (the scan is over).
+fn next_after(page: &[Document], page_size: usize) -> Option<String> {
+    (page.len() == page_size).then(|| page.last().map(|d| d.id().to_string())).flatten()
 }
 
 /// What a task phase writes, all at once.
@@ -89,7 +115,7 @@ impl Source for StoredDocuments {
             StoreError::Unavailable(_) => SourceError::retryable(format!("reading stored documents: {e}")),
             _ => SourceError::fatal(format!("reading stored documents: {e}")),
         })?;
-        let next = (docs.len() == self.page_size).then(|| docs[docs.len() - 1].id().to_string());
+        let next = next_after(&docs, self.page_size);
         let items = docs.into_iter().map(|d| SourceItem::Document(Box::new(d))).collect();
         Ok(Page { items, next, dropped: 0 })
     }

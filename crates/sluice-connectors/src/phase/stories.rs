@@ -58,20 +58,13 @@ impl PhaseTask for StoryCreation {
         let themes = input.store.phase_results(input.run_id, "theme").await?;
         // Sentiment of each document, from facet_extraction when it ran.
         let mut sentiments: BTreeMap<String, String> = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = input.store.scan_documents(input.source, after.as_deref(), 1000).await?;
-            let full = page.len() == 1000;
-            after = page.last().map(|d| d.id().to_string());
-            for doc in page {
+        input
+            .for_each_document(|doc| {
                 if let Some(Value::String(s)) = doc.annotations.get("facets").and_then(|f| f.get("sentiment")) {
                     sentiments.insert(doc.record.id, s.clone());
                 }
-            }
-            if !full {
-                break;
-            }
-        }
+            })
+            .await?;
         let mut results = Vec::new();
         let mut skipped = 0u64;
         for theme in themes {

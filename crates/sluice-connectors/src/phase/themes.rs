@@ -58,8 +58,6 @@ fn default_label_terms() -> usize {
     3
 }
 
-/// Documents read per store page.
-const SCAN_PAGE: usize = 1000;
 /// Characters of each document used for labels.
 const LABEL_TEXT_CHARS: usize = 4000;
 
@@ -103,15 +101,11 @@ impl PhaseTask for ThemeExtraction {
         let mut members = Vec::new();
         let mut vocabulary = Vocabulary::default();
         let mut without_embedding = 0u64;
-        let mut after: Option<String> = None;
-        loop {
-            let page = input.store.scan_documents(input.source, after.as_deref(), SCAN_PAGE).await?;
-            let full = page.len() == SCAN_PAGE;
-            after = page.last().map(|d| d.id().to_string());
-            for doc in page {
+        input
+            .for_each_document(|doc| {
                 let Some(embedding) = doc.embedding else {
                     without_embedding += 1;
-                    continue;
+                    return;
                 };
                 let text: String = doc.record.text.chars().take(LABEL_TEXT_CHARS).collect();
                 members.push(Member {
@@ -121,11 +115,8 @@ impl PhaseTask for ThemeExtraction {
                     category: doc.classification.map(|c| c.category),
                     annotations: doc.annotations,
                 });
-            }
-            if !full {
-                break;
-            }
-        }
+            })
+            .await?;
         if let Some(first) = members.first() {
             let dims = first.embedding.len();
             if let Some(odd) = members.iter().find(|m| m.embedding.len() != dims) {
