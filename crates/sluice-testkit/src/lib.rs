@@ -30,6 +30,7 @@ pub mod clock;
 pub mod faults;
 pub mod intercom;
 pub mod openai;
+pub mod setting;
 pub mod site;
 pub mod theme;
 

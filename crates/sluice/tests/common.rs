@@ -129,23 +129,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }
 
-/// The PostgreSQL server for tests, or `None` (with a line saying so) when
-/// `SLUICE_TEST_POSTGRES_URL` is unset; in CI (`CI` set) that is a failure.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("SLUICE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but SLUICE_TEST_POSTGRES_URL is not: the PostgreSQL tests cannot be skipped in CI"
-            );
-            eprintln!(
-                "skipped: set SLUICE_TEST_POSTGRES_URL (e.g. eval \"$(.ci/postgres.sh start)\") to run it on PostgreSQL"
-            );
-            None
-        }
-    }
-}
+pub use sluice_testkit::setting::postgres_url;
 
 impl TestDb {
     pub fn sqlite(dir: &Path) -> TestDb {

@@ -6,24 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::{count, db, run_ok, sluice, stderr};
 use sluice_connectors::store::items_sink::item_name;
 
-fn model_dir() -> Option<PathBuf> {
-    match std::env::var("SLUICE_MINILM_DIR") {
-        Ok(dir) if !dir.trim().is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but SLUICE_MINILM_DIR is not: the MiniLM run cannot be skipped in CI (see .ci/run)"
-            );
-            eprintln!("skipped: set SLUICE_MINILM_DIR to the all-MiniLM-L6-v2 model directory (see .ci/run)");
-            None
-        }
-    }
-}
+use sluice_testkit::setting::minilm_dir as model_dir;
 
 const FILES: [(&str, &str); 4] = [
     ("refunds.md", "# Refunds\n\nI was charged twice for my subscription and would like my money back."),

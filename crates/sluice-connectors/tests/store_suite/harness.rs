@@ -9,25 +9,7 @@ use sluice_connectors::store::postgres::{create_scratch_database, drop_database}
 use sluice_connectors::store::{InspectStore, PostgresStore, SqliteStore};
 use sqlx::{Connection, Row};
 
-/// The server the PostgreSQL tests use, or `None` (and a line saying so)
-/// when `SLUICE_TEST_POSTGRES_URL` is unset. In CI (`CI` set) a missing URL
-/// is a failure: the PostgreSQL tests must never be skipped silently there.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("SLUICE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but SLUICE_TEST_POSTGRES_URL is not: the PostgreSQL tests cannot be skipped in CI \
-                 (start a server with `eval \"$(.ci/postgres.sh start)\"`)"
-            );
-            eprintln!(
-                "skipped: set SLUICE_TEST_POSTGRES_URL (e.g. eval \"$(.ci/postgres.sh start)\") to run it on PostgreSQL"
-            );
-            None
-        }
-    }
-}
+pub use sluice_testkit::setting::postgres_url;
 
 pub enum Harness {
     Sqlite { dir: tempfile::TempDir },
