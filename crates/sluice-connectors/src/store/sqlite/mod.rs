@@ -26,9 +26,9 @@ use super::{RowFacts, StoredDocument, embedding_from_bytes, embedding_to_bytes, 
 
 /// The numbered migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_stage_results.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_phases.sql")),
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_stage_results.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_phases.sql")),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

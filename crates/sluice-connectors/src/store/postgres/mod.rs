@@ -81,9 +81,9 @@ use crate::registry::redact_url;
 
 /// The numbered migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (2, include_str!("../../migrations/postgres/0002_stage_results.sql")),
-    (3, include_str!("../../migrations/postgres/0003_phases.sql")),
+    (1, include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../../migrations/postgres/0002_stage_results.sql")),
+    (3, include_str!("../../../migrations/postgres/0003_phases.sql")),
 ];
 
 /// First key of the advisory lock that is the run slot ("sluc"); the second
