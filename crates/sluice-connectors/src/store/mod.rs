@@ -58,6 +58,19 @@ macro_rules! inspect_by_inherent_methods {
 inspect_by_inherent_methods!(SqliteStore);
 inspect_by_inherent_methods!(PostgresStore);
 
+/// The error written on runs found `running`/`stopping` when the run slot is
+/// taken: the process running them ended without finishing.
+pub const ORPHANED_RUN_ERROR: &str =
+    "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
+
+/// At most 200 characters of `text`, for error messages.
+pub(crate) fn clip(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// A row of the documents table as a store holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredDocument {

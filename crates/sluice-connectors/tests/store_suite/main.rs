@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use harness::Harness;
 use serde_json::{Value, json};
-use sluice_connectors::store::sqlite::ORPHANED_RUN_ERROR;
+use sluice_connectors::store::ORPHANED_RUN_ERROR;
 use sluice_core::store::{CommitBatch, DocumentUpdate, Failure, MemoEntry, MemoKey, NewRun, PhaseResult, RunStatus};
 use sluice_core::{Checkpoint, Chunk, Classification, Document, Position, Record, StoreError};
 

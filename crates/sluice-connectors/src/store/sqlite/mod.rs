@@ -22,7 +22,9 @@ use sluice_core::store::{
 };
 use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, Record, StoreError};
 
-use super::{RowFacts, StoredDocument, embedding_from_bytes, embedding_to_bytes, now_rfc3339};
+use super::{
+    ORPHANED_RUN_ERROR, RowFacts, StoredDocument, clip, embedding_from_bytes, embedding_to_bytes, now_rfc3339,
+};
 
 /// The numbered migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -34,10 +36,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache, in KiB (a negative `cache_size` is KiB).
 const CACHE_KIB: i64 = 16 * 1024;
-
-/// The error written on runs found `running`/`stopping` when the run slot is taken.
-pub const ORPHANED_RUN_ERROR: &str =
-    "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
 
 /// Configuration of the SQLite store, as written in a pipeline file.
 #[derive(Deserialize, Serialize, Clone, Debug)]
@@ -432,14 +430,6 @@ impl RawRun {
             finished_at: self.finished_at,
             error: self.error,
         })
-    }
-}
-
-/// At most 200 characters of `text`, for error messages.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(200) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
     }
 }
 
