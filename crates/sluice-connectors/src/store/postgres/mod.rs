@@ -65,6 +65,7 @@ mod read;
 mod runs;
 mod schema;
 mod sql;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::fmt;
@@ -90,6 +91,7 @@ use super::StoredDocument;
 
 pub use self::lock::PostgresRunLock;
 pub use self::schema::EmbeddingStorage;
+#[cfg(any(test, feature = "testing"))]
 pub use self::testing::{create_scratch_database, drop_database, url_with_database};
 
 /// Configuration of the PostgreSQL store, as written in a pipeline file.
