@@ -5,6 +5,7 @@ pub mod items_sink;
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -13,12 +14,16 @@ use serde_json::{Map, Value};
 use sluice_core::store::{RunId, RunInfo};
 use sluice_core::{Chunk, Classification, Document, Store, StoreError};
 
+use crate::ConfigError;
+
 pub use items_sink::{ItemsSink, ItemsSinkConfig};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 /// What the CLI and tests read from a store besides the [`Store`] trait,
 /// whatever the backend: counts, stored documents and chunks, the active run.
+/// Every store implements it, so an `Arc<dyn InspectStore>` serves both
+/// (upcast to `Arc<dyn Store>` where only the trait is needed).
 #[async_trait]
 pub trait InspectStore: Store {
     async fn document_count(&self) -> Result<u64, StoreError>;
@@ -31,32 +36,21 @@ pub trait InspectStore: Store {
     async fn active_run(&self) -> Result<Option<RunInfo>, StoreError>;
 }
 
-/// Implements [`InspectStore`] by the store's inherent methods of the same names.
-macro_rules! inspect_by_inherent_methods {
-    ($store:ty) => {
-        #[async_trait]
-        impl InspectStore for $store {
-            async fn document_count(&self) -> Result<u64, StoreError> {
-                <$store>::document_count(self).await
-            }
-            async fn chunk_count(&self) -> Result<u64, StoreError> {
-                <$store>::chunk_count(self).await
-            }
-            async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
-                <$store>::get_document(self, source, id).await
-            }
-            async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
-                <$store>::get_chunks(self, source, doc_id).await
-            }
-            async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
-                <$store>::active_run(self).await
-            }
-        }
-    };
-}
+/// A store's configuration (`[store] kind = ...`): it opens its store.
+/// Opening is lazy where the backend allows it; [`StoreKind::check`] finds
+/// a server that is down or a bad schema now (a health check at start).
+#[async_trait]
+pub trait StoreKind: Send + Sync {
+    /// Opens the store. A SQLite file is opened and migrated at once; a
+    /// PostgreSQL store only parses its URL and connects on first use.
+    fn open(&self) -> Result<Arc<dyn InspectStore>, ConfigError>;
 
-inspect_by_inherent_methods!(SqliteStore);
-inspect_by_inherent_methods!(PostgresStore);
+    /// Opens the store and sets it up now: connects, applies the
+    /// migrations, and says how it keeps embeddings.
+    async fn check(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        self.open()
+    }
+}
 
 /// The error written on runs found `running`/`stopping` when the run slot is
 /// taken: the process running them ended without finishing.

@@ -15,6 +15,11 @@ pub(super) fn describe(url: &str) -> String {
     format!("postgres:{}", redact_url(url))
 }
 
+/// Writes a connection URL with its password hidden (a saved run's settings never hold it).
+pub(super) fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
 /// Maps a sqlx error the store `describe` met while doing `what`:
 /// connection trouble is `Unavailable` (retried), the rest `Other`.
 pub(super) fn store_error(describe: &str, what: impl fmt::Display, e: &sqlx::Error) -> StoreError {

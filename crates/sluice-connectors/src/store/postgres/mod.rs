@@ -83,11 +83,12 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
 use self::commit::Uncertain;
-use self::errors::{describe, redact_error};
+use self::errors::{describe, redact_error, serialize_redacted};
 use self::lock::Releasing;
 use self::pool::Db;
 use self::schema::Setup;
-use super::StoredDocument;
+use super::{InspectStore, StoreKind, StoredDocument};
+use crate::ConfigError;
 
 pub use self::lock::PostgresRunLock;
 pub use self::schema::EmbeddingStorage;
@@ -98,13 +99,22 @@ pub use self::testing::{create_scratch_database, drop_database, url_with_databas
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/database` (libpq-style options in the query string).
+    /// `postgres://user:password@host:port/database` (libpq-style options in
+    /// the query string). Saved with a run's settings with its password hidden.
+    #[serde(serialize_with = "serialize_redacted")]
     pub url: String,
 }
 
-impl PostgresConfig {
-    pub async fn open(&self) -> Result<PostgresStore, StoreError> {
-        PostgresStore::open(&self.url).await
+#[async_trait]
+impl StoreKind for PostgresConfig {
+    fn open(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        let store = PostgresStore::connect_lazy(&self.url).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Arc::new(store))
+    }
+
+    async fn check(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        let store = PostgresStore::open(&self.url).await.map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Arc::new(store))
     }
 }
 
@@ -164,24 +174,36 @@ impl PostgresStore {
         self.inner.db.close().await;
     }
 
-    pub async fn document_count(&self) -> Result<u64, StoreError> {
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The schema, set up by the first call.
+    async fn ready(&self) -> Result<&Setup, StoreError> {
+        self.inner.setup.get_or_try_init(|| schema::set_up(&self.inner.db)).await
+    }
+}
+
+#[async_trait]
+impl InspectStore for PostgresStore {
+    async fn document_count(&self) -> Result<u64, StoreError> {
         self.ready().await?;
         read::count(self.db(), "SELECT count(*) FROM documents", "counting documents").await
     }
 
-    pub async fn chunk_count(&self) -> Result<u64, StoreError> {
+    async fn chunk_count(&self) -> Result<u64, StoreError> {
         self.ready().await?;
         read::count(self.db(), "SELECT count(*) FROM chunks", "counting chunks").await
     }
 
     /// The stored document `(source, id)`, if there is one.
-    pub async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+    async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
         self.ready().await?;
         read::get_document(self.db(), source, id).await
     }
 
     /// The stored chunks of document `(source, doc_id)`, in order.
-    pub async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
+    async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
         self.ready().await?;
         read::get_chunks(self.db(), source, doc_id).await
     }
@@ -190,7 +212,7 @@ impl PostgresStore {
     /// `running`/`stopping` run, but only while some session holds the
     /// advisory lock, so a run left `running` by a dead process is not
     /// reported as active.
-    pub async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
+    async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
         self.ready().await?;
         if !lock::held(self.db(), &self.inner.releasing).await? {
             return Ok(None);
@@ -199,15 +221,6 @@ impl PostgresStore {
             0 => Ok(None),
             id => runs::read_run(self.db(), id).await,
         }
-    }
-
-    fn db(&self) -> &Db {
-        &self.inner.db
-    }
-
-    /// The schema, set up by the first call.
-    async fn ready(&self) -> Result<&Setup, StoreError> {
-        self.inner.setup.get_or_try_init(|| schema::set_up(&self.inner.db)).await
     }
 }
 

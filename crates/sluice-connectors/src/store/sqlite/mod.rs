@@ -36,7 +36,8 @@ use self::lock::open_lock_file;
 use self::read::{ScannedRow, count};
 use self::runs::{RUN_COLUMNS, RawRun, active_run_id, read_run};
 use self::schema::{configure, migrate};
-use super::{ORPHANED_RUN_ERROR, RowFacts, StoredDocument, embedding_from_bytes, now_rfc3339};
+use super::{InspectStore, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, embedding_from_bytes, now_rfc3339};
+use crate::ConfigError;
 
 pub use self::lock::SqliteRunLock;
 
@@ -48,9 +49,11 @@ pub struct SqliteConfig {
     pub path: PathBuf,
 }
 
-impl SqliteConfig {
-    pub fn open(&self) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open(&self.path)
+#[async_trait]
+impl StoreKind for SqliteConfig {
+    fn open(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        let store = SqliteStore::open(&self.path).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Arc::new(store))
     }
 }
 
@@ -134,16 +137,49 @@ impl SqliteStore {
         &self.inner.lock_path
     }
 
-    pub async fn document_count(&self) -> Result<u64, StoreError> {
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if !conn.is_autocommit() {
+                // Only after a panic in the middle of a transaction: never build on its leftovers.
+                conn.execute_batch("ROLLBACK").map_err(sql("rolling back an abandoned transaction"))?;
+            }
+            f(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(|e| self.with_path(e)),
+            Err(e) => Err(StoreError::Other(format!("{}: the database task ended abnormally: {e}", self.describe()))),
+        }
+    }
+
+    fn with_path(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{}: {m}", self.describe())),
+            StoreError::Other(m) => StoreError::Other(format!("{}: {m}", self.describe())),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl InspectStore for SqliteStore {
+    async fn document_count(&self) -> Result<u64, StoreError> {
         self.call(|conn| count(conn, "SELECT count(*) FROM documents").map_err(sql("counting documents"))).await
     }
 
-    pub async fn chunk_count(&self) -> Result<u64, StoreError> {
+    async fn chunk_count(&self) -> Result<u64, StoreError> {
         self.call(|conn| count(conn, "SELECT count(*) FROM chunks").map_err(sql("counting chunks"))).await
     }
 
     /// The stored document `(source, id)`, if there is one.
-    pub async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+    async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
         let (source, id) = (source.to_owned(), id.to_owned());
         self.call(move |conn| {
             let what = || format!("reading document ({source}, {id})");
@@ -176,7 +212,7 @@ impl SqliteStore {
     }
 
     /// The stored chunks of document `(source, doc_id)`, in order.
-    pub async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
+    async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
         let (source, doc_id) = (source.to_owned(), doc_id.to_owned());
         self.call(move |conn| {
             let what = || format!("reading the chunks of document ({source}, {doc_id})");
@@ -210,7 +246,7 @@ impl SqliteStore {
     /// so a run left `running` by a dead process is not reported as active.
     /// The check takes a shared lock for an instant; an `acquire_active`
     /// racing with it in that instant answers `Busy`.
-    pub async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
+    async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
         let lock_path = self.inner.lock_path.clone();
         self.call(move |conn| {
             let held = match open_lock_file(&lock_path)?.try_lock_shared() {
@@ -229,36 +265,6 @@ impl SqliteStore {
             }
         })
         .await
-    }
-
-    /// Runs `f` with the connection on the blocking pool.
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            if !conn.is_autocommit() {
-                // Only after a panic in the middle of a transaction: never build on its leftovers.
-                conn.execute_batch("ROLLBACK").map_err(sql("rolling back an abandoned transaction"))?;
-            }
-            f(&mut conn)
-        })
-        .await;
-        match joined {
-            Ok(result) => result.map_err(|e| self.with_path(e)),
-            Err(e) => Err(StoreError::Other(format!("{}: the database task ended abnormally: {e}", self.describe()))),
-        }
-    }
-
-    fn with_path(&self, error: StoreError) -> StoreError {
-        match error {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{}: {m}", self.describe())),
-            StoreError::Other(m) => StoreError::Other(format!("{}: {m}", self.describe())),
-            other => other,
-        }
     }
 }
 
