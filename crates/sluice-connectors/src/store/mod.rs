@@ -57,6 +57,44 @@ pub trait StoreKind: Send + Sync {
 pub const ORPHANED_RUN_ERROR: &str =
     "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
 
+/// A stored value that cannot be read back.
+pub(crate) fn decode_error(what: impl Into<String>) -> StoreError {
+    StoreError::Decode { what: what.into(), source: None }
+}
+
+/// A request the store cannot honour.
+pub(crate) fn contract_error(message: impl Into<String>) -> StoreError {
+    StoreError::Contract { message: message.into() }
+}
+
+/// A database that cannot be opened or set up.
+pub(crate) fn schema_error(message: impl Into<String>) -> StoreError {
+    StoreError::Schema { message: message.into(), source: None }
+}
+
+/// A statement the database refused, with the driver's error underneath.
+pub(crate) fn database_error(
+    message: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Database { message: message.into(), source: Some(Arc::new(source)) }
+}
+
+/// `error` with `name` (the store's) before its message, for the errors
+/// whose message the store wrote itself.
+pub(crate) fn named(name: &str, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{name}: {m}")),
+        StoreError::Decode { what, source } => StoreError::Decode { what: format!("{name}: {what}"), source },
+        StoreError::Schema { message, source } => StoreError::Schema { message: format!("{name}: {message}"), source },
+        StoreError::Contract { message } => StoreError::Contract { message: format!("{name}: {message}") },
+        StoreError::Database { message, source } => {
+            StoreError::Database { message: format!("{name}: {message}"), source }
+        }
+        other => other,
+    }
+}
+
 /// At most 200 characters of `text`, for error messages.
 pub(crate) fn clip(text: &str) -> String {
     match text.char_indices().nth(200) {

@@ -399,7 +399,7 @@ async fn a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchan
     batch.failures.push(failure("x", true));
     batch.memos.push(memo("a", "h", "f", json!("label")));
     let err = store.commit(run.id, &batch, &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)), "a constraint is not worth retrying: {err:?}");
+    assert!(matches!(err, StoreError::Database { .. }), "a constraint is not worth retrying: {err:?}");
     let message = err.to_string();
     assert!(message.contains("poisoned document") && message.contains(&format!("run {}", run.id)), "{message}");
     let name = h.name_in_errors();

@@ -74,7 +74,7 @@ async fn vector_columns_get_the_batch_dimension_and_an_hnsw_index() {
     let mut other = doc("other", "w");
     other.embedding = Some(vec![1.0, 2.0]);
     let err = store.commit(run.id, &batch(vec![other]), &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)) && err.to_string().contains("dimensions"), "{err}");
+    assert!(matches!(err, StoreError::Database { .. }) && err.to_string().contains("dimensions"), "{err}");
     assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(1)));
     h.finish().await;
 }
@@ -432,7 +432,7 @@ async fn a_lost_run_lock_is_taken_back_or_the_run_ends_when_another_process_took
     let taken = taken.expect("another store took the slot while the guard's connection was down");
     assert_eq!(other.get_run(run.id).await.unwrap().unwrap().status, RunStatus::Failed);
     let err = first.commit(run.id, &docs(&["b"]), &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)) && err.to_string().contains("another process"), "{err}");
+    assert!(matches!(err, StoreError::Contract { .. }) && err.to_string().contains("another process"), "{err}");
     assert_eq!(other.get_document("src", "b").await.unwrap(), None);
     assert_eq!(other.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(1)));
     drop(guard);

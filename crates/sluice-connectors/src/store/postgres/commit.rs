@@ -51,11 +51,11 @@ pub(super) async fn commit(
     }
     what.push(')');
     let vector = setup.storage == EmbeddingStorage::Vector;
-    let rows = encode_batch(batch, vector).map_err(|e| db.other(format!("{what}: {e}")))?;
+    let rows = encode_batch(batch, vector).map_err(|e| db.contract(format!("{what}: {e}")))?;
     let checkpoint_value = serde_json::to_value(checkpoint)
-        .map_err(|e| db.other(format!("{what}: cannot encode the checkpoint as JSON: {e}")))?;
+        .map_err(|e| db.contract(format!("{what}: cannot encode the checkpoint as JSON: {e}")))?;
     let counts = serde_json::to_value(checkpoint.counts)
-        .map_err(|e| db.other(format!("{what}: cannot encode the checkpoint counts as JSON: {e}")))?;
+        .map_err(|e| db.contract(format!("{what}: cannot encode the checkpoint counts as JSON: {e}")))?;
 
     // The previous attempt of this very commit lost its connection at COMMIT: did it land?
     if uncertain.is(run, &checkpoint_value) {
@@ -136,7 +136,7 @@ async fn write_commit(
         }
         Some("running" | "stopping") => {}
         Some(other) => {
-            return Err(CommitError::Before(db.other(format!(
+            return Err(CommitError::Before(db.contract(format!(
                 "{what}: run {run} is {other}, not running: another process took the store over \
                  (the run slot was lost, e.g. across a server restart); nothing of this batch was written"
             ))));

@@ -9,6 +9,7 @@ use sluice_core::StoreError;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::registry::redact_url;
+use crate::store::database_error;
 
 /// What a store on `url` calls itself in messages and logs: its URL with the password hidden.
 pub(super) fn describe(url: &str) -> String {
@@ -21,10 +22,10 @@ pub(super) fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S)
 }
 
 /// Maps a sqlx error the store `describe` met while doing `what`:
-/// connection trouble is `Unavailable` (retried), the rest `Other`.
-pub(super) fn store_error(describe: &str, what: impl fmt::Display, e: &sqlx::Error) -> StoreError {
-    let message = format!("{describe}: {what}: {}", error_text(e));
-    if is_transient(e) { StoreError::Unavailable(message) } else { StoreError::Other(message) }
+/// connection trouble is `Unavailable` (retried), the rest `Database`.
+pub(super) fn store_error(describe: &str, what: impl fmt::Display, e: sqlx::Error) -> StoreError {
+    let message = format!("{describe}: {what}: {}", error_text(&e));
+    if is_transient(&e) { StoreError::Unavailable(message) } else { database_error(message, e) }
 }
 
 /// Connection trouble worth retrying: the server went away, is restarting or

@@ -143,7 +143,8 @@ impl PostgresStore {
     pub fn connect_lazy(url: &str) -> Result<PostgresStore, StoreError> {
         let describe = describe(url.trim());
         let options = PgConnectOptions::from_str(url.trim()).map_err(|e| {
-            StoreError::Other(format!("{describe}: not a valid PostgreSQL URL: {}", redact_error(&e.to_string(), url)))
+            let message = format!("{describe}: not a valid PostgreSQL URL: {}", redact_error(&e.to_string(), url));
+            StoreError::Schema { message, source: None }
         })?;
         let options = options.application_name("sluice");
         Ok(PostgresStore {

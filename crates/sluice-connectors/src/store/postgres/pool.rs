@@ -2,10 +2,11 @@
 //! gives itself in every error it returns.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sluice_core::StoreError;
+use sluice_core::error::ErrorSource;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::errors::store_error;
@@ -49,14 +50,28 @@ impl Db {
         }
     }
 
-    pub(super) fn other(&self, message: String) -> StoreError {
-        StoreError::Other(format!("{}: {message}", self.describe))
+    /// A stored value that cannot be read back, named by the store.
+    pub(super) fn decode(&self, what: impl fmt::Display, source: Option<sqlx::Error>) -> StoreError {
+        StoreError::Decode {
+            what: format!("{}: {what}", self.describe),
+            source: source.map(|e| Arc::new(e) as ErrorSource),
+        }
+    }
+
+    /// A request the store cannot honour, named by the store.
+    pub(super) fn contract(&self, message: impl fmt::Display) -> StoreError {
+        StoreError::Contract { message: format!("{}: {message}", self.describe) }
+    }
+
+    /// A database that cannot be set up, named by the store.
+    pub(super) fn schema(&self, message: impl fmt::Display) -> StoreError {
+        StoreError::Schema { message: format!("{}: {message}", self.describe), source: None }
     }
 
     /// Maps a sqlx error met while doing `what`: connection trouble is
-    /// `Unavailable` (retried), the rest `Other`; messages name the store.
+    /// `Unavailable` (retried), the rest `Database`; messages name the store.
     pub(super) fn sql(&self, what: impl fmt::Display) -> impl FnOnce(sqlx::Error) -> StoreError {
         let describe = self.describe.clone();
-        move |e| store_error(&describe, what, &e)
+        move |e| store_error(&describe, what, e)
     }
 }

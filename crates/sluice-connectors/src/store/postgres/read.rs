@@ -22,7 +22,7 @@ pub(super) async fn get_document(db: &Db, source: &str, id: &str) -> Result<Opti
     let what = format!("reading document ({source}, {id})");
     let row = sqlx::query(GET_DOCUMENT).bind(source).bind(id).fetch_optional(db.pool()).await.map_err(db.sql(&what))?;
     let Some(row) = row else { return Ok(None) };
-    let get = |e: sqlx::Error| db.other(format!("{what}: {e}"));
+    let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), Some(e));
     let facts = RowFacts {
         category: row.try_get(8).map_err(get)?,
         run_id: row.try_get(9).map_err(get)?,
@@ -37,9 +37,9 @@ pub(super) async fn get_document(db: &Db, source: &str, id: &str) -> Result<Opti
 /// updated_at, content_hash, classification, embedding::real[],
 /// annotations` (as `get_document` and later phases' scans select them).
 pub(super) fn document_of(db: &Db, row: &PgRow, source: &str, what: &str) -> Result<Document, StoreError> {
-    let get = |e: sqlx::Error| db.other(format!("{what}: {e}"));
+    let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), Some(e));
     let id: String = row.try_get(0).map_err(get)?;
-    let bad = |e: String| db.other(format!("{what}: document ({source}, {id}): {e}"));
+    let bad = |e: String| db.decode(format!("{what}: document ({source}, {id}): {e}"), None);
     let fields: Value = row.try_get(2).map_err(get)?;
     let classification: Option<Value> = row.try_get(5).map_err(get)?;
     let annotations: Value = row.try_get(7).map_err(get)?;
@@ -83,10 +83,10 @@ pub(super) async fn get_chunks(db: &Db, source: &str, doc_id: &str) -> Result<Ve
     .map_err(db.sql(&what))?;
     rows.iter()
         .map(|row| {
-            let get = |e: sqlx::Error| db.other(format!("{what}: {e}"));
+            let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), Some(e));
             let index: i64 = row.try_get(0).map_err(get)?;
             let offset: i64 = row.try_get(1).map_err(get)?;
-            let bad = |e: String| db.other(format!("{what}: chunk {index}: {e}"));
+            let bad = |e: String| db.decode(format!("{what}: chunk {index}: {e}"), None);
             Ok(Chunk {
                 index: u32::try_from(index).map_err(|_| bad(format!("index {index} is out of range")))?,
                 offset: usize::try_from(offset).map_err(|_| bad(format!("negative offset {offset}")))?,
@@ -163,7 +163,7 @@ pub(super) async fn failures(db: &Db, run: RunId) -> Result<Vec<FailureRow>, Sto
     let rows = sqlx::query(FAILURES).bind(run).fetch_all(db.pool()).await.map_err(db.sql(&what))?;
     rows.iter()
         .map(|r| {
-            let get = |e: sqlx::Error| db.other(format!("{what}: {e}"));
+            let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), Some(e));
             let retry_count: i64 = r.try_get(8).map_err(get)?;
             Ok(FailureRow {
                 id: r.try_get(0).map_err(get)?,

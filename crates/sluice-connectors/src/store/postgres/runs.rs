@@ -34,8 +34,8 @@ pub(super) async fn read_run(db: &Db, id: RunId) -> Result<Option<RunInfo>, Stor
 }
 
 pub(super) fn parse_run(db: &Db, row: &PgRow) -> Result<RunInfo, StoreError> {
-    let id: RunId = row.try_get(0).map_err(|e| db.other(format!("reading a run: {e}")))?;
-    let bad = |what: String| db.other(format!("run {id} cannot be read: {what}"));
+    let id: RunId = row.try_get(0).map_err(|e| db.decode(format!("reading a run: {e}"), Some(e)))?;
+    let bad = |what: String| db.decode(format!("run {id} cannot be read: {what}"), None);
     let get = |e: sqlx::Error| bad(e.to_string());
     let status: String = row.try_get(2).map_err(get)?;
     let status = RunStatus::parse(&status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;

@@ -83,7 +83,7 @@ pub(super) async fn set_up(db: &Db) -> Result<Setup, StoreError> {
         .map_err(db.sql(what))?;
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     if current > known {
-        return Err(db.other(format!(
+        return Err(db.schema(format!(
             "the database is at schema version {current}, newer than this sluice knows ({known}); use a newer sluice"
         )));
     }

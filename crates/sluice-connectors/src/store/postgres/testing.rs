@@ -9,6 +9,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::errors::{describe, error_text, store_error};
+use crate::store::{contract_error, database_error, schema_error};
 
 /// `url` with its database replaced by `database` (the path of the URL).
 pub fn url_with_database(url: &str, database: &str) -> String {
@@ -40,16 +41,16 @@ pub async fn create_scratch_database(
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let name = format!("{prefix}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || name.len() > 63 {
-        return Err(StoreError::Other(format!("{name:?} is not a usable database name (a-z, 0-9, _; 63 at most)")));
+        return Err(contract_error(format!("{name:?} is not a usable database name (a-z, 0-9, _; 63 at most)")));
     }
     let describe = describe(admin_url);
-    let fail = |e: sqlx::Error| store_error(&describe, format!("creating database {name}"), &e);
+    let fail = |e: sqlx::Error| store_error(&describe, format!("creating database {name}"), e);
     let options = PgConnectOptions::from_str(admin_url)
-        .map_err(|e| StoreError::Other(format!("{describe}: not a valid PostgreSQL URL: {e}")))?;
+        .map_err(|e| schema_error(format!("{describe}: not a valid PostgreSQL URL: {e}")))?;
     let mut conn = PgConnection::connect_with(&options).await.map_err(fail)?;
     let owner_clause = match owner {
         Some(owner) if owner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => format!(" OWNER {owner}"),
-        Some(owner) => return Err(StoreError::Other(format!("{owner:?} is not a usable role name"))),
+        Some(owner) => return Err(contract_error(format!("{owner:?} is not a usable role name"))),
         None => String::new(),
     };
     let created =
@@ -62,12 +63,12 @@ pub async fn create_scratch_database(
 /// Drops a database made by [`create_scratch_database`], closing its connections.
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(StoreError::Other(format!("{name:?} is not a database this would drop")));
+        return Err(contract_error(format!("{name:?} is not a database this would drop")));
     }
     let describe = describe(admin_url);
-    let fail = |e: sqlx::Error| StoreError::Other(format!("{describe}: dropping database {name}: {}", error_text(&e)));
+    let fail = |e: sqlx::Error| database_error(format!("{describe}: dropping database {name}: {}", error_text(&e)), e);
     let options = PgConnectOptions::from_str(admin_url)
-        .map_err(|e| StoreError::Other(format!("{describe}: not a valid PostgreSQL URL: {e}")))?;
+        .map_err(|e| schema_error(format!("{describe}: not a valid PostgreSQL URL: {e}")))?;
     let mut conn = PgConnection::connect_with(&options).await.map_err(fail)?;
     let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
         .execute(&mut conn)

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sluice_core::StoreError;
 
+use crate::store::database_error;
+
 /// The run slot while it is held: the locked `<db>.lock` file. Dropping it
 /// (or the death of the process) releases the lock.
 #[derive(Debug)]
@@ -21,5 +23,5 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| StoreError::Other(format!("cannot open the run lock file {}: {e}", path.display())))
+        .map_err(|e| database_error(format!("cannot open the run lock file {}: {e}", path.display()), e))
 }

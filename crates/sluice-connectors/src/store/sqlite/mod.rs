@@ -31,12 +31,15 @@ use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, StoreError};
 use self::commit::{
     apply_updates, encode_batch, encode_updates, insert_failures, upsert_memos, upsert_results, write_batch,
 };
-use self::errors::{classify, json, open_hint, sql};
+use self::errors::{classify_setup, json, open_hint, sql};
 use self::lock::open_lock_file;
 use self::read::{ScannedRow, count};
 use self::runs::{RUN_COLUMNS, RawRun, active_run_id, read_run};
 use self::schema::{configure, migrate};
-use super::{InspectStore, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, embedding_from_bytes, now_rfc3339};
+use super::{
+    InspectStore, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, contract_error, database_error,
+    decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
+};
 use crate::ConfigError;
 
 pub use self::lock::SqliteRunLock;
@@ -80,9 +83,9 @@ impl SqliteStore {
     /// (WAL, `synchronous=NORMAL`, busy timeout) and applies the migrations it
     /// lacks. The directory must exist and be writable; it is never created.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let fail = |what: String| StoreError::Other(format!("cannot open SQLite store at {}: {what}", path.display()));
+        let fail = |what: String| schema_error(format!("cannot open SQLite store at {}: {what}", path.display()));
         if path.as_os_str().is_empty() {
-            return Err(StoreError::Other("cannot open SQLite store: the path is empty".into()));
+            return Err(schema_error("cannot open SQLite store: the path is empty"));
         }
         if path.as_os_str() == ":memory:" {
             return Err(fail(
@@ -111,13 +114,13 @@ impl SqliteStore {
             let text = e.to_string();
             let text = text.strip_suffix(&format!(": {}", path.display())).unwrap_or(&text);
             let message = format!("cannot open SQLite store at {}: {text}{}", path.display(), open_hint(&e));
-            classify(&e, message)
+            classify_setup(e, message)
         };
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
         configure(&conn).map_err(open_error)?;
         migrate(&mut conn).map_err(|e| {
             let message = format!("cannot set up SQLite store at {}: {e}{}", path.display(), open_hint(&e));
-            classify(&e, message)
+            classify_setup(e, message)
         })?;
 
         let mut lock = path.as_os_str().to_owned();
@@ -155,16 +158,12 @@ impl SqliteStore {
         .await;
         match joined {
             Ok(result) => result.map_err(|e| self.with_path(e)),
-            Err(e) => Err(StoreError::Other(format!("{}: the database task ended abnormally: {e}", self.describe()))),
+            Err(e) => Err(database_error(format!("{}: the database task ended abnormally: {e}", self.describe()), e)),
         }
     }
 
     fn with_path(&self, error: StoreError) -> StoreError {
-        match error {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{}: {m}", self.describe())),
-            StoreError::Other(m) => StoreError::Other(format!("{}: {m}", self.describe())),
-            other => other,
-        }
+        named(&self.describe(), error)
     }
 }
 
@@ -228,7 +227,7 @@ impl InspectStore for SqliteStore {
                 .map_err(sql(what()))?;
             raw.into_iter()
                 .map(|(index, offset, text, embedding)| {
-                    let bad = |e: String| StoreError::Other(format!("{}: chunk {index}: {e}", what()));
+                    let bad = |e: String| decode_error(format!("{}: chunk {index}: {e}", what()));
                     Ok(Chunk {
                         index,
                         offset: usize::try_from(offset).map_err(|_| bad(format!("negative offset {offset}")))?,
@@ -253,7 +252,7 @@ impl InspectStore for SqliteStore {
                 Ok(()) => false,
                 Err(TryLockError::WouldBlock) => true,
                 Err(TryLockError::Error(e)) => {
-                    return Err(StoreError::Other(format!("cannot check the run lock {}: {e}", lock_path.display())));
+                    return Err(database_error(format!("cannot check the run lock {}: {e}", lock_path.display()), e));
                 }
             };
             if !held {
@@ -284,10 +283,10 @@ impl Store for SqliteStore {
                     return Err(StoreError::Busy { active_run_id: active_run_id(conn)? });
                 }
                 Err(TryLockError::Error(e)) => {
-                    return Err(StoreError::Other(format!(
-                        "cannot lock the run lock file {}: {e}",
-                        lock_path.display()
-                    )));
+                    return Err(database_error(
+                        format!("cannot lock the run lock file {}: {e}", lock_path.display()),
+                        e,
+                    ));
                 }
             }
             // Nobody held the lock, so a run still marked running/stopping lost its process.
@@ -331,7 +330,7 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(sql(format!("creating a run of pipeline {:?}", new.pipeline)))?;
-            read_run(conn, id)?.ok_or_else(|| StoreError::Other(format!("run {id} vanished right after its creation")))
+            read_run(conn, id)?.ok_or_else(|| contract_error(format!("run {id} vanished right after its creation")))
         })
         .await
     }
@@ -511,8 +510,10 @@ impl Store for SqliteStore {
                 .map_err(sql(what()))?;
             rows.into_iter()
                 .map(|(key, value)| {
-                    let value = serde_json::from_str(&value)
-                        .map_err(|e| StoreError::Other(format!("{}: result {key} is not JSON: {e}", what())))?;
+                    let value = serde_json::from_str(&value).map_err(|e| StoreError::Decode {
+                        what: format!("{}: result {key} is not JSON: {e}", what()),
+                        source: Some(Arc::new(e)),
+                    })?;
                     Ok(PhaseResult { kind: kind.clone(), key, value })
                 })
                 .collect()

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, Row};
 use sluice_core::{Document, Record, StoreError};
 
-use crate::store::embedding_from_bytes;
+use crate::store::{decode_error, embedding_from_bytes};
 
 pub(super) fn count(conn: &Connection, query: &str) -> rusqlite::Result<u64> {
     let n: i64 = conn.prepare_cached(query)?.query_row([], |r| r.get(0))?;
@@ -42,7 +42,7 @@ impl ScannedRow {
 
     pub(super) fn into_document(self, source: &str) -> Result<Document, StoreError> {
         let id = self.id;
-        let bad = |e: String| StoreError::Other(format!("document ({source}, {id}): {e}"));
+        let bad = |e: String| decode_error(format!("document ({source}, {id}): {e}"));
         let record = Record {
             source: source.to_string(),
             id: id.clone(),

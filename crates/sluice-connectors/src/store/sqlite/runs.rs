@@ -7,7 +7,7 @@ use sluice_core::store::{RunId, RunInfo, RunStatus};
 use sluice_core::{Checkpoint, StoreError};
 
 use super::errors::sql;
-use crate::store::clip;
+use crate::store::{clip, decode_error};
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline, status, phase, checkpoint, config, date_from, date_to, \
                            started_at, updated_at, finished_at, error";
@@ -48,7 +48,7 @@ impl RawRun {
 
     pub(super) fn parse(self) -> Result<RunInfo, StoreError> {
         let id = self.id;
-        let bad = |what: String| StoreError::Other(format!("run {id} cannot be read: {what}"));
+        let bad = |what: String| decode_error(format!("run {id} cannot be read: {what}"));
         let status = RunStatus::parse(&self.status).ok_or_else(|| bad(format!("unknown status {:?}", self.status)))?;
         let checkpoint = match self.checkpoint.as_deref() {
             None => None,
