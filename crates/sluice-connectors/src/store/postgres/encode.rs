@@ -296,9 +296,6 @@ fn encode_document(out: &mut EncodedBatch, doc: &Document, writes: i64, vector: 
     Ok(())
 }
 
-/// Holds the advisory lock on its own connection until the guard is
-/// dropped, then unlocks and closes it. If the connection is lost, the lock
-
 #[cfg(test)]
 mod tests {
     use super::*;
