@@ -22,10 +22,10 @@ use crate::stage::embed::{EmbedConfig, EmbedStage};
 use crate::stage::extract_html::{ExtractHtmlConfig, ExtractHtmlStage};
 use crate::stage::filter::{FilterConfig, FilterStage};
 use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
-use crate::store::InspectStore;
 use crate::store::items_sink::{ItemsSink, ItemsSinkConfig};
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::postgres::{PostgresConfig, PostgresStore};
+use crate::store::sqlite::SqliteConfig;
+use crate::store::{InspectStore, StoreKind};
 
 /// `[source]`: which source, by `kind`, and its settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,27 +169,25 @@ impl StageConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
-    Sqlite {
-        path: PathBuf,
-    },
-    Postgres {
-        /// Saved with a run's settings with its password hidden.
-        #[serde(serialize_with = "serialize_redacted")]
-        url: String,
-    },
-}
-
-fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&redact_url(url))
+    Sqlite(SqliteConfig),
+    Postgres(PostgresConfig),
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite { path: PathBuf::from("sluice.db") }
+        StoreConfig::Sqlite(SqliteConfig { path: PathBuf::from("sluice.db") })
     }
 }
 
 impl StoreConfig {
+    /// The configured store's own type, which opens it.
+    pub fn kind(&self) -> &dyn StoreKind {
+        match self {
+            StoreConfig::Sqlite(c) => c,
+            StoreConfig::Postgres(c) => c,
+        }
+    }
+
     /// Reads a `DATABASE_URL`: `postgres://...` or `postgresql://...` for
     /// PostgreSQL; `sqlite:PATH`, `sqlite://PATH`, or a bare path for SQLite.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
@@ -197,7 +195,7 @@ impl StoreConfig {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Parsed now, so a malformed URL is refused at start (without its password).
             PostgresStore::connect_lazy(url).map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
-            return Ok(StoreConfig::Postgres { url: url.to_string() });
+            return Ok(StoreConfig::Postgres(PostgresConfig { url: url.to_string() }));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() {
@@ -205,7 +203,7 @@ impl StoreConfig {
                 "DATABASE_URL is empty (allowed: sqlite:PATH, postgres://USER@HOST:PORT/DATABASE)".into(),
             ));
         }
-        Ok(StoreConfig::Sqlite { path: PathBuf::from(path) })
+        Ok(StoreConfig::Sqlite(SqliteConfig { path: PathBuf::from(path) }))
     }
 }
 
@@ -307,54 +305,17 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
     Ok(StageSpec::new(stage).workers(entry.workers))
 }
 
-/// An opened store, kept with its concrete type where callers need more than the trait.
-#[derive(Clone)]
-pub enum OpenedStore {
-    Sqlite(Arc<SqliteStore>),
-    Postgres(Arc<PostgresStore>),
-}
-
-impl OpenedStore {
-    pub fn as_store(&self) -> Arc<dyn Store> {
-        match self {
-            OpenedStore::Sqlite(s) => s.clone(),
-            OpenedStore::Postgres(s) => s.clone(),
-        }
-    }
-
-    /// The store with the read helpers every backend has (counts, documents, active run).
-    pub fn as_inspect(&self) -> Arc<dyn InspectStore> {
-        match self {
-            OpenedStore::Sqlite(s) => s.clone(),
-            OpenedStore::Postgres(s) => s.clone(),
-        }
-    }
-}
-
 /// Opens the store `config` names. A PostgreSQL store is only prepared here
 /// (its URL parsed): it connects and sets its schema up on first use. Use
 /// [`open_store_async`] to find a server that is down or a bad schema now.
-pub fn open_store(config: &StoreConfig) -> Result<OpenedStore, ConfigError> {
-    match config {
-        StoreConfig::Sqlite { path } => {
-            SqliteStore::open(path).map(|s| OpenedStore::Sqlite(Arc::new(s))).map_err(|e| ConfigError(e.to_string()))
-        }
-        StoreConfig::Postgres { url } => PostgresStore::connect_lazy(url)
-            .map(|s| OpenedStore::Postgres(Arc::new(s)))
-            .map_err(|e| ConfigError(e.to_string())),
-    }
+pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn InspectStore>, ConfigError> {
+    config.kind().open()
 }
 
 /// Opens the store `config` names, connecting and setting a PostgreSQL
 /// store's schema up at once (and saying how it stores embeddings).
-pub async fn open_store_async(config: &StoreConfig) -> Result<OpenedStore, ConfigError> {
-    match config {
-        StoreConfig::Sqlite { .. } => open_store(config),
-        StoreConfig::Postgres { url } => PostgresStore::open(url)
-            .await
-            .map(|s| OpenedStore::Postgres(Arc::new(s)))
-            .map_err(|e| ConfigError(e.to_string())),
-    }
+pub async fn open_store_async(config: &StoreConfig) -> Result<Arc<dyn InspectStore>, ConfigError> {
+    config.kind().check().await
 }
 
 #[cfg(test)]
@@ -364,14 +325,16 @@ mod tests {
     #[test]
     fn database_url_forms() {
         assert!(
-            matches!(StoreConfig::from_url("sqlite://a/b.db").unwrap(), StoreConfig::Sqlite { path } if path == std::path::Path::new("a/b.db"))
+            matches!(StoreConfig::from_url("sqlite://a/b.db").unwrap(), StoreConfig::Sqlite(SqliteConfig { path }) if path == std::path::Path::new("a/b.db"))
         );
         assert!(
-            matches!(StoreConfig::from_url("sqlite:x.db").unwrap(), StoreConfig::Sqlite { path } if path == std::path::Path::new("x.db"))
+            matches!(StoreConfig::from_url("sqlite:x.db").unwrap(), StoreConfig::Sqlite(SqliteConfig { path }) if path == std::path::Path::new("x.db"))
         );
         assert!(StoreConfig::from_url("").is_err());
         for url in ["postgres://u:secret@h/db", "postgresql://u:secret@h:5433/db?sslmode=disable"] {
-            assert!(matches!(StoreConfig::from_url(url).unwrap(), StoreConfig::Postgres { url: u } if u == url));
+            assert!(
+                matches!(StoreConfig::from_url(url).unwrap(), StoreConfig::Postgres(PostgresConfig { url: u }) if u == url)
+            );
         }
         let err = StoreConfig::from_url("postgres://u:secret@h:port/db").unwrap_err().to_string();
         assert!(!err.contains("secret") && err.contains("DATABASE_URL"), "{err}");
@@ -399,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn a_lazily_opened_postgres_store_is_a_store_whose_errors_hide_the_password() {
         let config = StoreConfig::from_url("postgres://u:secret@127.0.0.1:1/db").unwrap();
-        let store = open_store(&config).unwrap().as_store();
+        let store: Arc<dyn Store> = open_store(&config).unwrap();
         assert_eq!(store.describe(), "postgres:postgres://u:***@127.0.0.1:1/db");
         let err = store.list_runs(1).await.unwrap_err();
         assert!(matches!(err, sluice_core::StoreError::Unavailable(_)), "{err:?}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_connectors::store::{SqliteConfig, SqliteStore, embedding_to_bytes};
+use sluice_connectors::store::{InspectStore, SqliteConfig, SqliteStore, StoreKind, embedding_to_bytes};
 use sluice_core::store::{CommitBatch, NewRun, Store};
 use sluice_core::{Checkpoint, Document, Position, Record, StoreError};
 

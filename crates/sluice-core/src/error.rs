@@ -1,6 +1,7 @@
 //! Typed errors of the three roles. The engine decides what to do from the
 //! type: retry, restart a partition, record a failure, or end the run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -51,7 +52,11 @@ impl StageError {
     }
 }
 
-/// An error of the store.
+/// The error underneath a [`StoreError`] (a driver's, an I/O or JSON error),
+/// shared so that store errors stay `Clone`.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// An error of the store. Only `Unavailable` is worth retrying.
 #[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A passing fault (connection lost, database busy); the engine retries the commit.
@@ -62,8 +67,35 @@ pub enum StoreError {
     Busy { active_run_id: i64 },
     #[error("not found: {0}")]
     NotFound(String),
-    #[error("{0}")]
-    Other(String),
+    /// A stored value cannot be read back (not JSON, a ragged embedding, an
+    /// unknown status); `what` names the value and why.
+    #[error("{what}")]
+    Decode {
+        what: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The database cannot be opened or set up: a bad path or URL, a schema
+    /// newer than this build knows, a migration that fails.
+    #[error("{message}")]
+    Schema {
+        message: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The request is one the store cannot honour: data it cannot hold (a NUL
+    /// character, a number too large), a run that is no longer the active one,
+    /// inconsistent input, or an operation this store does not have.
+    #[error("{message}")]
+    Contract { message: String },
+    /// The database refused or failed a statement for a reason retrying will
+    /// not mend (a constraint or trigger, a full disk, a lock file it cannot open).
+    #[error("{message}")]
+    Database {
+        message: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
 }
 
 /// Why a run could not start or ended as `failed`.

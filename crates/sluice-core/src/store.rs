@@ -232,7 +232,7 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Document>, StoreError> {
         let _ = (source, after, limit);
-        Err(StoreError::Other(format!("{} cannot be read back by later phases", self.describe())))
+        Err(StoreError::Contract { message: format!("{} cannot be read back by later phases", self.describe()) })
     }
 
     /// The results of `kind` a run wrote, by key.

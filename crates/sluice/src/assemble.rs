@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use sluice_connectors::phase::build_phases;
-use sluice_connectors::registry::{OpenedStore, build_source_for, build_stage, open_store, source_stages, with_sink};
+use sluice_connectors::registry::{build_source_for, build_stage, open_store, source_stages, with_sink};
+use sluice_connectors::store::InspectStore;
 use sluice_core::{Pipeline, Store};
 
 use crate::cli::StoreArgs;
@@ -45,7 +46,7 @@ pub fn env_var(key: &str) -> Option<String> {
 
 /// Opens the store named by `--db`, else `DATABASE_URL`, else the file's
 /// `[store]`, else `sluice.db`.
-pub fn open_store_for(db: Option<&str>, file: Option<&PipelineFile>) -> Result<OpenedStore, CliError> {
+pub fn open_store_for(db: Option<&str>, file: Option<&PipelineFile>) -> Result<Arc<dyn InspectStore>, CliError> {
     let config = match db {
         Some(url) => sluice_connectors::registry::StoreConfig::from_url(url)?,
         None => resolve_store(file, &env_var)?,
@@ -54,7 +55,7 @@ pub fn open_store_for(db: Option<&str>, file: Option<&PipelineFile>) -> Result<O
 }
 
 /// For the read-only commands: the store of `--db`/`DATABASE_URL`/`-c FILE`.
-pub fn open_store_args(args: &StoreArgs) -> Result<OpenedStore, CliError> {
+pub fn open_store_args(args: &StoreArgs) -> Result<Arc<dyn InspectStore>, CliError> {
     let file = match &args.config {
         Some(path) => Some(PipelineFile::load(path)?),
         None => None,

@@ -352,8 +352,8 @@ mod tests {
     fn database_url_beats_the_file() {
         let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();
         let store = resolve_store(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
-        assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("b.db")));
+        assert!(matches!(store, StoreConfig::Sqlite(c) if c.path == Path::new("b.db")));
         let store = resolve_store(Some(&f), &env_of(&[])).unwrap();
-        assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("a.db")));
+        assert!(matches!(store, StoreConfig::Sqlite(c) if c.path == Path::new("a.db")));
     }
 }

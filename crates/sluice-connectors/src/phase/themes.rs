@@ -120,12 +120,14 @@ impl PhaseTask for ThemeExtraction {
         if let Some(first) = members.first() {
             let dims = first.embedding.len();
             if let Some(odd) = members.iter().find(|m| m.embedding.len() != dims) {
-                return Err(EngineError::Store(StoreError::Other(format!(
-                    "theme_extraction: document {} has a {}-dimension embedding, others {dims}: \
-                     re-run embedding_generation with one embedder",
-                    odd.id,
-                    odd.embedding.len()
-                ))));
+                return Err(EngineError::Store(StoreError::Contract {
+                    message: format!(
+                        "theme_extraction: document {} has a {}-dimension embedding, others {dims}: \
+                         re-run embedding_generation with one embedder",
+                        odd.id,
+                        odd.embedding.len()
+                    ),
+                }));
             }
         }
         let config = self.config.clone();

@@ -208,8 +208,8 @@ impl ItemsSink {
     async fn write_items(&self, docs: &[Document]) -> Result<(), StoreError> {
         let mut files = Vec::with_capacity(docs.len() * 3);
         for doc in docs {
-            let three = Self::files_of(doc).map_err(|e| {
-                StoreError::Other(format!("items sink: document {} cannot be written as JSON: {e}", doc.id()))
+            let three = Self::files_of(doc).map_err(|e| StoreError::Contract {
+                message: format!("items sink: document {} cannot be written as JSON: {e}", doc.id()),
             })?;
             files.extend(three);
         }
@@ -219,7 +219,7 @@ impl ItemsSink {
                     let message = format!("items sink {}: cannot write {path}: {e}", self.target.location);
                     match e {
                         object_store::Error::Generic { .. } if self.target.remote => StoreError::Unavailable(message),
-                        _ => StoreError::Other(message),
+                        _ => StoreError::Database { message, source: Some(std::sync::Arc::new(e)) },
                     }
                 })
             })

@@ -5,13 +5,17 @@ pub mod items_sink;
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::store::{RunId, RunInfo};
 use sluice_core::{Chunk, Classification, Document, Store, StoreError};
+
+use crate::ConfigError;
 
 pub use items_sink::{ItemsSink, ItemsSinkConfig};
 pub use postgres::{PostgresConfig, PostgresStore};
@@ -19,6 +23,8 @@ pub use sqlite::{SqliteConfig, SqliteStore};
 
 /// What the CLI and tests read from a store besides the [`Store`] trait,
 /// whatever the backend: counts, stored documents and chunks, the active run.
+/// Every store implements it, so an `Arc<dyn InspectStore>` serves both
+/// (upcast to `Arc<dyn Store>` where only the trait is needed).
 #[async_trait]
 pub trait InspectStore: Store {
     async fn document_count(&self) -> Result<u64, StoreError>;
@@ -31,32 +37,72 @@ pub trait InspectStore: Store {
     async fn active_run(&self) -> Result<Option<RunInfo>, StoreError>;
 }
 
-/// Implements [`InspectStore`] by the store's inherent methods of the same names.
-macro_rules! inspect_by_inherent_methods {
-    ($store:ty) => {
-        #[async_trait]
-        impl InspectStore for $store {
-            async fn document_count(&self) -> Result<u64, StoreError> {
-                <$store>::document_count(self).await
-            }
-            async fn chunk_count(&self) -> Result<u64, StoreError> {
-                <$store>::chunk_count(self).await
-            }
-            async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
-                <$store>::get_document(self, source, id).await
-            }
-            async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
-                <$store>::get_chunks(self, source, doc_id).await
-            }
-            async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
-                <$store>::active_run(self).await
-            }
-        }
-    };
+/// A store's configuration (`[store] kind = ...`): it opens its store.
+/// Opening is lazy where the backend allows it; [`StoreKind::check`] finds
+/// a server that is down or a bad schema now (a health check at start).
+#[async_trait]
+pub trait StoreKind: Send + Sync {
+    /// Opens the store. A SQLite file is opened and migrated at once; a
+    /// PostgreSQL store only parses its URL and connects on first use.
+    fn open(&self) -> Result<Arc<dyn InspectStore>, ConfigError>;
+
+    /// Opens the store and sets it up now: connects, applies the
+    /// migrations, and says how it keeps embeddings.
+    async fn check(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        self.open()
+    }
 }
 
-inspect_by_inherent_methods!(SqliteStore);
-inspect_by_inherent_methods!(PostgresStore);
+/// The error written on runs found `running`/`stopping` when the run slot is
+/// taken: the process running them ended without finishing.
+pub const ORPHANED_RUN_ERROR: &str =
+    "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
+
+/// A stored value that cannot be read back.
+pub(crate) fn decode_error(what: impl Into<String>) -> StoreError {
+    StoreError::Decode { what: what.into(), source: None }
+}
+
+/// A request the store cannot honour.
+pub(crate) fn contract_error(message: impl Into<String>) -> StoreError {
+    StoreError::Contract { message: message.into() }
+}
+
+/// A database that cannot be opened or set up.
+pub(crate) fn schema_error(message: impl Into<String>) -> StoreError {
+    StoreError::Schema { message: message.into(), source: None }
+}
+
+/// A statement the database refused, with the driver's error underneath.
+pub(crate) fn database_error(
+    message: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Database { message: message.into(), source: Some(Arc::new(source)) }
+}
+
+/// `error` with `name` (the store's) before its message, for the errors
+/// whose message the store wrote itself.
+pub(crate) fn named(name: &str, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{name}: {m}")),
+        StoreError::Decode { what, source } => StoreError::Decode { what: format!("{name}: {what}"), source },
+        StoreError::Schema { message, source } => StoreError::Schema { message: format!("{name}: {message}"), source },
+        StoreError::Contract { message } => StoreError::Contract { message: format!("{name}: {message}") },
+        StoreError::Database { message, source } => {
+            StoreError::Database { message: format!("{name}: {message}"), source }
+        }
+        other => other,
+    }
+}
+
+/// At most 200 characters of `text`, for error messages.
+pub(crate) fn clip(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
 
 /// A row of the documents table as a store holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,17 +196,7 @@ pub fn now_rfc3339() -> String {
 
 /// Formats a time as RFC 3339 UTC with milliseconds (times before 1970 are clamped to the epoch).
 pub fn rfc3339_millis(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = crate::dates::civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    DateTime::<Utc>::from(time.max(UNIX_EPOCH)).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -1,38 +1,35 @@
 //! The store suite: every behaviour a [`Store`] promises, run against each
 //! backend (SQLite always; PostgreSQL when `SLUICE_TEST_POSTGRES_URL` names
 //! a server, and always in CI). One function per behaviour takes a
-//! [`Harness`]; the `suite!` macro makes a test of it per backend:
+//! [`StoreHarness`]; the `suite!` macro makes a test of it per backend:
 //! `sqlite::NAME` and `postgres::NAME`. Backend-specific tests live in
-//! `sqlite_store.rs` and `postgres.rs` here.
+//! `tests/sqlite_store.rs` and in `postgres_only.rs` here.
 
 mod harness;
 mod postgres_only;
 
 use std::time::{Duration, Instant};
 
-use harness::Harness;
+use harness::StoreHarness;
 use serde_json::{Value, json};
-use sluice_connectors::store::sqlite::ORPHANED_RUN_ERROR;
+use sluice_connectors::store::ORPHANED_RUN_ERROR;
 use sluice_core::store::{CommitBatch, DocumentUpdate, Failure, MemoEntry, MemoKey, NewRun, PhaseResult, RunStatus};
 use sluice_core::{Checkpoint, Chunk, Classification, Document, Position, Record, StoreError};
 
+/// One test per behaviour and backend: a backend is a module name and its
+/// [`StoreHarness`] type.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
+        suite!(@backend sqlite, crate::harness::SqliteHarness; $($name),*);
+        suite!(@backend postgres, crate::harness::PostgresHarness; $($name),*);
+    };
+    (@backend $backend:ident, $harness:path; $($name:ident),*) => {
+        mod $backend {
+            use crate::harness::StoreHarness;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let h = super::Harness::sqlite();
-                    super::$name(&h).await;
-                    h.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(h) = super::Harness::postgres().await else { return };
+                    let Some(h) = <$harness as StoreHarness>::fresh().await else { return };
                     super::$name(&h).await;
                     h.finish().await;
                 }
@@ -140,7 +137,7 @@ fn json_of(text: &Option<String>) -> Value {
     serde_json::from_str(text.as_deref().expect("a JSON value, not NULL")).expect("JSON")
 }
 
-async fn reopening_keeps_the_data_and_applies_each_migration_once(h: &Harness) {
+async fn reopening_keeps_the_data_and_applies_each_migration_once(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     store.commit(run.id, &docs(&["a", "b"]), &checkpoint(1)).await.unwrap();
@@ -157,7 +154,7 @@ async fn reopening_keeps_the_data_and_applies_each_migration_once(h: &Harness) {
     assert!(store.describe().contains(&h.name_in_errors().replace("postgres://", "")), "{}", store.describe());
 }
 
-async fn run_lifecycle_sets_and_clears_finished_at_and_error(h: &Harness) {
+async fn run_lifecycle_sets_and_clears_finished_at_and_error(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("intercom")).await.unwrap();
     assert_eq!(run.status, RunStatus::Running);
@@ -207,7 +204,7 @@ async fn run_lifecycle_sets_and_clears_finished_at_and_error(h: &Harness) {
     assert!(matches!(store.set_status(run.id + 100, RunStatus::Stopping, None).await, Err(StoreError::NotFound(_))));
 }
 
-async fn list_runs_is_newest_first_and_limited(h: &Harness) {
+async fn list_runs_is_newest_first_and_limited(h: &dyn StoreHarness) {
     let store = h.open().await;
     let mut ids = vec![];
     for i in 0..5 {
@@ -222,7 +219,7 @@ async fn list_runs_is_newest_first_and_limited(h: &Harness) {
     assert_eq!(store.list_runs(usize::MAX).await.unwrap().len(), 5);
 }
 
-async fn commit_upserts_by_source_and_id_and_counts_every_write(h: &Harness) {
+async fn commit_upserts_by_source_and_id_and_counts_every_write(h: &dyn StoreHarness) {
     let store = h.open().await;
     let first = store.create_run(&new_run("p")).await.unwrap();
     store.commit(first.id, &docs(&["a", "b", "c"]), &checkpoint(1)).await.unwrap();
@@ -271,7 +268,7 @@ async fn commit_upserts_by_source_and_id_and_counts_every_write(h: &Harness) {
     assert_eq!(updated[0][0].as_deref(), Some("1700000000"), "the record's time in seconds");
 }
 
-async fn upserting_a_document_replaces_its_chunks(h: &Harness) {
+async fn upserting_a_document_replaces_its_chunks(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let mut d = doc("a", "one two three");
@@ -297,7 +294,7 @@ async fn upserting_a_document_replaces_its_chunks(h: &Harness) {
 }
 
 /// Batches of every size, over two sources, with chunks: all rows land, each once.
-async fn batches_of_any_size_store_every_document_and_chunk(h: &Harness) {
+async fn batches_of_any_size_store_every_document_and_chunk(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let make = |n: usize, round: u32| {
@@ -334,7 +331,7 @@ async fn batches_of_any_size_store_every_document_and_chunk(h: &Harness) {
 /// The same document twice in one commit (a cursor fallback, or a group
 /// commit of two batches) ends as if written once per occurrence, in order:
 /// the last version with its chunks, and a write counted per occurrence.
-async fn a_document_repeated_within_a_batch_is_written_once_per_occurrence_last_wins(h: &Harness) {
+async fn a_document_repeated_within_a_batch_is_written_once_per_occurrence_last_wins(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let mut first = doc("a", "first");
@@ -355,7 +352,7 @@ async fn a_document_repeated_within_a_batch_is_written_once_per_occurrence_last_
     assert_eq!((a.write_count, a.text.as_str(), a.chunks), (6, "third", 0));
 }
 
-async fn checkpoint_and_counts_are_written_together_and_read_back_equal(h: &Harness) {
+async fn checkpoint_and_counts_are_written_together_and_read_back_equal(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let mut cp = checkpoint(3);
@@ -388,7 +385,7 @@ async fn checkpoint_and_counts_are_written_together_and_read_back_equal(h: &Harn
     assert_eq!(store.get_document("src", "z").await.unwrap(), None, "nothing of a batch for an unknown run");
 }
 
-async fn a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchanged(h: &Harness) {
+async fn a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchanged(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     store.commit(run.id, &docs(&["a", "b"]), &checkpoint(1)).await.unwrap();
@@ -399,7 +396,7 @@ async fn a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchan
     batch.failures.push(failure("x", true));
     batch.memos.push(memo("a", "h", "f", json!("label")));
     let err = store.commit(run.id, &batch, &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)), "a constraint is not worth retrying: {err:?}");
+    assert!(matches!(err, StoreError::Database { .. }), "a constraint is not worth retrying: {err:?}");
     let message = err.to_string();
     assert!(message.contains("poisoned document") && message.contains(&format!("run {}", run.id)), "{message}");
     let name = h.name_in_errors();
@@ -422,7 +419,7 @@ async fn a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchan
     assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(2)));
 }
 
-async fn a_second_store_on_the_same_database_is_busy_while_the_guard_lives(h: &Harness) {
+async fn a_second_store_on_the_same_database_is_busy_while_the_guard_lives(h: &dyn StoreHarness) {
     let first = h.open().await;
     let second = h.open().await;
     let guard = first.acquire_active().await.unwrap();
@@ -445,7 +442,7 @@ async fn a_second_store_on_the_same_database_is_busy_while_the_guard_lives(h: &H
     drop(guard);
 }
 
-async fn active_run_is_the_running_run_only_while_the_slot_is_held(h: &Harness) {
+async fn active_run_is_the_running_run_only_while_the_slot_is_held(h: &dyn StoreHarness) {
     let store = h.open().await;
     assert_eq!(store.active_run().await.unwrap(), None);
     let guard = store.acquire_active().await.unwrap();
@@ -461,13 +458,13 @@ async fn active_run_is_the_running_run_only_while_the_slot_is_held(h: &Harness) 
     assert_eq!(store.active_run().await.unwrap(), None, "a run nobody holds the slot for is not active");
 }
 
-async fn busy_without_a_running_run_reports_zero(h: &Harness) {
+async fn busy_without_a_running_run_reports_zero(h: &dyn StoreHarness) {
     let first = h.open().await;
     let _guard = first.acquire_active().await.unwrap();
     assert!(matches!(h.open().await.acquire_active().await, Err(StoreError::Busy { active_run_id: 0 })));
 }
 
-async fn runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acquire(h: &Harness) {
+async fn runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acquire(h: &dyn StoreHarness) {
     let store = h.open().await;
     let guard = store.acquire_active().await.unwrap();
     let orphan = store.create_run(&new_run("p")).await.unwrap();
@@ -495,7 +492,7 @@ async fn runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acqu
     assert_eq!(store.get_run(stopped.id).await.unwrap().unwrap(), stopped_before, "finished runs are left alone");
 }
 
-async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them(h: &Harness) {
+async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them(h: &dyn StoreHarness) {
     let store = h.open().await;
     let first = store.create_run(&new_run("p")).await.unwrap();
     let mut b = docs(&["ok"]);
@@ -528,7 +525,7 @@ async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them
     assert!(store.failures(first.id + 50).await.unwrap().is_empty());
 }
 
-async fn the_runbook_recovery_query_shows_the_checkpoint(h: &Harness) {
+async fn the_runbook_recovery_query_shows_the_checkpoint(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("intercom")).await.unwrap();
     store.commit(run.id, &docs(&["a"]), &checkpoint(2)).await.unwrap();
@@ -553,7 +550,7 @@ LIMIT 1;";
     assert_eq!(value["partitions"]["main"]["cursor"], "cursor-2");
 }
 
-async fn an_unreadable_checkpoint_is_an_error_naming_the_run(h: &Harness) {
+async fn an_unreadable_checkpoint_is_an_error_naming_the_run(h: &dyn StoreHarness) {
     let store = h.open().await;
     let good = store.create_run(&new_run("p")).await.unwrap();
     let bad = store.create_run(&new_run("p")).await.unwrap();
@@ -586,7 +583,7 @@ pub fn memo(id: &str, content_hash: &str, fingerprint: &str, value: Value) -> Me
     }
 }
 
-async fn memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fingerprint(h: &Harness) {
+async fn memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fingerprint(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let key = |id: &str, hash: &str| MemoKey { source: "src".into(), id: id.into(), content_hash: hash.into() };
@@ -620,7 +617,7 @@ async fn memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fin
     assert_eq!(store.memo_lookup("classify", "f2", &[key("a", "h9")]).await.unwrap(), [Some(json!("new"))]);
 }
 
-async fn embeddings_round_trip_exactly(h: &Harness) {
+async fn embeddings_round_trip_exactly(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let values = [0.0f32, -1.5, f32::MAX, 3.25e-7, f32::MIN_POSITIVE, 1.0 / 3.0];
@@ -636,7 +633,7 @@ async fn embeddings_round_trip_exactly(h: &Harness) {
     assert_eq!(store.get_chunks("src", "b").await.unwrap()[0].embedding, None);
 }
 
-async fn later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run(h: &Harness) {
+async fn later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run(h: &dyn StoreHarness) {
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
     let mut labelled = doc("b", "second");

@@ -14,12 +14,12 @@ use sluice_core::{Chunk, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::harness::{Harness, postgres_url};
+use super::harness::{PostgresHarness, StoreHarness, postgres_url};
 use super::{batch, checkpoint, doc, docs, eventually, new_run};
 
-async fn pg() -> Option<(Harness, PostgresStore)> {
-    let h = Harness::postgres().await?;
-    let store = PostgresStore::open(h.postgres_url()?).await.expect("open store");
+async fn pg() -> Option<(PostgresHarness, PostgresStore)> {
+    let h = PostgresHarness::fresh().await?;
+    let store = PostgresStore::open(h.url()).await.expect("open store");
     Some((h, store))
 }
 
@@ -66,7 +66,7 @@ async fn vector_columns_get_the_batch_dimension_and_an_hnsw_index() {
     assert!(plan.iter().any(|l| l.contains("documents_embedding_hnsw")), "{plan:?}");
 
     // A reopened store keeps them as they are.
-    let again = PostgresStore::open(h.postgres_url().unwrap()).await.unwrap();
+    let again = PostgresStore::open(h.url()).await.unwrap();
     assert_eq!(again.embedding_storage().await.unwrap(), EmbeddingStorage::Vector);
     assert_eq!(again.get_document("src", "near").await.unwrap().unwrap().embedding, Some(vec![1.0, 0.0, 0.0]));
 
@@ -74,7 +74,7 @@ async fn vector_columns_get_the_batch_dimension_and_an_hnsw_index() {
     let mut other = doc("other", "w");
     other.embedding = Some(vec![1.0, 2.0]);
     let err = store.commit(run.id, &batch(vec![other]), &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)) && err.to_string().contains("dimensions"), "{err}");
+    assert!(matches!(err, StoreError::Database { .. }) && err.to_string().contains("dimensions"), "{err}");
     assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(1)));
     h.finish().await;
 }
@@ -86,13 +86,13 @@ async fn without_the_vector_extension_embeddings_are_real_arrays() {
     }
     // A role that may not create the (untrusted) vector extension, owning its database.
     let role = format!("sluice_plain_{}", std::process::id());
-    let setup = Harness::postgres().await.unwrap();
+    let setup = PostgresHarness::fresh().await.unwrap();
     setup
         .exec(&format!("DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"))
         .await;
     setup.finish().await;
-    let h = Harness::postgres_owned_by(&role).await.unwrap();
-    let store = PostgresStore::open(h.postgres_url().unwrap()).await.unwrap();
+    let h = PostgresHarness::owned_by(&role).await.unwrap();
+    let store = PostgresStore::open(h.url()).await.unwrap();
     assert_eq!(store.embedding_storage().await.unwrap(), EmbeddingStorage::RealArray);
     let run = store.create_run(&new_run("p")).await.unwrap();
     let mut d = doc("a", "x");
@@ -119,7 +119,7 @@ async fn without_the_vector_extension_embeddings_are_real_arrays() {
     assert_eq!((stored.embedding, stored.write_count), (Some(vec![2.0, 0.5]), 1));
     drop(store);
     h.finish().await;
-    let cleanup = Harness::postgres().await.unwrap();
+    let cleanup = PostgresHarness::fresh().await.unwrap();
     let _ = cleanup.try_exec(&format!("DROP ROLE IF EXISTS {role}")).await;
     cleanup.finish().await;
 }
@@ -129,15 +129,15 @@ async fn a_database_from_a_newer_sluice_is_refused() {
     let Some((h, store)) = pg().await else { return };
     drop(store);
     h.exec("INSERT INTO schema_migrations (version) VALUES (99)").await;
-    let err = PostgresStore::open(h.postgres_url().unwrap()).await.unwrap_err().to_string();
+    let err = PostgresStore::open(h.url()).await.unwrap_err().to_string();
     assert!(err.contains("schema version 99") && err.contains("newer sluice"), "{err}");
     h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_opening_a_new_database_at_once_all_set_it_up() {
-    let Some(h) = Harness::postgres().await else { return };
-    let url = h.postgres_url().unwrap().to_string();
+    let Some(h) = PostgresHarness::fresh().await else { return };
+    let url = h.url().to_string();
     let opens: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
@@ -153,7 +153,7 @@ async fn stores_opening_a_new_database_at_once_all_set_it_up() {
 }
 
 /// Kills the other connections to the test database, as a server restart would.
-async fn kill_connections(h: &Harness, filter: &str) -> usize {
+async fn kill_connections(h: &PostgresHarness, filter: &str) -> usize {
     let rows = h
         .rows(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -297,8 +297,8 @@ fn host_port(url: &str) -> (String, u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
-    let Some(h) = Harness::postgres().await else { return };
-    let url = h.postgres_url().unwrap().to_string();
+    let Some(h) = PostgresHarness::fresh().await else { return };
+    let url = h.url().to_string();
     let (host, port) = host_port(&url);
     let proxy = Proxy::start((host, port)).await;
     let proxied = proxy.url(&url);
@@ -355,7 +355,7 @@ async fn a_commit_whose_answer_was_lost_is_not_written_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_slot_is_freed_when_the_holding_process_is_killed() {
     let Some((h, store)) = pg().await else { return };
-    let url = h.postgres_url().unwrap().to_string();
+    let url = h.url().to_string();
     // psql takes the lock, then waits for more input on its stdin (kept open):
     // an idle session, as sluice's lock connection is between its checks.
     let child = std::process::Command::new("psql")
@@ -432,7 +432,7 @@ async fn a_lost_run_lock_is_taken_back_or_the_run_ends_when_another_process_took
     let taken = taken.expect("another store took the slot while the guard's connection was down");
     assert_eq!(other.get_run(run.id).await.unwrap().unwrap().status, RunStatus::Failed);
     let err = first.commit(run.id, &docs(&["b"]), &checkpoint(2)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)) && err.to_string().contains("another process"), "{err}");
+    assert!(matches!(err, StoreError::Contract { .. }) && err.to_string().contains("another process"), "{err}");
     assert_eq!(other.get_document("src", "b").await.unwrap(), None);
     assert_eq!(other.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(1)));
     drop(guard);
@@ -477,8 +477,8 @@ async fn a_run_whose_store_stays_down_fails_with_its_last_checkpoint_intact_and_
     use sluice_connectors::source::generate::{GenerateConfig, GenerateSource};
     use sluice_core::{Pipeline, RetryPolicy, Settings, Start};
 
-    let Some(h) = Harness::postgres().await else { return };
-    let url = h.postgres_url().unwrap().to_string();
+    let Some(h) = PostgresHarness::fresh().await else { return };
+    let url = h.url().to_string();
     let proxy = Proxy::start(host_port(&url)).await;
     let store = Arc::new(PostgresStore::open(&proxy.url(&url)).await.unwrap());
     let pipeline = |store: Arc<PostgresStore>| {

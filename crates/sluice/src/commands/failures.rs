@@ -20,7 +20,7 @@ pub async fn failures(args: FailuresArgs) -> Result<u8, CliError> {
 }
 
 async fn list(run_id: Option<i64>, store_args: &StoreArgs, json: bool) -> Result<u8, CliError> {
-    let store = open_store_args(store_args)?.as_store();
+    let store: Arc<dyn sluice_core::Store> = open_store_args(store_args)?;
     let run_id = match run_id {
         Some(id) => id,
         None => match store.list_runs(1).await?.first() {
@@ -53,7 +53,7 @@ async fn list(run_id: Option<i64>, store_args: &StoreArgs, json: bool) -> Result
 /// its pipeline's stages into the store, as a new run; records stored by it
 /// are marked resolved.
 async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, CliError> {
-    let store = open_store_args(store_args)?.as_store();
+    let store: Arc<dyn sluice_core::Store> = open_store_args(store_args)?;
     let run = store.get_run(run_id).await?.ok_or_else(|| CliError::usage(format!("run {run_id} not found")))?;
     let rows = store.failures(run_id).await?;
     let mut records = Vec::new();

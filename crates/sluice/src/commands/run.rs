@@ -22,7 +22,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         file.apply_env(&env_var)?;
         Some(file)
     };
-    let store = open_store_for(args.db.as_deref(), file.as_ref())?.as_store();
+    let store: Arc<dyn Store> = open_store_for(args.db.as_deref(), file.as_ref())?;
 
     let (mut file, start, origin) = if resuming {
         let run = find_run_to_resume(&store, &args, file.as_ref()).await?;

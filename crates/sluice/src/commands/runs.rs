@@ -12,7 +12,7 @@ pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
     let (docs, from) = match &args.server {
         Some(server) => (remote::history(server, args.limit).await?, server.clone()),
         None => {
-            let store = open_store_args(&args.store)?.as_store();
+            let store: std::sync::Arc<dyn sluice_core::Store> = open_store_args(&args.store)?;
             let runs = store.list_runs(args.limit as usize).await?;
             (runs.iter().map(RunStatusDoc::new).collect(), store.describe())
         }
@@ -42,7 +42,7 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     let doc = match &args.server {
         Some(server) => remote::status(server, args.run_id).await?,
         None => {
-            let store = open_store_args(&args.store)?.as_store();
+            let store: std::sync::Arc<dyn sluice_core::Store> = open_store_args(&args.store)?;
             let run = store
                 .get_run(args.run_id)
                 .await?

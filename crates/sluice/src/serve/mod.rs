@@ -50,7 +50,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     }
     let mut file = PipelineFile::load(&args.config)?;
     file.apply_env(&env_var)?;
-    let store = open_store_for(args.db.as_deref(), Some(&file))?.as_store();
+    let store: Arc<dyn sluice_core::Store> = open_store_for(args.db.as_deref(), Some(&file))?;
     // A run left `running` by a process that died is marked failed (resumable) now, not at the first request.
     match store.acquire_active().await {
         Ok(guard) => drop(guard),

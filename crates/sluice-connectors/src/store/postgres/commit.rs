@@ -1,0 +1,283 @@
+//! A commit: one transaction writing the run's checkpoint and counts, the
+//! documents and their chunks, the failures, the memos, and what later
+//! phases add (document updates, run results). A commit whose COMMIT got no
+//! answer is checked by its next attempt, so it is never written twice.
+
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value;
+use sluice_core::store::{CommitBatch, RunId};
+use sluice_core::{Checkpoint, StoreError};
+use sqlx::types::Json;
+
+use super::encode::{EncodedBatch, encode_batch};
+use super::errors::is_transient;
+use super::pool::Db;
+use super::schema::{EmbeddingStorage, Setup, fix_dimensions};
+use super::sql::{
+    INSERT_CHUNKS_REAL, INSERT_CHUNKS_VECTOR, UPDATE_DOCUMENTS_REAL, UPDATE_DOCUMENTS_VECTOR, UPSERT_DOCUMENTS_REAL,
+    UPSERT_DOCUMENTS_VECTOR,
+};
+
+/// A commit whose COMMIT got no answer: (run, checkpoint). The next attempt
+/// of the same commit checks whether it landed.
+#[derive(Default)]
+pub(super) struct Uncertain(Mutex<Option<(RunId, Value)>>);
+
+impl Uncertain {
+    fn set(&self, value: Option<(RunId, Value)>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    fn is(&self, run: RunId, checkpoint: &Value) -> bool {
+        let uncertain = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        uncertain.as_ref().is_some_and(|(r, cp)| *r == run && cp == checkpoint)
+    }
+}
+
+/// Commits `batch` and `checkpoint` to `run` in one transaction.
+pub(super) async fn commit(
+    db: &Db,
+    setup: &Setup,
+    uncertain: &Uncertain,
+    run: RunId,
+    batch: &CommitBatch,
+    checkpoint: &Checkpoint,
+) -> Result<(), StoreError> {
+    let (n_docs, n_failures) = (batch.documents.len(), batch.failures.len());
+    let mut what = format!("commit of run {run} ({n_docs} documents, {n_failures} failures");
+    if !batch.updates.is_empty() || !batch.results.is_empty() {
+        what.push_str(&format!(", {} document updates, {} results", batch.updates.len(), batch.results.len()));
+    }
+    what.push(')');
+    let vector = setup.storage == EmbeddingStorage::Vector;
+    let rows = encode_batch(batch, vector).map_err(|e| db.contract(format!("{what}: {e}")))?;
+    let checkpoint_value = serde_json::to_value(checkpoint)
+        .map_err(|e| db.contract(format!("{what}: cannot encode the checkpoint as JSON: {e}")))?;
+    let counts = serde_json::to_value(checkpoint.counts)
+        .map_err(|e| db.contract(format!("{what}: cannot encode the checkpoint counts as JSON: {e}")))?;
+
+    // The previous attempt of this very commit lost its connection at COMMIT: did it land?
+    if uncertain.is(run, &checkpoint_value) {
+        let landed = checkpoint_is(db, run, &checkpoint_value).await?;
+        uncertain.set(None);
+        if landed {
+            tracing::info!(
+                run_id = run,
+                batches = checkpoint.batches,
+                "the commit interrupted by the lost connection had landed; not writing it again"
+            );
+            return Ok(());
+        }
+    }
+
+    let doc_dimension = rows.docs.embedding.first_dimension().or(rows.updates.embedding.first_dimension());
+    fix_dimensions(db, setup, [doc_dimension, rows.chunks.embedding.first_dimension()]).await?;
+    match write_commit(
+        db,
+        setup,
+        run,
+        &rows,
+        &CheckpointJson { value: &checkpoint_value, counts: &counts, phase: &checkpoint.phase },
+        &what,
+    )
+    .await
+    {
+        Ok(()) => {
+            uncertain.set(None);
+            Ok(())
+        }
+        Err(CommitError::Before(e)) => Err(e),
+        Err(CommitError::Uncertain(e)) => {
+            uncertain.set(Some((run, checkpoint_value)));
+            Err(e)
+        }
+    }
+}
+
+/// Whether the run's stored checkpoint is `checkpoint` (the commit that carried it landed).
+async fn checkpoint_is(db: &Db, run: RunId, checkpoint: &Value) -> Result<bool, StoreError> {
+    let same: Option<bool> =
+        sqlx::query_scalar("SELECT checkpoint IS NOT NULL AND checkpoint = $2 FROM pipeline_runs WHERE id = $1")
+            .bind(run)
+            .bind(Json(checkpoint))
+            .fetch_optional(db.pool())
+            .await
+            .map_err(db.sql(format!("checking whether the last commit of run {run} landed")))?;
+    Ok(same.unwrap_or(false))
+}
+
+async fn write_commit(
+    db: &Db,
+    setup: &Setup,
+    run: RunId,
+    rows: &EncodedBatch,
+    checkpoint: &CheckpointJson<'_>,
+    what: &str,
+) -> Result<(), CommitError> {
+    let stage = |e: sqlx::Error| CommitError::Before(db.sql(what)(e));
+    let mut tx = db.pool().begin().await.map_err(stage)?;
+    let status: Option<String> = sqlx::query_scalar(
+        "UPDATE pipeline_runs AS r SET checkpoint = $2, counts = $3, phase = $4, updated_at = now()
+         FROM (SELECT id, status FROM pipeline_runs WHERE id = $1 FOR UPDATE) AS old
+         WHERE r.id = old.id
+         RETURNING old.status",
+    )
+    .bind(run)
+    .bind(Json(checkpoint.value))
+    .bind(Json(checkpoint.counts))
+    .bind(checkpoint.phase)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(stage)?;
+    match status.as_deref() {
+        None => {
+            return Err(CommitError::Before(StoreError::NotFound(format!("run {run} (cannot commit a batch to it)"))));
+        }
+        Some("running" | "stopping") => {}
+        Some(other) => {
+            return Err(CommitError::Before(db.contract(format!(
+                "{what}: run {run} is {other}, not running: another process took the store over \
+                 (the run slot was lost, e.g. across a server restart); nothing of this batch was written"
+            ))));
+        }
+    }
+    let vector = setup.storage == EmbeddingStorage::Vector;
+    let docs = &rows.docs;
+    if !docs.source.is_empty() {
+        sqlx::query(
+            "DELETE FROM chunks c USING UNNEST($1::text[], $2::text[]) AS u(source, id)
+             WHERE c.source = u.source AND c.doc_id = u.id",
+        )
+        .bind(&docs.source)
+        .bind(&docs.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(stage)?;
+        sqlx::query(if vector { UPSERT_DOCUMENTS_VECTOR } else { UPSERT_DOCUMENTS_REAL })
+            .bind(&docs.source)
+            .bind(&docs.id)
+            .bind(&docs.text)
+            .bind(&docs.fields)
+            .bind(&docs.updated_at)
+            .bind(&docs.content_hash)
+            .bind(&docs.category)
+            .bind(&docs.classification)
+            .bind(&docs.embedding.offset)
+            .bind(&docs.embedding.len)
+            .bind(&docs.embedding.flat)
+            .bind(run)
+            .bind(&docs.writes)
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+    }
+    let chunks = &rows.chunks;
+    if !chunks.source.is_empty() {
+        sqlx::query(if vector { INSERT_CHUNKS_VECTOR } else { INSERT_CHUNKS_REAL })
+            .bind(&chunks.source)
+            .bind(&chunks.doc_id)
+            .bind(&chunks.idx)
+            .bind(&chunks.offset)
+            .bind(&chunks.text)
+            .bind(&chunks.embedding.offset)
+            .bind(&chunks.embedding.len)
+            .bind(&chunks.embedding.flat)
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+    }
+    let f = &rows.failures;
+    if !f.source.is_empty() {
+        sqlx::query(
+            "INSERT INTO failures (run_id, source, record_id, stage, error_type, error, retryable, retry_count,
+                                   payload, has_record, created_at)
+             SELECT $1, u.source, u.record_id, u.stage, u.error_type, u.error, u.retryable, u.retry_count,
+                    u.payload, u.has_record, now()
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::int8[],
+                         $9::text[], $10::bool[]) WITH ORDINALITY
+                  AS u(source, record_id, stage, error_type, error, retryable, retry_count, payload, has_record,
+                       ord)
+             ORDER BY u.ord",
+        )
+        .bind(run)
+        .bind(&f.source)
+        .bind(&f.record_id)
+        .bind(&f.stage)
+        .bind(&f.error_type)
+        .bind(&f.error)
+        .bind(&f.retryable)
+        .bind(&f.retry_count)
+        .bind(&f.payload)
+        .bind(&f.has_record)
+        .execute(&mut *tx)
+        .await
+        .map_err(stage)?;
+    }
+    let m = &rows.memos;
+    if !m.source.is_empty() {
+        sqlx::query(
+            "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, stored_at)
+             SELECT u.source, u.id, u.stage, u.fingerprint, u.content_hash, u.value::jsonb, now()
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  AS u(source, id, stage, fingerprint, content_hash, value)
+             ON CONFLICT (source, id, stage) DO UPDATE SET
+                 fingerprint = EXCLUDED.fingerprint, content_hash = EXCLUDED.content_hash,
+                 value = EXCLUDED.value, stored_at = EXCLUDED.stored_at",
+        )
+        .bind(&m.source)
+        .bind(&m.id)
+        .bind(&m.stage)
+        .bind(&m.fingerprint)
+        .bind(&m.content_hash)
+        .bind(&m.value)
+        .execute(&mut *tx)
+        .await
+        .map_err(stage)?;
+    }
+    let u = &rows.updates;
+    if !u.source.is_empty() {
+        sqlx::query(if vector { UPDATE_DOCUMENTS_VECTOR } else { UPDATE_DOCUMENTS_REAL })
+            .bind(&u.source)
+            .bind(&u.id)
+            .bind(&u.annotations)
+            .bind(&u.embedding.offset)
+            .bind(&u.embedding.len)
+            .bind(&u.embedding.flat)
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+    }
+    let r = &rows.results;
+    if !r.kind.is_empty() {
+        sqlx::query(
+            "INSERT INTO run_results (run_id, kind, key, value, stored_at)
+             SELECT $1, u.kind, u.key, u.value::jsonb, now()
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(kind, key, value)
+             ON CONFLICT (run_id, kind, key) DO UPDATE SET value = EXCLUDED.value, stored_at = EXCLUDED.stored_at",
+        )
+        .bind(run)
+        .bind(&r.kind)
+        .bind(&r.key)
+        .bind(&r.value)
+        .execute(&mut *tx)
+        .await
+        .map_err(stage)?;
+    }
+    tx.commit().await.map_err(|e| {
+        if is_transient(&e) { CommitError::Uncertain(db.sql(what)(e)) } else { CommitError::Before(db.sql(what)(e)) }
+    })
+}
+
+/// A checkpoint as the commit writes it.
+struct CheckpointJson<'a> {
+    value: &'a Value,
+    counts: &'a Value,
+    phase: &'a str,
+}
+
+/// Why a commit did not return Ok: before COMMIT (nothing landed) or at it (it may have).
+enum CommitError {
+    Before(StoreError),
+    Uncertain(StoreError),
+}

@@ -1,0 +1,575 @@
+//! The SQLite store: one database file holding runs, documents, chunks and
+//! failures, with every batch and its checkpoint committed in one transaction.
+//!
+//! One connection behind a mutex; every call runs on tokio's blocking pool.
+//! WAL with `synchronous=NORMAL`: a commit that returned is durable against a
+//! crash of the process, and an interrupted one leaves nothing of its batch.
+//! The single run slot is an OS file lock on `<db path>.lock`, so the kernel
+//! frees it when the holding process dies, however it dies.
+
+mod commit;
+mod errors;
+mod lock;
+mod read;
+mod runs;
+mod schema;
+
+use std::fmt;
+use std::fs::TryLockError;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_core::store::{
+    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
+};
+use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, StoreError};
+
+use self::commit::{
+    apply_updates, encode_batch, encode_updates, insert_failures, upsert_memos, upsert_results, write_batch,
+};
+use self::errors::{classify_setup, json, open_hint, sql};
+use self::lock::open_lock_file;
+use self::read::{ScannedRow, count};
+use self::runs::{RUN_COLUMNS, RawRun, active_run_id, read_run};
+use self::schema::{configure, migrate};
+use super::{
+    InspectStore, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, contract_error, database_error,
+    decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
+};
+use crate::ConfigError;
+
+pub use self::lock::SqliteRunLock;
+
+/// Configuration of the SQLite store, as written in a pipeline file.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file. It is created if missing; its directory must exist.
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl StoreKind for SqliteConfig {
+    fn open(&self) -> Result<Arc<dyn InspectStore>, ConfigError> {
+        let store = SqliteStore::open(&self.path).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// A [`Store`] in one SQLite file. Cloning shares the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    lock_path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file if needed) the database at `path`, sets it up
+    /// (WAL, `synchronous=NORMAL`, busy timeout) and applies the migrations it
+    /// lacks. The directory must exist and be writable; it is never created.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |what: String| schema_error(format!("cannot open SQLite store at {}: {what}", path.display()));
+        if path.as_os_str().is_empty() {
+            return Err(schema_error("cannot open SQLite store: the path is empty"));
+        }
+        if path.as_os_str() == ":memory:" {
+            return Err(fail(
+                "an in-memory database would lose every run and checkpoint at exit; give a file path".into(),
+            ));
+        }
+        if path.is_dir() {
+            return Err(fail("it is a directory; give the path of a database file inside it".into()));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(fail(format!("the directory {} does not exist (create it first)", dir.display())));
+            }
+            Err(e) => return Err(fail(format!("cannot access the directory {}: {e}", dir.display()))),
+        }
+
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open_error = |e: rusqlite::Error| {
+            // rusqlite ends "unable to open database file" with the path: it is already named once.
+            let text = e.to_string();
+            let text = text.strip_suffix(&format!(": {}", path.display())).unwrap_or(&text);
+            let message = format!("cannot open SQLite store at {}: {text}{}", path.display(), open_hint(&e));
+            classify_setup(e, message)
+        };
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        configure(&conn).map_err(open_error)?;
+        migrate(&mut conn).map_err(|e| {
+            let message = format!("cannot set up SQLite store at {}: {e}{}", path.display(), open_hint(&e));
+            classify_setup(e, message)
+        })?;
+
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path: path.to_path_buf(), lock_path: PathBuf::from(lock), conn: Mutex::new(conn) }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The file whose OS lock is the run slot (`<db path>.lock`).
+    pub fn lock_path(&self) -> &Path {
+        &self.inner.lock_path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if !conn.is_autocommit() {
+                // Only after a panic in the middle of a transaction: never build on its leftovers.
+                conn.execute_batch("ROLLBACK").map_err(sql("rolling back an abandoned transaction"))?;
+            }
+            f(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(|e| self.with_path(e)),
+            Err(e) => Err(database_error(format!("{}: the database task ended abnormally: {e}", self.describe()), e)),
+        }
+    }
+
+    fn with_path(&self, error: StoreError) -> StoreError {
+        named(&self.describe(), error)
+    }
+}
+
+#[async_trait]
+impl InspectStore for SqliteStore {
+    async fn document_count(&self) -> Result<u64, StoreError> {
+        self.call(|conn| count(conn, "SELECT count(*) FROM documents").map_err(sql("counting documents"))).await
+    }
+
+    async fn chunk_count(&self) -> Result<u64, StoreError> {
+        self.call(|conn| count(conn, "SELECT count(*) FROM chunks").map_err(sql("counting chunks"))).await
+    }
+
+    /// The stored document `(source, id)`, if there is one.
+    async fn get_document(&self, source: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        self.call(move |conn| {
+            let what = || format!("reading document ({source}, {id})");
+            let row = conn
+                .prepare_cached(
+                    "SELECT id, text, fields, updated_at, content_hash, classification, embedding, annotations,
+                            category, run_id, write_count, stored_at,
+                            (SELECT count(*) FROM chunks WHERE chunks.source = documents.source
+                                                           AND chunks.doc_id = documents.id)
+                     FROM documents WHERE source = ?1 AND id = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![source, id], |row| {
+                        let facts = RowFacts {
+                            category: row.get(8)?,
+                            run_id: row.get(9)?,
+                            write_count: row.get(10)?,
+                            stored_at: row.get(11)?,
+                            chunks: row.get(12)?,
+                        };
+                        Ok((ScannedRow::read(row)?, facts))
+                    })
+                    .optional()
+                })
+                .map_err(sql(what()))?;
+            let Some((row, facts)) = row else { return Ok(None) };
+            Ok(Some(StoredDocument::from_row(row.into_document(&source)?, facts)))
+        })
+        .await
+    }
+
+    /// The stored chunks of document `(source, doc_id)`, in order.
+    async fn get_chunks(&self, source: &str, doc_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let (source, doc_id) = (source.to_owned(), doc_id.to_owned());
+        self.call(move |conn| {
+            let what = || format!("reading the chunks of document ({source}, {doc_id})");
+            let raw: Vec<(u32, i64, String, Option<Vec<u8>>)> = conn
+                .prepare_cached(
+                    "SELECT idx, byte_offset, text, embedding FROM chunks
+                     WHERE source = ?1 AND doc_id = ?2 ORDER BY idx",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![source, doc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect()
+                })
+                .map_err(sql(what()))?;
+            raw.into_iter()
+                .map(|(index, offset, text, embedding)| {
+                    let bad = |e: String| decode_error(format!("{}: chunk {index}: {e}", what()));
+                    Ok(Chunk {
+                        index,
+                        offset: usize::try_from(offset).map_err(|_| bad(format!("negative offset {offset}")))?,
+                        text,
+                        embedding: embedding.map(|b| embedding_from_bytes(&b)).transpose().map_err(bad)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The run that holds the store's run slot right now: the newest
+    /// `running`/`stopping` run, but only while some process holds the lock,
+    /// so a run left `running` by a dead process is not reported as active.
+    /// The check takes a shared lock for an instant; an `acquire_active`
+    /// racing with it in that instant answers `Busy`.
+    async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
+        let lock_path = self.inner.lock_path.clone();
+        self.call(move |conn| {
+            let held = match open_lock_file(&lock_path)?.try_lock_shared() {
+                Ok(()) => false,
+                Err(TryLockError::WouldBlock) => true,
+                Err(TryLockError::Error(e)) => {
+                    return Err(database_error(format!("cannot check the run lock {}: {e}", lock_path.display()), e));
+                }
+            };
+            if !held {
+                return Ok(None);
+            }
+            match active_run_id(conn)? {
+                0 => Ok(None),
+                id => read_run(conn, id),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.inner.path.display())
+    }
+
+    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
+        let lock_path = self.inner.lock_path.clone();
+        self.call(move |conn| {
+            let file = open_lock_file(&lock_path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Busy { active_run_id: active_run_id(conn)? });
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(database_error(
+                        format!("cannot lock the run lock file {}: {e}", lock_path.display()),
+                        e,
+                    ));
+                }
+            }
+            // Nobody held the lock, so a run still marked running/stopping lost its process.
+            let now = now_rfc3339();
+            let orphans: Vec<RunId> = conn
+                .prepare_cached(
+                    "UPDATE pipeline_runs
+                     SET status = 'failed', error = ?1, finished_at = ?2, updated_at = ?2
+                     WHERE status IN ('running', 'stopping')
+                     RETURNING id",
+                )
+                .and_then(|mut stmt| stmt.query_map(params![ORPHANED_RUN_ERROR, now], |r| r.get(0))?.collect())
+                .map_err(sql("marking runs left by a dead process as failed"))?;
+            for id in orphans {
+                tracing::warn!(
+                    run_id = id,
+                    "run {id} was left running by a process that ended; marked failed (resumable)"
+                );
+            }
+            let guard: ActiveRunGuard = Box::new(SqliteRunLock { _file: file, path: lock_path });
+            Ok(guard)
+        })
+        .await
+    }
+
+    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
+        let config = json(&new.config, "the run config")?;
+        let new = new.clone();
+        self.call(move |conn| {
+            let now = now_rfc3339();
+            let id: RunId = conn
+                .prepare_cached(
+                    "INSERT INTO pipeline_runs (pipeline, status, phase, config, date_from, date_to, started_at,
+                                                updated_at)
+                     VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?6)
+                     RETURNING id",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![new.pipeline, new.phase, config, new.date_from, new.date_to, now], |r| {
+                        r.get(0)
+                    })
+                })
+                .map_err(sql(format!("creating a run of pipeline {:?}", new.pipeline)))?;
+            read_run(conn, id)?.ok_or_else(|| contract_error(format!("run {id} vanished right after its creation")))
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError> {
+        self.call(move |conn| read_run(conn, id)).await
+    }
+
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunInfo>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let raw: Vec<RawRun> = conn
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM pipeline_runs ORDER BY id DESC LIMIT ?1"))
+                .and_then(|mut stmt| stmt.query_map([limit], RawRun::from_row)?.collect())
+                .map_err(sql("listing runs"))?;
+            raw.into_iter().map(RawRun::parse).collect()
+        })
+        .await
+    }
+
+    async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError> {
+        let error = error.map(str::to_owned);
+        self.call(move |conn| {
+            let now = now_rfc3339();
+            let what = || format!("setting run {id} to {status}");
+            let changed = match status {
+                // Back to running (resume): the previous end and its error no longer apply.
+                RunStatus::Running => conn
+                    .prepare_cached(
+                        "UPDATE pipeline_runs SET status = 'running', error = NULL, finished_at = NULL,
+                                                  updated_at = ?2
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![id, now])),
+                // Stopping only applies to an active run: a late request must not reopen a finished one.
+                RunStatus::Stopping => conn
+                    .prepare_cached(
+                        "UPDATE pipeline_runs SET status = 'stopping', error = ?2, updated_at = ?3
+                         WHERE id = ?1 AND status IN ('running', 'stopping')",
+                    )
+                    .and_then(|mut s| s.execute(params![id, error, now])),
+                RunStatus::Stopped | RunStatus::Failed | RunStatus::Completed => conn
+                    .prepare_cached(
+                        "UPDATE pipeline_runs SET status = ?2, error = ?3, finished_at = ?4, updated_at = ?4
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![id, status.as_str(), error, now])),
+            }
+            .map_err(sql(what()))?;
+            if changed == 0 {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM pipeline_runs WHERE id = ?1")
+                    .and_then(|mut s| s.exists([id]))
+                    .map_err(sql(what()))?;
+                if !exists {
+                    return Err(StoreError::NotFound(format!("run {id}")));
+                }
+                tracing::debug!(run_id = id, "run {id} is no longer active; not marking it stopping");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let docs = encode_batch(batch)?;
+        let failures = batch.failures.clone();
+        let memos = batch
+            .memos
+            .iter()
+            .map(|m| {
+                Ok((
+                    m.source.clone(),
+                    m.id.clone(),
+                    m.stage.clone(),
+                    m.fingerprint.clone(),
+                    m.content_hash.clone(),
+                    json(&m.value, "a stage result")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let updates = encode_updates(batch)?;
+        let results = batch
+            .results
+            .iter()
+            .map(|r| Ok((r.kind.clone(), r.key.clone(), json(&r.value, "a phase result")?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let checkpoint_json = json(checkpoint, "the checkpoint")?;
+        let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
+        let phase = checkpoint.phase.clone();
+        let (n_docs, n_failures) = (docs.len(), failures.len());
+        self.call(move |conn| {
+            let what = || format!("commit of run {run} ({n_docs} documents, {n_failures} failures)");
+            let now = now_rfc3339();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE pipeline_runs SET checkpoint = ?2, counts = ?3, phase = ?4, updated_at = ?5 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![run, checkpoint_json, counts_json, phase, now]))
+                .map_err(sql(what()))?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(format!("run {run} (cannot commit a batch to it)")));
+            }
+            write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
+            insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
+            upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
+            apply_updates(&tx, &updates).map_err(sql(what()))?;
+            upsert_results(&tx, run, &results, &now).map_err(sql(what()))?;
+            tx.commit().map_err(sql(what()))
+        })
+        .await
+    }
+
+    async fn memo_lookup(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        keys: &[MemoKey],
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let stage = stage.to_string();
+        let fingerprint = fingerprint.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT value FROM stage_results
+                     WHERE source = ?1 AND id = ?2 AND stage = ?3 AND fingerprint = ?4 AND content_hash = ?5",
+                )
+                .map_err(sql("reading stored stage results"))?;
+            keys.iter()
+                .map(|k| {
+                    let raw: Option<String> = stmt
+                        .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| r.get(0))
+                        .optional()
+                        .map_err(sql("reading stored stage results"))?;
+                    // An unreadable value is a miss: the stage simply runs again.
+                    Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn scan_documents(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let (source, after) = (source.to_owned(), after.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let what = || format!("reading the stored documents of {source}");
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, text, fields, updated_at, content_hash, classification, embedding, annotations
+                     FROM documents WHERE source = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+                )
+                .map_err(sql(what()))?;
+            let rows = stmt
+                .query_map(params![source, after, limit], ScannedRow::read)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql(what()))?;
+            rows.into_iter().map(|row| row.into_document(&source)).collect()
+        })
+        .await
+    }
+
+    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
+        let kind = kind.to_owned();
+        self.call(move |conn| {
+            let what = || format!("reading the {kind} results of run {run}");
+            let rows: Vec<(String, String)> = conn
+                .prepare_cached("SELECT key, value FROM run_results WHERE run_id = ?1 AND kind = ?2 ORDER BY key")
+                .and_then(|mut stmt| stmt.query_map(params![run, kind], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(sql(what()))?;
+            rows.into_iter()
+                .map(|(key, value)| {
+                    let value = serde_json::from_str(&value).map_err(|e| StoreError::Decode {
+                        what: format!("{}: result {key} is not JSON: {e}", what()),
+                        source: Some(Arc::new(e)),
+                    })?;
+                    Ok(PhaseResult { kind: kind.clone(), key, value })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, run_id, source, record_id, stage, error_type, error, retryable, retry_count, payload,
+                        has_record, created_at, resolved_by
+                 FROM failures WHERE run_id = ?1 ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |r| {
+                    Ok(FailureRow {
+                        id: r.get(0)?,
+                        run_id: r.get(1)?,
+                        failure: Failure {
+                            source: r.get(2)?,
+                            record_id: r.get(3)?,
+                            stage: r.get(4)?,
+                            error_type: r.get(5)?,
+                            error: r.get(6)?,
+                            retryable: r.get(7)?,
+                            retry_count: r.get(8)?,
+                            payload: r.get(9)?,
+                            has_record: r.get(10)?,
+                        },
+                        created_at: r.get(11)?,
+                        resolved_by: r.get(12)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sql(format!("reading the failures of run {run}")))
+        })
+        .await
+    }
+
+    async fn resolve_failures(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE failures SET resolved_by = ?2
+                 WHERE run_id = ?1 AND has_record = 1 AND resolved_by IS NULL
+                   AND EXISTS (SELECT 1 FROM documents d
+                               WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = ?2)
+                   AND NOT EXISTS (SELECT 1 FROM failures again
+                                   WHERE again.run_id = ?2 AND again.source = failures.source
+                                     AND again.record_id = failures.record_id)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, retry_run]))
+            .map(|n| n as u64)
+            .map_err(sql(format!("resolving the failures of run {run} stored by run {retry_run}")))
+        })
+        .await
+    }
+}

@@ -1,0 +1,69 @@
+//! Connection settings (WAL, `synchronous=NORMAL`, busy timeout, cache)
+//! and the numbered migrations, applied in one transaction, each once.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::store::now_rfc3339;
+
+/// The numbered migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_stage_results.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_phases.sql")),
+];
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page cache, in KiB (a negative `cache_size` is KiB).
+const CACHE_KIB: i64 = 16 * 1024;
+
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL; commits will be slower");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Applies the migrations the database lacks, all in one transaction.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let current: i64 = tx.query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > known {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the database is at schema version {current}, newer than this sluice knows ({known}); \
+                 use a newer sluice"
+            )),
+        ));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql).map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(
+                code,
+                Some(format!("migration {version:04}: {}", msg.unwrap_or_else(|| code.to_string()))),
+            ),
+            other => other,
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, now_rfc3339()],
+        )?;
+        tracing::debug!(version, "applied SQLite migration");
+    }
+    tx.commit()
+}
