@@ -14,13 +14,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::http::Secret;
 use sluice_connectors::registry::{StageConfig, StageEntry, build_stage};
 use sluice_connectors::source::crawl::{CrawlConfig, CrawlSource};
 use sluice_connectors::stage::chunk::{ChunkBy, ChunkConfig};
 use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::extract_html::ExtractHtmlConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_connectors::util::secret::Secret;
 use sluice_core::{Mode, Pipeline, RunStatus, Settings, Start, Store};
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::site::{FakeSite, SiteConfig};

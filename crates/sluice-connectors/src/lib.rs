@@ -10,6 +10,7 @@ pub mod registry;
 pub mod source;
 pub mod stage;
 pub mod store;
+pub mod util;
 
 /// A connector's configuration is not usable. The message names the key and
 /// the value that were wrong and what was expected.

@@ -17,7 +17,8 @@ use serde_json::Value;
 use sluice_core::StageError;
 
 use crate::ConfigError;
-use crate::http::{Secret, check_base_url, env_value, error_code, error_summary, transport_error};
+use crate::http::{check_base_url, env_value, error_code, error_summary, transport_error};
+use crate::util::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";

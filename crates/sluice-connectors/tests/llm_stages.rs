@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sluice_connectors::embedder::OpenAiEmbedder;
-use sluice_connectors::http::Secret;
 use sluice_connectors::openai_api::{OpenAiApi, UNAUTHORIZED};
 use sluice_connectors::stage::classify_llm::{LlmClassifier, LlmClassifyConfig, user_message};
 use sluice_connectors::stage::embed::EmbedStage;
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_connectors::util::secret::Secret;
 use sluice_core::{
     Context, Document, Event, EventKind, EventSink, Outcome, Page, Pipeline, Record, RunStatus, Settings, Source,
     SourceError, SourceItem, Stage, StageSpec, Start,

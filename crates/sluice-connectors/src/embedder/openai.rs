@@ -45,7 +45,7 @@ impl OpenAiEmbedder {
         if model.trim().is_empty() {
             return Err(ConfigError("embed.model = \"\" must name a model".into()));
         }
-        crate::source::check_range("embed.max_attempts", max_attempts, 1, 20)?;
+        crate::util::validate::check_range("embed.max_attempts", max_attempts, 1, 20)?;
         let retry = RetryPolicy {
             max_retries: max_attempts.saturating_sub(1),
             min_delay: Duration::from_millis(250),

@@ -16,8 +16,11 @@ use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
 use super::files_watch::{WatchSettings, Watcher};
-use super::{MAX_RAW_BYTES, check_not_empty, check_range, raw_of, timestamp_from_value, truncate_utf8};
 use crate::ConfigError;
+use crate::util::html::decode_entities;
+use crate::util::text::{MAX_RAW_BYTES, raw_of, truncate_utf8};
+use crate::util::time::timestamp_from_value;
+use crate::util::validate::{check_not_empty, check_range};
 
 /// The single partition of a files source.
 pub const PARTITION: &str = "main";
@@ -373,53 +376,6 @@ fn html_title(text: &str) -> Option<String> {
     (!title.is_empty()).then(|| truncate_utf8(&title, 1024).to_string())
 }
 
-/// Decodes the few HTML entities a title commonly holds.
-pub(crate) fn decode_entities(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        // Entities are short: look for the ';' close by only (linear time on any input).
-        let end = rest.as_bytes().iter().take(12).position(|&b| b == b';');
-        let decoded = end.and_then(|end| {
-            let entity = &rest[1..end];
-            let c = match entity {
-                "amp" => '&',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                "nbsp" => ' ',
-                _ => {
-                    let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
-                        u32::from_str_radix(hex, 16).ok()
-                    } else {
-                        entity.strip_prefix('#').and_then(|dec| dec.parse::<u32>().ok())
-                    };
-                    char::from_u32(code?).filter(|c| *c != '\0')?
-                }
-            };
-            Some((c, end + 1))
-        });
-        match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,10 +396,5 @@ mod tests {
         assert_eq!(html_title("<title></title>"), None);
         assert_eq!(html_title("<p>no title</p>"), None);
         assert_eq!(html_title("<title>never closed"), None);
-    }
-
-    #[test]
-    fn entities_are_decoded_and_broken_ones_kept() {
-        assert_eq!(decode_entities("a &lt;b&gt; &#x41; &unknown; & x"), "a <b> A &unknown; & x");
     }
 }

@@ -43,10 +43,11 @@ use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounte
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::check_range;
 use crate::ConfigError;
-use crate::http::{Secret, excerpt, sha256_hex};
+use crate::http::{excerpt, sha256_hex};
 use crate::openai_api::{ApiError, DEFAULT_KEY_ENV, OpenAiApi};
+use crate::util::secret::Secret;
+use crate::util::validate::check_range;
 
 /// Response formats `response_format` accepts.
 pub const RESPONSE_FORMATS: [&str; 2] = ["json_schema", "json_object"];

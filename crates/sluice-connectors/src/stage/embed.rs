@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::{Context, Document, Outcome, Stage, StageCounter, StageError};
 
-use super::check_range;
 use crate::ConfigError;
 use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
-use crate::http::{Secret, fnv_hex};
+use crate::http::fnv_hex;
 use crate::openai_api::{DEFAULT_KEY_ENV, OpenAiApi, UNAUTHORIZED};
+use crate::util::secret::Secret;
+use crate::util::validate::check_range;
 
 /// Providers `provider` accepts.
 pub const PROVIDERS: [&str; 3] = ["hashing", "openai", "minilm"];

@@ -22,8 +22,6 @@ pub mod extract_html;
 pub mod filter;
 pub mod normalize;
 
-pub(crate) use crate::source::check_range;
-
 /// Case-insensitive matching of many keywords in one pass. ASCII letters are
 /// compared case-insensitively by the automaton; when a keyword has non-ASCII
 /// letters, keywords and (non-ASCII) texts are lowercased first.

@@ -268,7 +268,7 @@ fn page_of(url: Url, answer: Answer) -> Fetched {
     let is_html = match mime.as_str() {
         "text/html" | "application/xhtml+xml" => true,
         "text/plain" => false,
-        "" if crate::stage::normalize::looks_like_html(&body) => true,
+        "" if crate::util::html::looks_like_html(&body) => true,
         _ => return Fetched::Skipped { url, reason: format!("content type {content_type:?} is not HTML or text") },
     };
     let (title, links) = if is_html {

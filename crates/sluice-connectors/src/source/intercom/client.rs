@@ -24,7 +24,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sluice_core::{Context, SourceError};
 
-use crate::http::{Secret, error_code, error_summary, header_str, jitter, now_epoch_secs, transport_error};
+use crate::http::{error_code, error_summary, header_str, jitter, now_epoch_secs, transport_error};
+use crate::util::secret::Secret;
 
 /// The longest a pacing wait or a computed 429 wait lasts (clock skew guard).
 const MAX_WAIT: Duration = Duration::from_secs(120);

@@ -58,9 +58,11 @@ use tokio_util::sync::CancellationToken;
 use self::client::IntercomClient;
 use self::dates::{DateRange, format_timestamp};
 use self::quality::is_quality;
-use super::{check_not_empty, check_range, raw_of};
 use crate::ConfigError;
-use crate::http::{Secret, check_base_url, env_value};
+use crate::http::{check_base_url, env_value};
+use crate::util::secret::Secret;
+use crate::util::text::raw_of;
+use crate::util::validate::{check_not_empty, check_range};
 
 pub use self::quality::QualityStage;
 
