@@ -1,7 +1,6 @@
 //! sluice-connectors: the sources, stages and stores of sluice, each behind
 //! the core traits, and the registry that builds them from configuration.
 
-pub mod dates;
 pub mod embedder;
 pub mod http;
 pub mod openai_api;
@@ -11,6 +10,10 @@ pub mod source;
 pub mod stage;
 pub mod store;
 pub mod util;
+
+/// The old path of [`util::time`], kept until every caller uses the new one.
+#[doc(hidden)]
+pub use util::time as dates;
 
 /// A connector's configuration is not usable. The message names the key and
 /// the value that were wrong and what was expected.
