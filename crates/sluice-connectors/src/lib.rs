@@ -2,10 +2,9 @@
 //! the core traits, and the registry that builds them from configuration.
 
 pub mod embedder;
-pub mod http;
-pub mod openai_api;
 pub mod phase;
 pub mod registry;
+pub mod remote;
 pub mod source;
 pub mod stage;
 pub mod store;
@@ -14,6 +13,9 @@ pub mod util;
 /// The old path of [`util::time`], kept until every caller uses the new one.
 #[doc(hidden)]
 pub use util::time as dates;
+/// The old paths of [`remote::http`] and [`remote::openai`], kept until every caller uses the new ones.
+#[doc(hidden)]
+pub use remote::{http, openai as openai_api};
 
 /// A connector's configuration is not usable. The message names the key and
 /// the value that were wrong and what was expected.
