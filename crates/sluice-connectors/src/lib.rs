@@ -10,12 +10,12 @@ pub mod stage;
 pub mod store;
 pub mod util;
 
-/// The old path of [`util::time`], kept until every caller uses the new one.
-#[doc(hidden)]
-pub use util::time as dates;
 /// The old paths of [`remote::http`] and [`remote::openai`], kept until every caller uses the new ones.
 #[doc(hidden)]
 pub use remote::{http, openai as openai_api};
+/// The old path of [`util::time`], kept until every caller uses the new one.
+#[doc(hidden)]
+pub use util::time as dates;
 
 /// A connector's configuration is not usable. The message names the key and
 /// the value that were wrong and what was expected.

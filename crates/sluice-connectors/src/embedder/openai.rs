@@ -4,7 +4,7 @@
 //! `EMBEDDING_BATCH_SIZE` overrides). 429, 5xx, dropped connections and
 //! truncated bodies are retried inside the call with backoff that honours
 //! `retry-after` (each wait an `AdapterStateChange` event); a refused key
-//! fails the batch with `error_type` [`crate::openai_api::UNAUTHORIZED`]. Every answered call is
+//! fails the batch with `error_type` [`crate::remote::openai::UNAUTHORIZED`]. Every answered call is
 //! recorded in the cost ledger with the `usage` tokens reported. Empty texts
 //! get the zero vector without being sent (the API refuses them).
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Embedder;
 use crate::ConfigError;
-use crate::openai_api::{ApiError, OpenAiApi};
+use crate::remote::openai::{ApiError, OpenAiApi};
 
 /// An OpenAI-compatible embeddings model.
 #[derive(Clone, Debug)]

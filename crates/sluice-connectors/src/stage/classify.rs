@@ -109,7 +109,7 @@ mod tests {
         )
         .unwrap();
         let ClassifyConfig::Llm(config) = &llm else { panic!("llm") };
-        assert_eq!(config.api_key.as_ref().map(|k| k.expose()), Some("sk-secret"));
+        assert_eq!(config.endpoint.api_key.as_ref().map(|k| k.expose()), Some("sk-secret"));
         let saved = serde_json::to_string(&llm).unwrap();
         assert!(!saved.contains("sk-secret") && saved.contains("\"provider\":\"llm\""), "{saved}");
     }

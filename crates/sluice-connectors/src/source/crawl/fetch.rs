@@ -24,7 +24,7 @@ use super::canonical::{authority, resolve};
 use super::links::parse_html;
 use super::politeness::HostGates;
 use super::robots::{RobotsCache, Rules};
-use crate::http::{retry_after, transport_error};
+use crate::remote::http::{retry_after, transport_error};
 
 /// The longest a server's `Retry-After` is obeyed before a retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);

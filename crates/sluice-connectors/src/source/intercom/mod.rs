@@ -59,7 +59,7 @@ use self::client::IntercomClient;
 use self::dates::{DateRange, format_timestamp};
 use self::quality::is_quality;
 use crate::ConfigError;
-use crate::http::{check_base_url, env_value};
+use crate::remote::http::{check_base_url, env_value};
 use crate::util::secret::Secret;
 use crate::util::text::raw_of;
 use crate::util::validate::{check_not_empty, check_range};
@@ -522,7 +522,7 @@ impl Source for IntercomSource {
         let Some(conversations) = answer.get("conversations").and_then(Value::as_array) else {
             return Err(SourceError::retryable(format!(
                 "Intercom search: the answer has no conversations array: {}",
-                crate::http::excerpt(&answer.to_string(), 200)
+                crate::remote::http::excerpt(&answer.to_string(), 200)
             )));
         };
         let next = next_cursor(&answer);
