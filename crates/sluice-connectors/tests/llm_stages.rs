@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sluice_connectors::embedder::OpenAiEmbedder;
 use sluice_connectors::remote::openai::{OpenAiApi, UNAUTHORIZED};
-use sluice_connectors::stage::classify_llm::{LlmClassifier, LlmClassifyConfig, user_message};
+use sluice_connectors::stage::classify::llm::{LlmClassifier, LlmClassifyConfig, user_message};
 use sluice_connectors::stage::embed::EmbedStage;
 use sluice_connectors::store::sqlite::SqliteStore;
 use sluice_connectors::util::secret::Secret;

@@ -2,14 +2,13 @@
 //!
 //! - [`jsonl::JsonlSource`]: JSON lines files (one partition per file).
 //! - [`files::FilesSource`]: a directory of text, markdown, HTML and JSON files.
-//!   [`files_watch`] keeps it running to pick up new and changed files (`watch = true`).
+//!   [`files::watch`] keeps it running to pick up new and changed files (`watch = true`).
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
 //! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
 //! - [`crawl::CrawlSource`]: a polite, resumable web crawl (the checkpoint is the frontier).
 
 pub mod crawl;
 pub mod files;
-pub mod files_watch;
 pub mod generate;
 pub mod intercom;
 pub mod jsonl;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
 
-use super::KeywordMatcher;
+use crate::stage::KeywordMatcher;
 use crate::ConfigError;
 
 /// The `classifier` name set on every classification this stage makes.

@@ -3,7 +3,7 @@
 //! Files are ordered by relative path, and a page's cursor is the relative
 //! path of its first file, so files added or removed before the cursor do not
 //! shift what a resumed run reads next. With `watch = true` the source never
-//! ends: see [`super::files_watch`].
+//! ends: see [`watch`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
-use super::files_watch::{WatchSettings, Watcher};
+use self::watch::{WatchSettings, Watcher};
 use crate::ConfigError;
 use crate::util::html::decode_entities;
 use crate::util::text::{MAX_RAW_BYTES, raw_of, truncate_utf8};
 use crate::util::time::timestamp_from_value;
 use crate::util::validate::{check_not_empty, check_range};
+
+pub mod watch;
 
 /// The single partition of a files source.
 pub const PARTITION: &str = "main";
