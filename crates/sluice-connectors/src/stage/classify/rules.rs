@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
 
-use crate::stage::KeywordMatcher;
 use crate::ConfigError;
+use crate::stage::KeywordMatcher;
 
 /// The `classifier` name set on every classification this stage makes.
 pub const CLASSIFIER: &str = "rules";
