@@ -33,7 +33,7 @@ fn default_name() -> String {
     "generate".to_string()
 }
 
-/// `[source] type = "generate"`.
+/// `[source] kind = "generate"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {

@@ -34,7 +34,7 @@ fn default_text_field() -> String {
     "text".to_string()
 }
 
-/// `[source] type = "jsonl"`.
+/// `[source] kind = "jsonl"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonlConfig {

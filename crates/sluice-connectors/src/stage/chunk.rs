@@ -35,7 +35,7 @@ fn default_tokenizer() -> String {
     "cl100k_base".to_string()
 }
 
-/// `[[stages]] type = "chunk"`.
+/// `[[stages]] kind = "chunk"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkConfig {

@@ -21,7 +21,7 @@ fn default_true() -> bool {
     true
 }
 
-/// `[[stages]] type = "normalize"`.
+/// `[[stages]] kind = "normalize"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NormalizeConfig {

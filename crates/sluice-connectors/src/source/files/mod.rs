@@ -45,7 +45,7 @@ fn default_rescan_ms() -> u64 {
     5000
 }
 
-/// `[source] type = "files"`.
+/// `[source] kind = "files"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {

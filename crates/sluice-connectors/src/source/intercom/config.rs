@@ -11,100 +11,73 @@ pub const DEFAULT_BASE_URL: &str = "https://api.intercom.io";
 pub const BASE_URL_ENV: &str = "INTERCOM_BASE_URL";
 pub const DEFAULT_TOKEN_ENV: &str = "INTERCOM_ACCESS_TOKEN";
 
-fn default_token_env() -> String {
-    DEFAULT_TOKEN_ENV.to_string()
-}
-fn default_version() -> String {
-    "2.11".to_string()
-}
-fn default_per_page() -> u32 {
-    150
-}
-fn default_partitions() -> usize {
-    1
-}
-fn default_parts_concurrency() -> usize {
-    8
-}
-fn default_min_chars() -> usize {
-    20
-}
-fn default_name() -> String {
-    "intercom".to_string()
-}
-fn default_timeout_secs() -> u64 {
-    60
-}
-
 /// `[source] kind = "intercom"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IntercomConfig {
     /// The last N days (1..=3650); or give `date_from` (and `date_to`). See [`dates`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
     /// First day, `YYYY-MM-DD` (UTC), included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub date_from: Option<String>,
     /// Last day, `YYYY-MM-DD` (UTC), included. Default: today.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub date_to: Option<String>,
     /// API base URL; default `INTERCOM_BASE_URL`, else `https://api.intercom.io`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     /// Environment variable holding the access token. Default `INTERCOM_ACCESS_TOKEN`.
-    #[serde(default = "default_token_env")]
     pub token_env: String,
     /// `Intercom-Version` header. Default `2.11`.
-    #[serde(default = "default_version")]
     pub intercom_version: String,
     /// Conversations per page (1..=150). Default 150.
-    #[serde(default = "default_per_page")]
     pub per_page: u32,
     /// Time slices of the range, fetched concurrently (1..=64). Default 1.
-    #[serde(default = "default_partitions")]
     pub partitions: usize,
     /// Also fetch each conversation's replies. Default false.
-    #[serde(default)]
     pub include_parts: bool,
     /// `GET /conversations/{id}` at once, with `include_parts` (1..=64). Default 8.
-    #[serde(default = "default_parts_concurrency")]
     pub parts_concurrency: usize,
     /// Quality filter: conversations with fewer visible characters are
     /// dropped (0: keep all). Default 20.
-    #[serde(default = "default_min_chars")]
     pub min_chars: usize,
     /// Stop after this many conversations, counted across resumes (the
     /// pipeline's `max_records` when that is not set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_conversations: Option<u64>,
     /// Source name stored with every record. Default `intercom`.
-    #[serde(default = "default_name")]
     pub name: String,
     /// Time-out of one request, in seconds (1..=600). Default 60.
-    #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+}
+
+impl Default for IntercomConfig {
+    /// No date range (one must be given), the rest as the field docs say.
+    fn default() -> Self {
+        Self {
+            days: None,
+            date_from: None,
+            date_to: None,
+            base_url: None,
+            token_env: DEFAULT_TOKEN_ENV.to_string(),
+            intercom_version: "2.11".to_string(),
+            per_page: 150,
+            partitions: 1,
+            include_parts: false,
+            parts_concurrency: 8,
+            min_chars: 20,
+            max_conversations: None,
+            name: "intercom".to_string(),
+            timeout_secs: 60,
+        }
+    }
 }
 
 impl IntercomConfig {
     /// A configuration for the last `days` days, everything else default.
     pub fn last_days(days: u32) -> Self {
-        Self {
-            days: Some(days),
-            date_from: None,
-            date_to: None,
-            base_url: None,
-            token_env: default_token_env(),
-            intercom_version: default_version(),
-            per_page: default_per_page(),
-            partitions: default_partitions(),
-            include_parts: false,
-            parts_concurrency: default_parts_concurrency(),
-            min_chars: default_min_chars(),
-            max_conversations: None,
-            name: default_name(),
-            timeout_secs: default_timeout_secs(),
-        }
+        Self { days: Some(days), ..Self::default() }
     }
 
     /// The date range, `days` being counted back from `today` (days since 1970-01-01).

@@ -25,7 +25,7 @@ pub struct Rule {
     pub keywords: Vec<String>,
 }
 
-/// `[[stages]] type = "classify"` with `[[stages.rules]]` tables.
+/// `[[stages]] kind = "classify"` with `[[stages.rules]]` tables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesClassifyConfig {
