@@ -14,13 +14,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::http::Secret;
 use sluice_connectors::registry::{StageConfig, StageEntry, build_stage};
+use sluice_connectors::remote::openai::OpenAiEndpoint;
 use sluice_connectors::source::crawl::{CrawlConfig, CrawlSource};
 use sluice_connectors::stage::chunk::{ChunkBy, ChunkConfig};
 use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::extract_html::ExtractHtmlConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_connectors::util::secret::Secret;
 use sluice_core::{Mode, Pipeline, RunStatus, Settings, Start, Store};
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::site::{FakeSite, SiteConfig};
@@ -45,8 +46,11 @@ fn pipeline(site: &FakeSite, openai: &FakeOpenAi, store: Arc<dyn Store>, mode: M
         provider: "openai".into(),
         dimensions: 64,
         batch_size: EMBED_BATCH,
-        base_url: Some(format!("{}/v1", openai.base_url())),
-        api_key: Some(Secret::new(openai.key())),
+        endpoint: OpenAiEndpoint {
+            base_url: Some(format!("{}/v1", openai.base_url())),
+            api_key: Some(Secret::new(openai.key())),
+            ..OpenAiEndpoint::default()
+        },
         ..EmbedConfig::default()
     };
     let chunk = ChunkConfig { by: ChunkBy::Chars, size: Some(500), overlap: 50, ..ChunkConfig::default() };

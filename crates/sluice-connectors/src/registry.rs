@@ -26,6 +26,8 @@ use crate::store::items_sink::{ItemsSink, ItemsSinkConfig};
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::sqlite::SqliteConfig;
 use crate::store::{InspectStore, StoreKind};
+/// Moved to [`crate::util::secret`]; this path is kept for callers of the old one.
+pub use crate::util::secret::redact_url;
 
 /// `[source]`: which source, by `kind`, and its settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -207,37 +209,6 @@ impl StoreConfig {
     }
 }
 
-/// Hides a password in a connection URL for messages and logs: the one in
-/// the user info (`user:***@host`) and a `password=` query parameter.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &base[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &base[..scheme + 3], &userinfo[..colon], &base[at..]),
-                None => base.to_string(),
-            }
-        }
-        _ => base.to_string(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => param.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
 /// `[sink]`: where documents are written besides the store, by `kind`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -338,16 +309,6 @@ mod tests {
         }
         let err = StoreConfig::from_url("postgres://u:secret@h:port/db").unwrap_err().to_string();
         assert!(!err.contains("secret") && err.contains("DATABASE_URL"), "{err}");
-    }
-
-    #[test]
-    fn redact_hides_password_only() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            redact_url("postgres://u@h/db?sslmode=require&password=pw&x=1"),
-            "postgres://u@h/db?sslmode=require&password=***&x=1"
-        );
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::http::Secret;
 use sluice_connectors::registry::{SourceConfig, source_stages};
 use sluice_connectors::source::intercom::{IntercomConfig, IntercomSource};
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_connectors::util::secret::Secret;
 use sluice_core::{
     Context, Event, EventKind, EventSink, Mode, Page, Pipeline, RunStatus, Settings, Source, SourceError, SourceItem,
     Start,

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sluice_connectors::embedder::OpenAiEmbedder;
-use sluice_connectors::http::Secret;
-use sluice_connectors::openai_api::{OpenAiApi, UNAUTHORIZED};
-use sluice_connectors::stage::classify_llm::{LlmClassifier, LlmClassifyConfig, user_message};
+use sluice_connectors::remote::openai::{OpenAiApi, UNAUTHORIZED};
+use sluice_connectors::stage::classify::llm::{LlmClassifier, LlmClassifyConfig, user_message};
 use sluice_connectors::stage::embed::EmbedStage;
 use sluice_connectors::store::sqlite::SqliteStore;
+use sluice_connectors::util::secret::Secret;
 use sluice_core::{
     Context, Document, Event, EventKind, EventSink, Outcome, Page, Pipeline, Record, RunStatus, Settings, Source,
     SourceError, SourceItem, Stage, StageSpec, Start,
@@ -169,7 +169,7 @@ async fn rate_limits_server_errors_and_drops_are_retried_inside_the_stage() {
 
     // Still failing after max_attempts: the record fails as retryable, for the engine to try later.
     fake.set_faults(OpenAiFaults { fail_every: Some(1), ..OpenAiFaults::default() });
-    let stage = classifier(&fake, |c| c.max_attempts = 2);
+    let stage = classifier(&fake, |c| c.endpoint.max_attempts = 2);
     let outcomes = stage.process(&Context::detached(), docs(1)).await.unwrap();
     assert!(matches!(&outcomes[0], Outcome::Failed { error, .. } if error.retryable && error.error_type == "http_500"));
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use sluice_connectors::embedder::{Embedder, HashingEmbedder};
 use sluice_connectors::stage::chunk::{ChunkBy, ChunkConfig, ChunkStage};
-use sluice_connectors::stage::classify_rules::{RulesClassifier, RulesClassifyConfig};
+use sluice_connectors::stage::classify::rules::{RulesClassifier, RulesClassifyConfig};
 use sluice_connectors::stage::embed::{EmbedConfig, EmbedStage};
 use sluice_connectors::stage::filter::{FilterConfig, FilterStage};
 use sluice_connectors::stage::normalize::{NormalizeConfig, NormalizeStage};

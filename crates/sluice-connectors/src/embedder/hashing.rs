@@ -6,7 +6,7 @@ use sluice_core::StageError;
 
 use super::Embedder;
 use crate::ConfigError;
-use crate::source::check_range;
+use crate::util::validate::check_range;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;

@@ -4,7 +4,7 @@
 //! `EMBEDDING_BATCH_SIZE` overrides). 429, 5xx, dropped connections and
 //! truncated bodies are retried inside the call with backoff that honours
 //! `retry-after` (each wait an `AdapterStateChange` event); a refused key
-//! fails the batch with `error_type` [`crate::openai_api::UNAUTHORIZED`]. Every answered call is
+//! fails the batch with `error_type` [`crate::remote::openai::UNAUTHORIZED`]. Every answered call is
 //! recorded in the cost ledger with the `usage` tokens reported. Empty texts
 //! get the zero vector without being sent (the API refuses them).
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Embedder;
 use crate::ConfigError;
-use crate::openai_api::{ApiError, OpenAiApi};
+use crate::remote::openai::{ApiError, OpenAiApi};
 
 /// An OpenAI-compatible embeddings model.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ impl OpenAiEmbedder {
         if model.trim().is_empty() {
             return Err(ConfigError("embed.model = \"\" must name a model".into()));
         }
-        crate::source::check_range("embed.max_attempts", max_attempts, 1, 20)?;
+        crate::util::validate::check_range("embed.max_attempts", max_attempts, 1, 20)?;
         let retry = RetryPolicy {
             max_retries: max_attempts.saturating_sub(1),
             min_delay: Duration::from_millis(250),

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
-use super::{check_not_empty, check_range};
 use crate::ConfigError;
+use crate::util::validate::{check_not_empty, check_range};
 
 /// `updated_at` of record 0; record `i` has `BASE_UPDATED_AT + i`.
 pub const BASE_UPDATED_AT: i64 = 1_700_000_000;
@@ -33,7 +33,7 @@ fn default_name() -> String {
     "generate".to_string()
 }
 
-/// `[source] type = "generate"`.
+/// `[source] kind = "generate"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {

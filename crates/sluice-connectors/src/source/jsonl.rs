@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
-use super::{check_not_empty, check_range, raw_of, timestamp_from_value};
 use crate::ConfigError;
+use crate::util::text::raw_of;
+use crate::util::time::timestamp_from_value;
+use crate::util::validate::{check_not_empty, check_range};
 
 fn default_page_size() -> usize {
     500
@@ -32,7 +34,7 @@ fn default_text_field() -> String {
     "text".to_string()
 }
 
-/// `[source] type = "jsonl"`.
+/// `[source] kind = "jsonl"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonlConfig {

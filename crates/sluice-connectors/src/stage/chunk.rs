@@ -9,8 +9,8 @@ use sluice_core::{Chunk, Context, Document, Outcome, Stage, StageError};
 use text_splitter::{Characters, ChunkConfig as SplitterConfig, TextSplitter};
 use tiktoken_rs::CoreBPE;
 
-use super::check_range;
 use crate::ConfigError;
+use crate::util::validate::check_range;
 
 /// The default `size` when counting characters.
 pub const DEFAULT_CHARS: usize = 1000;
@@ -35,7 +35,7 @@ fn default_tokenizer() -> String {
     "cl100k_base".to_string()
 }
 
-/// `[[stages]] type = "chunk"`.
+/// `[[stages]] kind = "chunk"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkConfig {

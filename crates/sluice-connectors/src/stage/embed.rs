@@ -9,18 +9,17 @@
 //! chunks are the same texts as when it was made.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::{Context, Document, Outcome, Stage, StageCounter, StageError};
 
-use super::check_range;
 use crate::ConfigError;
 use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
-use crate::http::{Secret, fnv_hex};
-use crate::openai_api::{DEFAULT_KEY_ENV, OpenAiApi, UNAUTHORIZED};
+use crate::remote::http::fnv_hex;
+use crate::remote::openai::{OpenAiEndpoint, UNAUTHORIZED};
+use crate::util::validate::check_range;
 
 /// Providers `provider` accepts.
 pub const PROVIDERS: [&str; 3] = ["hashing", "openai", "minilm"];
@@ -41,10 +40,6 @@ fn default_model() -> String {
     "text-embedding-3-small".to_string()
 }
 
-fn default_key_env() -> String {
-    DEFAULT_KEY_ENV.to_string()
-}
-
 fn default_true() -> bool {
     true
 }
@@ -53,15 +48,7 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-fn default_max_attempts() -> u32 {
-    5
-}
-
-fn default_timeout_secs() -> u64 {
-    60
-}
-
-/// `[[stages]] type = "embed"`.
+/// `[[stages]] kind = "embed"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedConfig {
@@ -83,26 +70,15 @@ pub struct EmbedConfig {
     /// `openai`: the model. Default `text-embedding-3-small`.
     #[serde(default = "default_model")]
     pub model: String,
-    /// `openai`: API base URL including `/v1`; default `OPENAI_BASE_URL`, else `https://api.openai.com/v1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    /// `openai`: the environment variable holding the key. Default `OPENAI_API_KEY`.
-    #[serde(default = "default_key_env")]
-    pub api_key_env: String,
-    /// `openai`: the key itself (prefer `api_key_env`). Never saved with a run.
-    #[serde(default, skip_serializing)]
-    pub api_key: Option<Secret>,
+    /// `openai`: where the API is, its key, tries per call and time-out
+    /// (`base_url`, `api_key_env`, `api_key`, `max_attempts`, `timeout_secs`).
+    #[serde(flatten)]
+    pub endpoint: OpenAiEndpoint,
     /// `openai`: send `dimensions` with each request (default true; set false
     /// for models or servers that refuse it, and set `dimensions` to the
     /// model's own size).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub send_dimensions: bool,
-    /// `openai`: tries per call on 429/5xx/transport errors (1..=20). Default 5.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// `openai`: time-out of one request in seconds (1..=600). Default 60.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
 }
 
 impl Default for EmbedConfig {
@@ -113,12 +89,8 @@ impl Default for EmbedConfig {
             dimensions: default_dimensions(),
             batch_size: default_batch_size(),
             model: default_model(),
-            base_url: None,
-            api_key_env: default_key_env(),
-            api_key: None,
+            endpoint: OpenAiEndpoint::default(),
             send_dimensions: true,
-            max_attempts: default_max_attempts(),
-            timeout_secs: default_timeout_secs(),
         }
     }
 }
@@ -148,20 +120,14 @@ impl EmbedStage {
         let embedder: Arc<dyn Embedder> = match config.provider.as_str() {
             "hashing" => Arc::new(HashingEmbedder::new(config.dimensions)?),
             "openai" => {
-                check_range("embed.timeout_secs", config.timeout_secs, 1, 600)?;
-                let api = OpenAiApi::resolve(
-                    "embed",
-                    config.base_url.as_deref(),
-                    config.api_key.as_ref(),
-                    &config.api_key_env,
-                    Duration::from_secs(config.timeout_secs),
-                )?;
+                check_range("embed.timeout_secs", config.endpoint.timeout_secs, 1, 600)?;
+                let api = config.endpoint.api("embed")?;
                 Arc::new(OpenAiEmbedder::new(
                     api,
                     config.model.clone(),
                     config.dimensions,
                     config.send_dimensions,
-                    config.max_attempts,
+                    config.endpoint.max_attempts,
                 )?)
             }
             "minilm" => minilm_embedder(&config)?,

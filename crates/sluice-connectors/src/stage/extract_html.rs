@@ -16,8 +16,9 @@ use scraper::{Html, Node, Selector};
 use serde::{Deserialize, Serialize};
 use sluice_core::{Context, Document, Outcome, Stage, StageError};
 
-use super::normalize::{collapse_whitespace, looks_like_html};
+use super::normalize::collapse_whitespace;
 use crate::ConfigError;
+use crate::util::html::looks_like_html;
 
 /// Batches with more HTML than this are parsed on a blocking thread.
 const INLINE_HTML_BYTES: usize = 16 * 1024;

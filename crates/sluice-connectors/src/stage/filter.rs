@@ -14,7 +14,7 @@ fn default_min_chars() -> usize {
     20
 }
 
-/// `[[stages]] type = "filter"`.
+/// `[[stages]] kind = "filter"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {

@@ -4,8 +4,8 @@
 //! - [`normalize::NormalizeStage`]: HTML to text, whitespace cleanup.
 //! - [`extract_html::ExtractHtmlStage`]: a web page's main text, title and description.
 //! - [`filter::FilterStage`]: drops documents by length, content or missing fields.
-//! - [`classify_rules::RulesClassifier`]: keyword rules to a category.
-//! - [`classify_llm::LlmClassifier`]: an OpenAI-compatible chat model picks the category.
+//! - [`classify::rules::RulesClassifier`]: keyword rules to a category.
+//! - [`classify::llm::LlmClassifier`]: an OpenAI-compatible chat model picks the category.
 //! - [`chunk::ChunkStage`]: splits texts into chunks by characters or tokens.
 //! - [`embed::EmbedStage`]: embeds chunks (or whole texts) with an [`crate::embedder::Embedder`].
 
@@ -15,14 +15,14 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 pub mod chunk;
 pub mod classify;
-pub mod classify_llm;
-pub mod classify_rules;
 pub mod embed;
 pub mod extract_html;
 pub mod filter;
 pub mod normalize;
 
-pub(crate) use crate::source::check_range;
+/// The old paths of [`classify::llm`] and [`classify::rules`], kept until every caller uses the new ones.
+#[doc(hidden)]
+pub use classify::{llm as classify_llm, rules as classify_rules};
 
 /// Case-insensitive matching of many keywords in one pass. ASCII letters are
 /// compared case-insensitively by the automaton; when a keyword has non-ASCII

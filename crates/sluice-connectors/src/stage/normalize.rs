@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::{Context, Document, Outcome, Stage, StageError};
 
 use crate::ConfigError;
-use crate::source::files::decode_entities;
+use crate::util::html::{decode_entities, looks_like_html};
 
 /// Wrap width handed to html2text: wide enough that paragraphs are not wrapped.
 const HTML_WIDTH: usize = 10_000;
@@ -21,7 +21,7 @@ fn default_true() -> bool {
     true
 }
 
-/// `[[stages]] type = "normalize"`.
+/// `[[stages]] kind = "normalize"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NormalizeConfig {
@@ -98,23 +98,6 @@ pub fn normalize(text: &str, html: bool) -> Cow<'_, str> {
         return Cow::Owned(collapse_whitespace(&plain).into_owned());
     }
     collapse_whitespace(text)
-}
-
-/// A quick check: a `<` followed by a letter, `/` or `!`, and a `>` after it.
-pub fn looks_like_html(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(at) = bytes[from..].iter().position(|&b| b == b'<') {
-        let lt = from + at;
-        match bytes.get(lt + 1) {
-            Some(b) if b.is_ascii_alphabetic() || *b == b'/' || *b == b'!' => {
-                return bytes[lt + 2..].contains(&b'>');
-            }
-            Some(_) => from = lt + 1,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// Deeper element nesting than this is converted by stripping tags: html2text
@@ -371,18 +354,6 @@ mod tests {
             assert!(!is_normal(not_normal), "{not_normal:?}");
             assert_ne!(collapse_whitespace(not_normal), not_normal);
         }
-    }
-
-    #[test]
-    fn html_detection() {
-        assert!(looks_like_html("<p>hi</p>"));
-        assert!(looks_like_html("text <br/> more"));
-        assert!(looks_like_html("<!DOCTYPE html><html>"));
-        assert!(!looks_like_html("a < b and c > d"));
-        assert!(!looks_like_html("1<2"));
-        assert!(!looks_like_html("x <y"));
-        assert!(!looks_like_html("no tags at all"));
-        assert!(!looks_like_html("<"));
     }
 
     #[test]

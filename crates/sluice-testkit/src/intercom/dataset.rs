@@ -302,14 +302,6 @@ impl Dataset {
         self.conversations.iter().filter(|c| c.updated_at >= from && c.updated_at < to).map(|c| c.id.clone()).collect()
     }
 
-    /// Ids that the search endpoint would return for this `query` object
-    /// (the value of the request's `"query"` key), in (`updated_at`, id)
-    /// ascending order.
-    pub fn ids_matching(&self, query: &Value) -> Result<Vec<String>, String> {
-        let q = super::query::Query::parse(query)?;
-        Ok(self.conversations.iter().filter(|c| q.matches(c)).map(|c| c.id.clone()).collect())
-    }
-
     /// Ids of the conversations too short for a quality filter.
     pub fn short_ids(&self) -> Vec<String> {
         self.conversations.iter().filter(|c| c.is_short()).map(|c| c.id.clone()).collect()

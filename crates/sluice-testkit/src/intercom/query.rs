@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::dataset::Conversation;
+use super::dataset::{Conversation, Dataset};
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Query {
@@ -155,6 +155,17 @@ fn parse_filter(field: &str, op: &str, value: &Value) -> Result<Query, String> {
         other => return Err(format!("unsupported operator {other:?} for {field}")),
     };
     Ok(Query::Text { field: text_field, negate, values })
+}
+
+impl Dataset {
+    /// Ids that the search endpoint would return for this `query` object
+    /// (the value of the request's `"query"` key), in (`updated_at`, id)
+    /// ascending order. (Here, beside `Query`, so the dataset does not import
+    /// the query language that reads it.)
+    pub fn ids_matching(&self, query: &Value) -> Result<Vec<String>, String> {
+        let q = Query::parse(query)?;
+        Ok(self.all().iter().filter(|c| q.matches(c)).map(|c| c.id.clone()).collect())
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! `days` ranges for the HTTP API, with the Intercom source's calendar
-//! arithmetic, so the range a request names and the range the source reads
-//! are computed by one piece of code. A run of `days = N` started today covers
+//! `days` ranges for the HTTP API, with the connectors' calendar
+//! arithmetic (`util::time`, the one the Intercom source uses), so the range
+//! a request names and the range the source reads are computed by one piece
+//! of code. A run of `days = N` started today covers
 //! `[today - N, today]` (UTC dates, both included): the same request on the
 //! same day names the same range (the runbook's same-day resume), on another
 //! day it does not (resume by run id then).
 
-use sluice_connectors::source::intercom::dates::{format_date, parse_date, today};
+use sluice_connectors::util::time::{format_date, parse_date, today};
 
 /// Parses `YYYY-MM-DD` into days since 1970-01-01; `None` if it is not a real date.
 pub fn parse_day(text: &str) -> Option<i64> {

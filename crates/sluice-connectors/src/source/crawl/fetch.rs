@@ -24,7 +24,7 @@ use super::canonical::{authority, resolve};
 use super::links::parse_html;
 use super::politeness::HostGates;
 use super::robots::{RobotsCache, Rules};
-use crate::http::{retry_after, transport_error};
+use crate::remote::http::{retry_after, transport_error};
 
 /// The longest a server's `Retry-After` is obeyed before a retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -268,7 +268,7 @@ fn page_of(url: Url, answer: Answer) -> Fetched {
     let is_html = match mime.as_str() {
         "text/html" | "application/xhtml+xml" => true,
         "text/plain" => false,
-        "" if crate::stage::normalize::looks_like_html(&body) => true,
+        "" if crate::util::html::looks_like_html(&body) => true,
         _ => return Fetched::Skipped { url, reason: format!("content type {content_type:?} is not HTML or text") },
     };
     let (title, links) = if is_html {

@@ -41,8 +41,8 @@ pub use self::frontier::Frontier;
 pub use self::links::{ParsedPage, parse_html};
 use self::prefetch::Prefetcher;
 pub use self::robots::ROBOTS_AGENT;
-use super::{check_not_empty, check_range};
 use crate::ConfigError;
+use crate::util::validate::{check_not_empty, check_range};
 
 /// The `User-Agent` sent unless `user_agent` says otherwise.
 pub const DEFAULT_USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"), " (+crawl)");

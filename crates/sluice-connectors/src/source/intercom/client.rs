@@ -24,7 +24,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sluice_core::{Context, SourceError};
 
-use crate::http::{Secret, error_code, error_summary, header_str, jitter, now_epoch_secs, transport_error};
+use crate::remote::http::{error_code, error_summary, header_str, jitter, now_epoch_secs, transport_error};
+use crate::util::secret::Secret;
 
 /// The longest a pacing wait or a computed 429 wait lasts (clock skew guard).
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -253,7 +254,7 @@ pub(crate) fn map_status(
         }
         408 | 409 | 500..=599 => SourceError::Retryable {
             message: format!("Intercom {what}: HTTP {code} {summary}"),
-            retry_after: crate::http::retry_after(headers),
+            retry_after: crate::remote::http::retry_after(headers),
         },
         404 => SourceError::fatal(format!(
             "Intercom {what}: HTTP 404 {summary}: check the base URL (US https://api.intercom.io, EU \
@@ -267,7 +268,7 @@ pub(crate) fn map_status(
 /// How long to wait after a 429: `Retry-After` when given, else until
 /// `X-RateLimit-Reset`, at least one second, plus up to 500 ms of jitter.
 fn rate_limit_wait(headers: &HeaderMap) -> Duration {
-    let base = crate::http::retry_after(headers).unwrap_or_else(|| {
+    let base = crate::remote::http::retry_after(headers).unwrap_or_else(|| {
         let reset = header_str(headers, "x-ratelimit-reset").and_then(|v| v.parse::<f64>().ok());
         let now = now_epoch_secs();
         reset.map_or(Duration::from_secs(1), |reset| Duration::from_secs_f64((reset - now).max(0.0)))

@@ -13,10 +13,8 @@
 //! UTC day gives the same dates, which is how a resume by `days` finds it.
 
 use crate::ConfigError;
-pub use crate::dates::civil_from_days;
-use crate::dates::days_from_civil;
-
-pub const SECS_PER_DAY: i64 = 86_400;
+/// The calendar helpers, from [`crate::util::time`] (this path is kept for their callers).
+pub use crate::util::time::{SECS_PER_DAY, civil_from_days, format_date, format_timestamp, parse_date, today};
 
 /// An inclusive range of days since 1970-01-01.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,50 +41,6 @@ impl DateRange {
     pub fn to_str(&self) -> String {
         format_date(self.to)
     }
-}
-
-/// Today (UTC), in days since 1970-01-01.
-pub fn today() -> i64 {
-    (crate::http::now_epoch_secs() as i64).div_euclid(SECS_PER_DAY)
-}
-
-/// Parses `YYYY-MM-DD` into days since 1970-01-01.
-pub fn parse_date(key: &str, value: &str) -> Result<i64, ConfigError> {
-    let bad = || ConfigError(format!("{key} = {value:?} is not a date (allowed: YYYY-MM-DD, e.g. 2025-10-01)"));
-    let b = value.trim().as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad());
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        b[from..to].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
-    };
-    let (year, month, day) = (num(0, 4).ok_or_else(bad)?, num(5, 7).ok_or_else(bad)?, num(8, 10).ok_or_else(bad)?);
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return Err(bad());
-    }
-    Ok(days_from_civil(year, month, day))
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// `YYYY-MM-DD` of days since 1970-01-01.
-pub fn format_date(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds.
-pub fn format_timestamp(ts: i64) -> String {
-    let secs = ts.rem_euclid(SECS_PER_DAY);
-    format!("{}T{:02}:{:02}:{:02}Z", format_date(ts.div_euclid(SECS_PER_DAY)), secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// The range the settings describe, `today` being the current UTC day.
@@ -137,23 +91,6 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        for day in [-1, 0, 59, 365, 11_016, 20_000, 2_932_896] {
-            let s = format_date(day);
-            if day >= 0 {
-                assert_eq!(parse_date("k", &s).unwrap(), day, "{s}");
-            }
-        }
-        assert_eq!(format_date(0), "1970-01-01");
-        assert_eq!(parse_date("k", "2000-02-29").unwrap(), 11_016);
-        assert_eq!(format_timestamp(1_767_225_599), "2025-12-31T23:59:59Z");
-        for bad in ["2025-02-29", "2025-13-01", "25-01-01", "2025/01/01", "2025-01-1", ""] {
-            let err = parse_date("source.date_from", bad).unwrap_err().to_string();
-            assert!(err.contains("source.date_from") && err.contains("YYYY-MM-DD"), "{err}");
-        }
-    }
 
     #[test]
     fn days_mean_today_minus_n_through_today() {

@@ -41,164 +41,34 @@
 //! Quality filter and counters: see [`quality`].
 
 pub mod client;
+pub mod config;
 pub mod dates;
 pub mod quality;
+pub mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
 use sluice_core::{Context, Mode, Page, Record, Source, SourceError, SourceItem};
 use tokio_util::sync::CancellationToken;
 
 use self::client::IntercomClient;
+pub use self::config::{BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TOKEN_ENV, IntercomConfig};
 use self::dates::{DateRange, format_timestamp};
 use self::quality::is_quality;
-use super::{check_not_empty, check_range, raw_of};
+use self::record::conversation_id;
+pub use self::record::conversation_record;
 use crate::ConfigError;
-use crate::http::{Secret, check_base_url, env_value};
+use crate::remote::http::{check_base_url, env_value};
+use crate::util::secret::Secret;
+use crate::util::text::raw_of;
+use crate::util::validate::{check_not_empty, check_range};
 
 pub use self::quality::QualityStage;
-
-pub const DEFAULT_BASE_URL: &str = "https://api.intercom.io";
-pub const BASE_URL_ENV: &str = "INTERCOM_BASE_URL";
-pub const DEFAULT_TOKEN_ENV: &str = "INTERCOM_ACCESS_TOKEN";
-
-fn default_token_env() -> String {
-    DEFAULT_TOKEN_ENV.to_string()
-}
-fn default_version() -> String {
-    "2.11".to_string()
-}
-fn default_per_page() -> u32 {
-    150
-}
-fn default_partitions() -> usize {
-    1
-}
-fn default_parts_concurrency() -> usize {
-    8
-}
-fn default_min_chars() -> usize {
-    20
-}
-fn default_name() -> String {
-    "intercom".to_string()
-}
-fn default_timeout_secs() -> u64 {
-    60
-}
-
-/// `[source] kind = "intercom"`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IntercomConfig {
-    /// The last N days (1..=3650); or give `date_from` (and `date_to`). See [`dates`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<u32>,
-    /// First day, `YYYY-MM-DD` (UTC), included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date_from: Option<String>,
-    /// Last day, `YYYY-MM-DD` (UTC), included. Default: today.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date_to: Option<String>,
-    /// API base URL; default `INTERCOM_BASE_URL`, else `https://api.intercom.io`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    /// Environment variable holding the access token. Default `INTERCOM_ACCESS_TOKEN`.
-    #[serde(default = "default_token_env")]
-    pub token_env: String,
-    /// `Intercom-Version` header. Default `2.11`.
-    #[serde(default = "default_version")]
-    pub intercom_version: String,
-    /// Conversations per page (1..=150). Default 150.
-    #[serde(default = "default_per_page")]
-    pub per_page: u32,
-    /// Time slices of the range, fetched concurrently (1..=64). Default 1.
-    #[serde(default = "default_partitions")]
-    pub partitions: usize,
-    /// Also fetch each conversation's replies. Default false.
-    #[serde(default)]
-    pub include_parts: bool,
-    /// `GET /conversations/{id}` at once, with `include_parts` (1..=64). Default 8.
-    #[serde(default = "default_parts_concurrency")]
-    pub parts_concurrency: usize,
-    /// Quality filter: conversations with fewer visible characters are
-    /// dropped (0: keep all). Default 20.
-    #[serde(default = "default_min_chars")]
-    pub min_chars: usize,
-    /// Stop after this many conversations, counted across resumes (the
-    /// pipeline's `max_records` when that is not set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_conversations: Option<u64>,
-    /// Source name stored with every record. Default `intercom`.
-    #[serde(default = "default_name")]
-    pub name: String,
-    /// Time-out of one request, in seconds (1..=600). Default 60.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-impl IntercomConfig {
-    /// A configuration for the last `days` days, everything else default.
-    pub fn last_days(days: u32) -> Self {
-        Self {
-            days: Some(days),
-            date_from: None,
-            date_to: None,
-            base_url: None,
-            token_env: default_token_env(),
-            intercom_version: default_version(),
-            per_page: default_per_page(),
-            partitions: default_partitions(),
-            include_parts: false,
-            parts_concurrency: default_parts_concurrency(),
-            min_chars: default_min_chars(),
-            max_conversations: None,
-            name: default_name(),
-            timeout_secs: default_timeout_secs(),
-        }
-    }
-
-    /// The date range, `days` being counted back from `today` (days since 1970-01-01).
-    pub fn date_range_at(&self, today: i64) -> Result<DateRange, ConfigError> {
-        dates::resolve(self.days, self.date_from.as_deref(), self.date_to.as_deref(), today)
-    }
-
-    /// The date range as of now, as `(date_from, date_to)`, both `YYYY-MM-DD`, both included.
-    pub fn date_range(&self) -> Result<(String, String), ConfigError> {
-        let range = self.date_range_at(dates::today())?;
-        Ok((range.from_str(), range.to_str()))
-    }
-
-    /// Replaces `days` by the explicit dates it means today, so that the
-    /// configuration saved with a run names the same range on any later day.
-    pub fn pin_dates(&mut self) -> Result<(), ConfigError> {
-        self.pin_dates_at(dates::today())
-    }
-
-    /// Sets an explicit range, `YYYY-MM-DD`, both days included (e.g. the
-    /// range an HTTP request asked for), replacing `days`.
-    pub fn set_dates(&mut self, date_from: &str, date_to: &str) -> Result<(), ConfigError> {
-        let range = dates::resolve(None, Some(date_from), Some(date_to), dates::today())?;
-        self.days = None;
-        self.date_from = Some(range.from_str());
-        self.date_to = Some(range.to_str());
-        Ok(())
-    }
-
-    pub fn pin_dates_at(&mut self, today: i64) -> Result<(), ConfigError> {
-        let range = self.date_range_at(today)?;
-        self.days = None;
-        self.date_from = Some(range.from_str());
-        self.date_to = Some(range.to_str());
-        Ok(())
-    }
-}
 
 /// One time slice of the range.
 #[derive(Clone, Debug)]
@@ -404,15 +274,6 @@ fn slices(range: DateRange, n: usize) -> Vec<Slice> {
         .collect()
 }
 
-/// The id of a conversation: a string, or a number written as one.
-fn conversation_id(c: &Value) -> Option<String> {
-    match c.get("id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn invalid(c: &Value, fallback_id: String, error_type: &str, error: String) -> SourceItem {
     SourceItem::Invalid {
         id: conversation_id(c).unwrap_or(fallback_id),
@@ -420,70 +281,6 @@ fn invalid(c: &Value, fallback_id: String, error_type: &str, error: String) -> S
         error_type: error_type.into(),
         error,
     }
-}
-
-/// Maps an Intercom conversation (API 2.x JSON) to a record (see the module docs).
-pub fn conversation_record(source: &str, c: &Value, with_parts: bool) -> Result<Record, String> {
-    let id = conversation_id(c).ok_or("the conversation has no id")?;
-    let src = c.get("source");
-    let body = src.and_then(|s| s.get("body")).and_then(Value::as_str).unwrap_or("");
-    let mut text = body.to_string();
-    let mut fields = Map::new();
-    if with_parts {
-        let parts = c
-            .pointer("/conversation_parts/conversation_parts")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for part in parts {
-            if let Some(body) = part.get("body").and_then(Value::as_str).filter(|b| !b.trim().is_empty()) {
-                if !text.is_empty() {
-                    text.push_str("\n\n");
-                }
-                text.push_str(body);
-            }
-        }
-        fields.insert("parts".into(), json!(parts.len()));
-    }
-    if let Some(title) = str_field(c.get("title")) {
-        fields.insert("title".into(), json!(title));
-    }
-    if let Some(subject) = str_field(src.and_then(|s| s.get("subject"))) {
-        fields.insert("subject".into(), json!(subject));
-    }
-    for (key, value) in [
-        ("state", str_field(c.get("state"))),
-        ("priority", str_field(c.get("priority"))),
-        ("channel", str_field(src.and_then(|s| s.get("type")))),
-        ("author_type", str_field(src.and_then(|s| s.pointer("/author/type")))),
-    ] {
-        if let Some(value) = value {
-            fields.insert(key.into(), json!(value));
-        }
-    }
-    if let Some(domain) = str_field(src.and_then(|s| s.pointer("/author/email")))
-        .and_then(|email| email.rsplit_once('@').map(|(_, domain)| domain.to_lowercase()))
-        .filter(|d| !d.is_empty())
-    {
-        fields.insert("author_domain".into(), json!(domain));
-    }
-    let tags: Vec<&str> = c
-        .pointer("/tags/tags")
-        .and_then(Value::as_array)
-        .map(|tags| tags.iter().filter_map(|t| t.get("name").and_then(Value::as_str)).collect())
-        .unwrap_or_default();
-    if !tags.is_empty() {
-        fields.insert("tags".into(), json!(tags));
-    }
-    if let Some(created) = c.get("created_at").and_then(Value::as_i64) {
-        fields.insert("created_at".into(), json!(created));
-    }
-    Ok(Record { source: source.to_string(), id, text, fields, updated_at: c.get("updated_at").and_then(Value::as_i64) })
-}
-
-/// A non-empty string value, trimmed.
-fn str_field(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The cursor of the next page: `pages.next.starting_after`, if any.
@@ -520,7 +317,7 @@ impl Source for IntercomSource {
         let Some(conversations) = answer.get("conversations").and_then(Value::as_array) else {
             return Err(SourceError::retryable(format!(
                 "Intercom search: the answer has no conversations array: {}",
-                crate::http::excerpt(&answer.to_string(), 200)
+                crate::remote::http::excerpt(&answer.to_string(), 200)
             )));
         };
         let next = next_cursor(&answer);
@@ -569,30 +366,6 @@ mod tests {
     }
 
     #[test]
-    fn conversations_map_to_records() {
-        let c = json!({
-            "type": "conversation", "id": "123", "title": null, "created_at": 10, "updated_at": 20,
-            "state": "open", "priority": "not_priority",
-            "tags": {"type": "tag.list", "tags": [{"name": "vip"}]},
-            "source": {"type": "email", "subject": "Refund", "body": "<p>I was charged twice</p>",
-                       "author": {"type": "user", "email": "Ann@Example.COM"}},
-            "conversation_parts": {"conversation_parts": [{"body": "<p>Sorry!</p>"}, {"body": null}]},
-        });
-        let r = conversation_record("intercom", &c, false).unwrap();
-        assert_eq!((r.id.as_str(), r.text.as_str(), r.updated_at), ("123", "<p>I was charged twice</p>", Some(20)));
-        assert_eq!(r.fields["author_domain"], "example.com");
-        assert_eq!(r.fields["tags"], json!(["vip"]));
-        assert_eq!(r.fields["subject"], "Refund");
-        assert!(!r.fields.contains_key("title") && !r.fields.contains_key("parts"));
-        assert!(!serde_json::to_string(&r).unwrap().contains("Ann@"), "no email addresses");
-        let full = conversation_record("intercom", &c, true).unwrap();
-        assert_eq!(full.text, "<p>I was charged twice</p>\n\n<p>Sorry!</p>");
-        assert_eq!(full.fields["parts"], 2);
-        assert!(conversation_record("intercom", &json!({"source": {}}), false).is_err());
-        assert_eq!(conversation_record("i", &json!({"id": 7}), false).unwrap().id, "7");
-    }
-
-    #[test]
     fn next_cursor_reads_pages_next() {
         assert_eq!(
             next_cursor(&json!({"pages": {"next": {"page": 2, "starting_after": "abc"}}})).as_deref(),
@@ -607,21 +380,5 @@ mod tests {
         ] {
             assert_eq!(next_cursor(&last), None, "{last}");
         }
-    }
-
-    #[test]
-    fn days_are_pinned_to_dates() {
-        let mut c = IntercomConfig::last_days(90);
-        let today = dates::parse_date("k", "2025-12-30").unwrap();
-        c.pin_dates_at(today).unwrap();
-        assert_eq!(
-            (c.days, c.date_from.as_deref(), c.date_to.as_deref()),
-            (None, Some("2025-10-01"), Some("2025-12-30"))
-        );
-        c.pin_dates_at(today + 3).unwrap();
-        assert_eq!(c.date_from.as_deref(), Some("2025-10-01"), "pinning twice changes nothing");
-        c.set_dates("2025-11-01", "2025-11-30").unwrap();
-        assert_eq!((c.date_from.as_deref(), c.date_to.as_deref()), (Some("2025-11-01"), Some("2025-11-30")));
-        assert!(c.set_dates("2025-11-30", "2025-11-01").is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use sluice_core::StoreError;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::registry::redact_url;
+use crate::util::secret::redact_url;
 use crate::store::database_error;
 
 /// What a store on `url` calls itself in messages and logs: its URL with the password hidden.

@@ -1,15 +1,18 @@
 //! `[[stages]] kind = "classify"`: which classifier, by `provider`.
 //!
 //! - `provider = "rules"` (the default, offline): keyword rules, see
-//!   [`super::classify_rules`].
+//!   [`rules`].
 //! - `provider = "llm"`: an OpenAI-compatible chat model, see
-//!   [`super::classify_llm`].
+//!   [`llm`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::classify_llm::LlmClassifyConfig;
-use super::classify_rules::RulesClassifyConfig;
+pub mod llm;
+pub mod rules;
+
+use self::llm::LlmClassifyConfig;
+use self::rules::RulesClassifyConfig;
 
 /// Providers `provider` accepts.
 pub const PROVIDERS: [&str; 2] = ["rules", "llm"];
@@ -109,7 +112,7 @@ mod tests {
         )
         .unwrap();
         let ClassifyConfig::Llm(config) = &llm else { panic!("llm") };
-        assert_eq!(config.api_key.as_ref().map(|k| k.expose()), Some("sk-secret"));
+        assert_eq!(config.endpoint.api_key.as_ref().map(|k| k.expose()), Some("sk-secret"));
         let saved = serde_json::to_string(&llm).unwrap();
         assert!(!saved.contains("sk-secret") && saved.contains("\"provider\":\"llm\""), "{saved}");
     }

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_core::StageError;
 
 use crate::ConfigError;
-use crate::http::{Secret, check_base_url, env_value, error_code, error_summary, transport_error};
+use crate::remote::http::{check_base_url, env_value, error_code, error_summary, transport_error};
+use crate::util::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -27,6 +29,53 @@ pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
 /// fail the whole batch with it (and so the run), since every record would
 /// meet the same answer.
 pub const UNAUTHORIZED: &str = "unauthorized";
+
+/// Where an OpenAI-compatible API is and how to call it: the settings the LLM
+/// classifier and the embed stage share, flattened into their tables (so the
+/// keys are `base_url`, `api_key_env`, … as before).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpenAiEndpoint {
+    /// API base URL including `/v1`; default `OPENAI_BASE_URL`, else `https://api.openai.com/v1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key. Default `OPENAI_API_KEY`.
+    pub api_key_env: String,
+    /// The key itself (prefer `api_key_env`). Never saved with a run, never printed.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Tries per call on 429/5xx/transport errors (1..=20). Default 5.
+    pub max_attempts: u32,
+    /// Time-out of one request, in seconds (1..=600). Default 60.
+    pub timeout_secs: u64,
+}
+
+impl Default for OpenAiEndpoint {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key_env: DEFAULT_KEY_ENV.to_string(),
+            api_key: None,
+            max_attempts: 5,
+            timeout_secs: 60,
+        }
+    }
+}
+
+impl OpenAiEndpoint {
+    /// The API these settings name, resolved as the module docs say; `prefix`
+    /// (e.g. `classify`) names the settings in messages. The time-out is
+    /// clamped to 1..=600 s here; callers range-check it for the message.
+    pub fn api(&self, prefix: &str) -> Result<OpenAiApi, ConfigError> {
+        OpenAiApi::resolve(
+            prefix,
+            self.base_url.as_deref(),
+            self.api_key.as_ref(),
+            &self.api_key_env,
+            Duration::from_secs(self.timeout_secs.clamp(1, 600)),
+        )
+    }
+}
 
 /// Why a request did not give a usable answer.
 #[derive(Clone, Debug)]
@@ -192,12 +241,12 @@ pub(crate) fn map_error(url: &str, status: StatusCode, headers: &HeaderMap, body
         429 => ApiError::Retryable {
             error_type: "http_429".into(),
             message: format!("POST {url}: rate limited (HTTP 429): {}", error_summary(body)),
-            retry_after: crate::http::retry_after(headers),
+            retry_after: crate::remote::http::retry_after(headers),
         },
         408 | 409 | 500..=599 => ApiError::Retryable {
             error_type: format!("http_{code}"),
             message: format!("POST {url}: HTTP {code}: {}", error_summary(body)),
-            retry_after: crate::http::retry_after(headers),
+            retry_after: crate::remote::http::retry_after(headers),
         },
         _ => ApiError::Request(StageError::permanent(
             format!("http_{code}"),

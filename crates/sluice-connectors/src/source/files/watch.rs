@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use sluice_core::{Context, Page, SourceError, SourceItem};
 use tokio::sync::{Mutex, Notify};
 
-use super::files::{Entry, entry_of_bytes, io_failure, walk};
+use super::listing::{Entry, entry_of_bytes, io_failure, walk};
 
 /// Scans prompted by change notifications are at least this far apart, so a
 /// burst of events (a large file being written) costs one listing, not hundreds.

@@ -43,10 +43,10 @@ use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounte
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::check_range;
 use crate::ConfigError;
-use crate::http::{Secret, excerpt, sha256_hex};
-use crate::openai_api::{ApiError, DEFAULT_KEY_ENV, OpenAiApi};
+use crate::remote::http::{excerpt, sha256_hex};
+use crate::remote::openai::{ApiError, OpenAiApi, OpenAiEndpoint};
+use crate::util::validate::check_range;
 
 /// Response formats `response_format` accepts.
 pub const RESPONSE_FORMATS: [&str; 2] = ["json_schema", "json_object"];
@@ -65,26 +65,17 @@ const RECENT_CAPACITY: usize = 16_384;
 fn default_model() -> String {
     "gpt-4o-mini".to_string()
 }
-fn default_key_env() -> String {
-    DEFAULT_KEY_ENV.to_string()
-}
 fn default_response_format() -> String {
     "json_schema".to_string()
 }
 fn default_concurrency() -> usize {
     8
 }
-fn default_max_attempts() -> u32 {
-    5
-}
 fn default_parse_attempts() -> u32 {
     2
 }
 fn default_max_input_chars() -> usize {
     12_000
-}
-fn default_timeout_secs() -> u64 {
-    60
 }
 fn is_zero(x: &f32) -> bool {
     *x == 0.0
@@ -99,15 +90,10 @@ pub struct LlmClassifyConfig {
     /// Model name sent to the API. Default `gpt-4o-mini`.
     #[serde(default = "default_model")]
     pub model: String,
-    /// API base URL including `/v1`; default `OPENAI_BASE_URL`, else `https://api.openai.com/v1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    /// Environment variable holding the API key. Default `OPENAI_API_KEY`.
-    #[serde(default = "default_key_env")]
-    pub api_key_env: String,
-    /// The key itself (prefer `api_key_env`). Never saved with a run, never printed.
-    #[serde(default, skip_serializing)]
-    pub api_key: Option<Secret>,
+    /// Where the API is, its key, tries per call and time-out (`base_url`,
+    /// `api_key_env`, `api_key`, `max_attempts`, `timeout_secs`).
+    #[serde(flatten)]
+    pub endpoint: OpenAiEndpoint,
     /// The instruction of the system prompt; the category list and the answer
     /// format are always appended. Default [`DEFAULT_PROMPT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,9 +104,6 @@ pub struct LlmClassifyConfig {
     /// Requests at once over all batches (1..=256). Default 8.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Tries per call on 429/5xx/transport errors (1..=20). Default 5.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
     /// Calls per record when answers cannot be used (1..=5). Default 2.
     #[serde(default = "default_parse_attempts")]
     pub parse_attempts: u32,
@@ -130,9 +113,6 @@ pub struct LlmClassifyConfig {
     /// Sampling temperature (0..=2). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub temperature: f32,
-    /// Time-out of one request, in seconds (1..=600). Default 60.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
 }
 
 impl LlmClassifyConfig {
@@ -140,17 +120,13 @@ impl LlmClassifyConfig {
         Self {
             categories,
             model: default_model(),
-            base_url: None,
-            api_key_env: default_key_env(),
-            api_key: None,
+            endpoint: OpenAiEndpoint::default(),
             prompt: None,
             response_format: default_response_format(),
             concurrency: default_concurrency(),
-            max_attempts: default_max_attempts(),
             parse_attempts: default_parse_attempts(),
             max_input_chars: default_max_input_chars(),
             temperature: 0.0,
-            timeout_secs: default_timeout_secs(),
         }
     }
 }
@@ -180,15 +156,9 @@ impl std::fmt::Debug for LlmClassifier {
 }
 
 impl LlmClassifier {
-    /// Checks the settings and resolves base URL and key (see [`crate::openai_api`]).
+    /// Checks the settings and resolves base URL and key (see [`crate::remote::openai`]).
     pub fn new(config: LlmClassifyConfig) -> Result<Self, ConfigError> {
-        let api = OpenAiApi::resolve(
-            "classify",
-            config.base_url.as_deref(),
-            config.api_key.as_ref(),
-            &config.api_key_env,
-            Duration::from_secs(config.timeout_secs.clamp(1, 600)),
-        )?;
+        let api = config.endpoint.api("classify")?;
         Self::with_api(config, api)
     }
 
@@ -227,10 +197,10 @@ impl LlmClassifier {
             return Err(ConfigError("classify.prompt = \"\" is empty; leave it out for the default".into()));
         }
         check_range("classify.concurrency", config.concurrency, 1, 256)?;
-        check_range("classify.max_attempts", config.max_attempts, 1, 20)?;
+        check_range("classify.max_attempts", config.endpoint.max_attempts, 1, 20)?;
         check_range("classify.parse_attempts", config.parse_attempts, 1, 5)?;
         check_range("classify.max_input_chars", config.max_input_chars, 100, 1_000_000)?;
-        check_range("classify.timeout_secs", config.timeout_secs, 1, 600)?;
+        check_range("classify.timeout_secs", config.endpoint.timeout_secs, 1, 600)?;
         if !(0.0..=2.0).contains(&config.temperature) {
             return Err(ConfigError(format!(
                 "classify.temperature = {} is out of range (allowed: 0..=2)",
@@ -256,7 +226,7 @@ impl LlmClassifier {
             )
         );
         let retry = RetryPolicy {
-            max_retries: config.max_attempts.saturating_sub(1),
+            max_retries: config.endpoint.max_attempts.saturating_sub(1),
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
         };

@@ -1,51 +1,13 @@
-//! What the HTTP connectors share: a secret that never prints, `Retry-After`
-//! parsing, jitter, short excerpts of error bodies, and the environment
-//! look-ups for base URLs and keys.
+//! What the HTTP connectors share: `Retry-After` parsing, jitter, short
+//! excerpts of error bodies, and the environment look-ups for base URLs and
+//! keys.
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::ConfigError;
-
-/// A credential. `Debug` and `Display` print `***`; only [`Secret::expose`]
-/// gives the value, for the one header that needs it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// A non-empty environment variable.
 pub(crate) fn env_value(key: &str) -> Option<String> {
@@ -180,13 +142,6 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     use super::*;
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("sk-very-secret");
-        assert_eq!(format!("{s} {s:?}"), "*** ***");
-        assert_eq!(s.expose(), "sk-very-secret");
-    }
 
     #[test]
     fn retry_after_prefers_milliseconds() {

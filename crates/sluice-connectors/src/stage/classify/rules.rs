@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
 
-use super::KeywordMatcher;
 use crate::ConfigError;
+use crate::stage::KeywordMatcher;
 
 /// The `classifier` name set on every classification this stage makes.
 pub const CLASSIFIER: &str = "rules";
@@ -25,7 +25,7 @@ pub struct Rule {
     pub keywords: Vec<String>,
 }
 
-/// `[[stages]] type = "classify"` with `[[stages.rules]]` tables.
+/// `[[stages]] kind = "classify"` with `[[stages.rules]]` tables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesClassifyConfig {

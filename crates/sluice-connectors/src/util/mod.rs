@@ -1,0 +1,14 @@
+//! Small helpers every kind of connector uses, kept apart so that no source
+//! imports a stage (or the reverse) to share them.
+//!
+//! - [`secret`]: a credential that never prints, and URL password redaction.
+//! - [`validate`]: the range and non-empty checks of configuration values.
+//! - [`html`]: entity decoding and the "is this HTML?" test.
+//! - [`text`]: UTF-8-safe truncation and the raw excerpt of a bad input.
+//! - [`time`]: RFC 3339 timestamps and UTC calendar dates.
+
+pub mod html;
+pub mod secret;
+pub mod text;
+pub mod time;
+pub mod validate;
