@@ -48,7 +48,15 @@ fn source(config: IntercomConfig, token: &str, page_filter: bool) -> IntercomSou
 
 fn events_ctx() -> (Context, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel(10_000);
-    (Context { events: EventSink::new(1, false, tx), stop: CancellationToken::new(), usage: Arc::default() }, rx)
+    (
+        Context {
+            events: EventSink::new(1, false, tx),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            usage: Arc::default(),
+        },
+        rx,
+    )
 }
 
 fn drain_events(rx: &mut mpsc::Receiver<Event>) -> Vec<EventKind> {

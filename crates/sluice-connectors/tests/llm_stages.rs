@@ -66,7 +66,15 @@ fn docs(n: usize) -> Vec<Document> {
 
 fn events_ctx() -> (Context, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel(10_000);
-    (Context { events: EventSink::new(1, false, tx), stop: CancellationToken::new(), usage: Arc::default() }, rx)
+    (
+        Context {
+            events: EventSink::new(1, false, tx),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            usage: Arc::default(),
+        },
+        rx,
+    )
 }
 
 fn state_changes(rx: &mut mpsc::Receiver<Event>) -> Vec<(String, String)> {

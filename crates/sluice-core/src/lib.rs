@@ -10,6 +10,7 @@ pub mod event;
 pub mod phase;
 pub mod pipeline;
 pub mod record;
+pub mod retry;
 pub mod source;
 pub mod stage;
 pub mod store;
@@ -19,10 +20,11 @@ pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
-pub use pipeline::{Mode, Pipeline, RetryPolicy, RunHandle, RunSummary, Settings, StageSpec, Start};
+pub use pipeline::{Mode, Pipeline, RunHandle, RunSummary, Settings, Start};
 pub use record::{Chunk, Classification, Document, Record};
+pub use retry::{RetryPolicy, Verdict, with_retries};
 pub use source::{Page, Source, SourceItem};
-pub use stage::{Outcome, Stage, StageCounter};
+pub use stage::{Outcome, Stage, StageCounter, StageSpec};
 pub use store::{
     CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
     RunStatus, Store,

@@ -1,5 +1,7 @@
 //! The `Stage` role: turn a batch of documents into outcomes, one per document.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::context::Context;
@@ -58,5 +60,26 @@ pub trait Stage: Send + Sync {
     fn memo_apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
         let _ = (doc, value);
         false
+    }
+}
+
+/// A stage with its scheduling knobs.
+#[derive(Clone)]
+pub struct StageSpec {
+    pub stage: Arc<dyn Stage>,
+    /// Batches this stage works on at once (order of batches is kept).
+    pub workers: usize,
+    /// Times a record's retryable failure is retried before it is recorded.
+    pub max_retries: u32,
+}
+
+impl StageSpec {
+    pub fn new(stage: Arc<dyn Stage>) -> Self {
+        Self { stage, workers: 1, max_retries: 3 }
+    }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 }

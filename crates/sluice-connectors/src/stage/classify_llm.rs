@@ -38,10 +38,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
 use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{RetryPolicy, Verdict, with_retries};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use super::check_range;
 use crate::ConfigError;
@@ -330,14 +329,13 @@ impl LlmClassifier {
     async fn classify(&self, ctx: &Context, doc: &Document) -> Result<Result<Classification, StageError>, StageError> {
         let _permit = self.permits.acquire().await.map_err(|_| StageError::permanent("closed", "stage is closed"))?;
         let body = self.request(doc);
-        let never = CancellationToken::new();
         let mut last = None;
         for _ in 0..self.config.parse_attempts {
             let answer = with_retries(
                 &self.retry,
                 ctx,
                 "classify",
-                &never,
+                &ctx.abort,
                 || self.api.post("/chat/completions", &body),
                 |e: &ApiError| match e {
                     ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::fetch::Batch;
-use super::retry::{Verdict, with_retries};
-use super::run::Shared;
+use super::batcher::Batch;
+use super::state::Shared;
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::error::{EngineError, StoreError};
 use crate::event::EventKind;
+use crate::retry::{Verdict, with_retries};
 use crate::store::{CommitBatch, DocumentUpdate};
 
 /// Batches that may wait for the committer; the ones waiting when it is free

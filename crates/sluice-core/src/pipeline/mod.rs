@@ -1,12 +1,14 @@
 //! Building a pipeline and running it: `Pipeline::start` gives a `RunHandle`
 //! whose event stream is the primary API; `iter_results` and `run` wrap it.
 
-mod batch;
+mod batcher;
 mod commit;
 mod fetch;
-mod retry;
+mod handle;
+mod legacy;
 mod run;
 mod stages;
+mod state;
 mod streaming;
 
 use std::sync::Arc;
@@ -16,11 +18,11 @@ use serde_json::Value;
 
 use crate::phase::PhaseSpec;
 use crate::source::Source;
-use crate::stage::Stage;
+use crate::stage::StageSpec;
 use crate::store::{RunId, Store};
 
-pub use retry::{RetryPolicy, Verdict, with_retries};
-pub use run::{RunHandle, RunSummary};
+pub use crate::retry::{RetryPolicy, Verdict, with_retries};
+pub use handle::{RunHandle, RunSummary};
 
 /// How the stages are scheduled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,27 +98,6 @@ impl Default for Settings {
             retry: RetryPolicy::default(),
             event_buffer: 1024,
         }
-    }
-}
-
-/// A stage with its scheduling knobs.
-#[derive(Clone)]
-pub struct StageSpec {
-    pub stage: Arc<dyn Stage>,
-    /// Batches this stage works on at once (order of batches is kept).
-    pub workers: usize,
-    /// Times a record's retryable failure is retried before it is recorded.
-    pub max_retries: u32,
-}
-
-impl StageSpec {
-    pub fn new(stage: Arc<dyn Stage>) -> Self {
-        Self { stage, workers: 1, max_retries: 3 }
-    }
-
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self
     }
 }
 

@@ -7,13 +7,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::StageSpec;
-use super::fetch::Batch;
-use super::run::{Shared, receiver_stream};
+use super::batcher::Batch;
+use super::state::{Shared, receiver_stream};
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
-use crate::stage::{Outcome, Stage, StageCounter};
+use crate::stage::{Outcome, Stage, StageCounter, StageSpec};
 use crate::store::{Failure, MemoEntry, MemoKey};
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
@@ -92,7 +91,7 @@ pub(crate) async fn process_batch(
         let backoff = delays.next().unwrap_or(shared.settings.retry.max_delay);
         tokio::select! {
             _ = tokio::time::sleep(wait.map_or(backoff, |w| w.max(backoff))) => {}
-            _ = shared.abort.cancelled() => return Err(EngineError::Invalid("aborted".into())),
+            _ = shared.abort.cancelled() => return Err(EngineError::Aborted),
         }
         docs = retry;
     }

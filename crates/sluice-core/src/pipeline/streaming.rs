@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::batcher::batch_pages;
 use super::commit::{COMMIT_QUEUE, commit_task};
-use super::fetch::{batch_pages, fetch_all};
-use super::run::Shared;
+use super::fetch::fetch_all;
 use super::stages::stage_task;
+use super::state::Shared;
 use crate::checkpoint::Checkpoint;
 
 pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {

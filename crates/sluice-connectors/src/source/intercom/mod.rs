@@ -51,9 +51,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
 use sluice_core::{Context, Mode, Page, Record, Source, SourceError, SourceItem};
-use tokio_util::sync::CancellationToken;
+use sluice_core::{RetryPolicy, Verdict, with_retries};
 
 use self::client::IntercomClient;
 use self::dates::{DateRange, format_timestamp};
@@ -322,12 +321,11 @@ impl IntercomSource {
 
     /// The full conversation (with parts), retried on passing errors; `None` on 404.
     async fn full_conversation(&self, ctx: &Context, id: &str) -> Result<Option<Value>, SourceError> {
-        let never = CancellationToken::new();
         with_retries(
             &self.parts_retry,
             ctx,
             &self.config.name,
-            &never,
+            &ctx.abort,
             || self.client.conversation(ctx, id),
             |e: &SourceError| match e {
                 SourceError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),

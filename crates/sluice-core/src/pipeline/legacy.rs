@@ -7,10 +7,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::batcher::{Batch, batch_pages};
 use super::commit::{COMMIT_QUEUE, commit_batches};
-use super::fetch::{Batch, batch_pages, fetch_all};
-use super::run::Shared;
+use super::fetch::fetch_all;
 use super::stages::process_batch;
+use super::state::Shared;
 use crate::checkpoint::Checkpoint;
 use crate::error::{EngineError, StageError};
 
