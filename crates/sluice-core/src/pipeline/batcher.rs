@@ -20,6 +20,9 @@ pub(crate) struct PageMsg {
     pub partition: String,
     pub spot: PageSpot,
     pub items: Vec<SourceItem>,
+    /// Records the source dropped from the page (`Page::dropped`), counted
+    /// once: when the page is read from its top.
+    pub dropped: u64,
 }
 
 /// Where a page stands in its partition.
@@ -65,6 +68,10 @@ pub(crate) struct Batch {
     pub positions: BTreeMap<String, Position>,
     /// What this batch adds to the run's counts (`stored` is added at commit).
     pub delta: Counts,
+    /// Records the source dropped from the pages of this batch. Streaming
+    /// leaves them uncounted; the legacy executor counts them as fetched
+    /// and filtered (the batch runbook's counters).
+    pub dropped: u64,
     pub formed_at: Instant,
 }
 
@@ -103,7 +110,8 @@ pub(crate) async fn batch_pages(
             }
             return;
         };
-        let PageMsg { partition, spot, items } = msg;
+        let PageMsg { partition, spot, items, dropped } = msg;
+        builder.dropped += dropped;
         if items.is_empty() {
             builder.positions.insert(partition.clone(), spot.position_after_page());
         }
@@ -164,11 +172,12 @@ struct BatchBuilder {
     failures: Vec<Failure>,
     positions: BTreeMap<String, Position>,
     bytes: usize,
+    dropped: u64,
 }
 
 impl BatchBuilder {
     fn new(next_seq: u64) -> Self {
-        Self { next_seq, docs: Vec::new(), failures: Vec::new(), positions: BTreeMap::new(), bytes: 0 }
+        Self { next_seq, docs: Vec::new(), failures: Vec::new(), positions: BTreeMap::new(), bytes: 0, dropped: 0 }
     }
 
     fn is_empty(&self) -> bool {
@@ -220,6 +229,7 @@ impl BatchBuilder {
             memos: Vec::new(),
             positions: std::mem::take(&mut self.positions),
             delta,
+            dropped: std::mem::take(&mut self.dropped),
             formed_at: Instant::now(),
         }
     }

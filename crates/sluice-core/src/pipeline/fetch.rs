@@ -12,6 +12,7 @@ use super::state::Shared;
 use crate::checkpoint::Position;
 use crate::error::{EngineError, SourceError};
 use crate::event::EventKind;
+use crate::mode::Mode;
 use crate::retry::{Verdict, with_retries};
 use crate::source::SourceItem;
 
@@ -96,6 +97,12 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
         (skip, last_id) = (0, None);
         let mut items = page.items;
         items.drain(..first_index);
+        // A page read again part-way (a resume) had its dropped records counted already.
+        let dropped = if first_index == 0 { page.dropped } else { 0 };
+        if shared.settings.mode == Mode::Batch {
+            // Batch mode counts them as fetched, so they spend the record budget too.
+            shared.budget.charge(dropped);
+        }
         let granted = shared.budget.reserve(items.len());
         let limited = granted < items.len();
         if limited && granted == 0 {
@@ -105,7 +112,7 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
         let next = page.next;
         let last_page = next.is_none();
         let spot = PageSpot { cursor: cursor.clone(), next: next.clone(), first_index, page_len };
-        let msg = PageMsg { partition: partition.clone(), spot, items };
+        let msg = PageMsg { partition: partition.clone(), spot, items, dropped };
         if tx.send(msg).await.is_err() || limited || last_page {
             return;
         }

@@ -13,36 +13,17 @@ mod streaming;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::mode::Mode;
 use crate::phase::PhaseSpec;
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::stage::StageSpec;
 use crate::store::{RunId, Store};
 
 pub use crate::retry::{RetryPolicy, Verdict, with_retries};
 pub use handle::{RunHandle, RunSummary};
-
-/// How the stages are scheduled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Fetch, every stage and commit run at once on different batches.
-    #[default]
-    Streaming,
-    /// Fetch everything, then each stage over everything, then store (legacy).
-    Batch,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Streaming => "streaming",
-            Mode::Batch => "batch",
-        }
-    }
-}
 
 pub const MIN_BATCH_SIZE: usize = 10;
 pub const MAX_BATCH_SIZE: usize = 500;
@@ -116,12 +97,14 @@ pub struct Pipeline {
     /// Phases after the first, in order.
     pub(crate) phases: Vec<PhaseSpec>,
     pub(crate) store: Arc<dyn Store>,
+    /// Written before each commit of the store, in order.
+    pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) settings: Settings,
 }
 
 impl Pipeline {
     pub fn new(source: Arc<dyn Source>, store: Arc<dyn Store>) -> Self {
-        Self { source, stages: Vec::new(), phases: Vec::new(), store, settings: Settings::default() }
+        Self { source, stages: Vec::new(), phases: Vec::new(), store, sinks: Vec::new(), settings: Settings::default() }
     }
 
     pub fn stage(mut self, spec: StageSpec) -> Self {
@@ -132,6 +115,13 @@ impl Pipeline {
     /// Adds a phase to run after the previous one finished.
     pub fn phase(mut self, spec: PhaseSpec) -> Self {
         self.phases.push(spec);
+        self
+    }
+
+    /// Adds a secondary output, written before each commit of the store
+    /// and inside the same retry (see [`Sink`]).
+    pub fn sink(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sinks.push(sink);
         self
     }
 

@@ -125,7 +125,7 @@ async fn execute(
     events
         .emit(EventKind::RunStarted {
             pipeline: settings.name.clone(),
-            mode: settings.mode.as_str().into(),
+            mode: settings.mode,
             resumed,
             batch_size: settings.batch_size,
             phase: checkpoint.phase.clone(),

@@ -12,7 +12,7 @@ use super::state::{Shared, receiver_stream};
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
-use crate::stage::{Outcome, Stage, StageCounter, StageSpec};
+use crate::stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
 use crate::store::{Failure, MemoEntry, MemoKey};
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
@@ -34,9 +34,9 @@ pub(crate) async fn process_batch(
     }
     let mut docs = std::mem::take(&mut batch.docs);
     batch.docs.reserve(docs.len());
-    let fingerprint = stage.fingerprint();
-    if let Some(fingerprint) = &fingerprint {
-        docs = reuse_remembered(shared, stage.as_ref(), fingerprint, &mut batch, docs).await;
+    let memo = stage.memo().map(|memo| (memo, memo.fingerprint()));
+    if let Some((memo, fingerprint)) = &memo {
+        docs = reuse_remembered(shared, stage.as_ref(), *memo, fingerprint, &mut batch, docs).await;
         if docs.is_empty() {
             return Ok(batch);
         }
@@ -67,8 +67,8 @@ pub(crate) async fn process_batch(
                     retry.push(doc);
                 }
                 outcome => {
-                    if let (Some(fingerprint), Outcome::Kept(doc)) = (&fingerprint, &outcome)
-                        && let Some(value) = stage.memo_value(doc)
+                    if let (Some((memo, fingerprint)), Outcome::Kept(doc)) = (&memo, &outcome)
+                        && let Some(value) = memo.value(doc)
                     {
                         batch.memos.push(MemoEntry {
                             source: doc.source().to_string(),
@@ -103,6 +103,7 @@ pub(crate) async fn process_batch(
 async fn reuse_remembered(
     shared: &Shared,
     stage: &dyn Stage,
+    memo: &dyn Memo,
     fingerprint: &str,
     batch: &mut Batch,
     docs: Vec<Document>,
@@ -125,7 +126,7 @@ async fn reuse_remembered(
     let mut rest = Vec::with_capacity(docs.len());
     for (mut doc, value) in docs.into_iter().zip(found) {
         match value {
-            Some(value) if stage.memo_apply(&mut doc, &value) => {
+            Some(value) if memo.apply(&mut doc, &value) => {
                 batch.delta.skipped_unchanged += 1;
                 settle(shared, stage, batch, Outcome::Kept(doc), 0).await;
             }

@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::error::EngineError;
 use crate::event::EventKind;
 use crate::phase::StoredDocuments;
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::stage::StageSpec;
 use crate::store::{RunId, Store};
@@ -33,9 +34,20 @@ pub(crate) struct Shared {
     error: Mutex<Option<EngineError>>,
     pub budget: FetchBudget,
     pub progress: Progress,
-    /// A phase after the first: documents come from the store and only what
-    /// the stages add to them is written back.
-    pub later_phase: bool,
+    /// What a commit writes of the documents that come through.
+    pub writes: CommitKind,
+    /// Written before each commit, inside the same retry.
+    pub sinks: Vec<Arc<dyn Sink>>,
+}
+
+/// What the committer writes of each kept document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitKind {
+    /// The first phase: the documents themselves, upserted.
+    Documents,
+    /// A later phase: the documents come from the store, and only what the
+    /// stages added to them is written back.
+    Updates,
 }
 
 impl Shared {
@@ -52,7 +64,8 @@ impl Shared {
             error: Mutex::new(None),
             budget: FetchBudget::new(seed.fetched, pipeline.settings.max_records),
             progress: Progress::new(seed),
-            later_phase: false,
+            writes: CommitKind::Documents,
+            sinks: pipeline.sinks.clone(),
         }
     }
 
@@ -93,7 +106,8 @@ impl Shared {
             error: Mutex::new(None),
             budget: FetchBudget::new(0, None),
             progress: Progress::new(counts),
-            later_phase: true,
+            writes: CommitKind::Updates,
+            sinks: self.sinks.clone(),
         })
     }
 }
@@ -181,6 +195,12 @@ impl FetchBudget {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Counts `n` records as fetched, whatever the limit (records the source
+    /// dropped, which cannot be left unread).
+    pub fn charge(&self, n: u64) {
+        self.fetched.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn exhausted(&self) -> bool {

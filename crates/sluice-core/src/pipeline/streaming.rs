@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::batcher::batch_pages;
-use super::commit::{COMMIT_QUEUE, commit_task};
+use super::commit::{COMMIT_QUEUE, Groups, commit_groups};
 use super::fetch::fetch_all;
 use super::stages::stage_task;
 use super::state::Shared;
@@ -28,7 +28,7 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
         tasks.push(tokio::spawn(stage_task(shared.clone(), index, rx, tx)));
         rx = next_rx;
     }
-    let checkpoint = commit_task(shared.clone(), rx, checkpoint).await;
+    let checkpoint = commit_groups(&shared, Groups::Arriving(rx), checkpoint).await;
     for task in tasks {
         let _ = task.await;
     }
