@@ -7,6 +7,7 @@ pub mod http;
 pub mod openai_api;
 pub mod phase;
 pub mod registry;
+pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod store;

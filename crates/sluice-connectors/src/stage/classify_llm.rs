@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{Classification, Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
 use sluice_core::{RetryPolicy, Verdict, with_retries};
 use tokio::sync::Semaphore;
 
@@ -541,15 +541,21 @@ impl Stage for LlmClassifier {
         Some(StageCounter::Classified)
     }
 
-    fn fingerprint(&self) -> Option<String> {
-        Some(self.fingerprint.clone())
+    fn memo(&self) -> Option<&dyn Memo> {
+        Some(self)
+    }
+}
+
+impl Memo for LlmClassifier {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
-    fn memo_value(&self, doc: &Document) -> Option<Value> {
+    fn value(&self, doc: &Document) -> Option<Value> {
         doc.classification.as_ref().and_then(|c| serde_json::to_value(c).ok())
     }
 
-    fn memo_apply(&self, doc: &mut Document, value: &Value) -> bool {
+    fn apply(&self, doc: &mut Document, value: &Value) -> bool {
         match serde_json::from_value::<Classification>(value.clone()) {
             Ok(classification) if self.lookup.contains_key(&classification.category.to_lowercase()) => {
                 doc.classification = Some(classification);
