@@ -137,10 +137,10 @@ impl Store for MemStore {
         Ok(())
     }
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        if let Some(gate) = &self.gate {
-            if let Ok(permit) = gate.acquire().await {
-                permit.forget();
-            }
+        if let Some(gate) = &self.gate
+            && let Ok(permit) = gate.acquire().await
+        {
+            permit.forget();
         }
         if self.unavailable.load(Ordering::SeqCst) > 0 {
             self.unavailable.fetch_sub(1, Ordering::SeqCst);
