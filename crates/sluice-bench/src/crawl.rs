@@ -83,7 +83,7 @@ pub async fn crawl(pages: usize, page_ms: u64, embed_ms: u64) {
 
     // The crawl alone: no stages, nothing kept.
     let started = Instant::now();
-    let summary = Pipeline::new(source(&site), Arc::new(crate::NullStore::default()))
+    let summary = Pipeline::new(source(&site), Arc::new(sluice_core::testing::MemStore::discarding()))
         .settings(Settings { batch_size: BATCH, per_document_events: false, ..Settings::default() })
         .run(Start::New)
         .await

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_connectors::phase::{FacetConfig, PhasesConfig, StoryConfig, ThemeConfig, build_phases};
-use sluice_connectors::registry::{SourceConfig, StageConfig, StageEntry, build_source_for, build_stage};
+use sluice_connectors::registry::{SourceConfig, StageConfig, StageEntry, build_source, build_stage};
 use sluice_connectors::source::intercom::IntercomConfig;
 use sluice_connectors::stage::classify::ClassifyConfig;
 use sluice_connectors::stage::classify_llm::LlmClassifyConfig;
 use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
-use sluice_core::{Mode, Pipeline, RunStatus, Settings, Start};
+use sluice_core::{Pipeline, RunStatus, Settings, Start};
 use sluice_testkit::intercom::IntercomTarget;
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::{
@@ -159,7 +159,7 @@ pub async fn child(partitions: usize, concurrency: usize, db: &Path) {
     source.date_from = Some(DATE_FROM.into());
     source.date_to = Some(DATE_TO.into());
     source.partitions = partitions;
-    let source = build_source_for(&SourceConfig::Intercom(source), Mode::Streaming).expect("intercom source");
+    let source = build_source(&SourceConfig::Intercom(source)).expect("intercom source");
     let mut categories: Vec<String> = Theme::ALL.iter().map(|t| t.category().to_string()).collect();
     categories.push("other".into());
     let mut llm = LlmClassifyConfig::new(categories);

@@ -24,10 +24,9 @@ use sluice_connectors::stage::classify_rules::{Rule, RulesClassifyConfig};
 use sluice_connectors::stage::filter::FilterConfig;
 use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
-use sluice_core::store::ActiveRunGuard;
+use sluice_core::testing::MemStore;
 use sluice_core::{
-    Checkpoint, CommitBatch, Context, Document, FailureRow, Mode, NewRun, Outcome, Pipeline, RunId, RunInfo, RunStatus,
-    Settings, Stage, StageError, StageSpec, Start, Store, StoreError,
+    Context, Document, Mode, Outcome, Pipeline, RunStatus, Settings, Stage, StageError, StageSpec, Start, Store,
 };
 
 /// The same allocator as the `sluice` binary, so the numbers are the binary's.
@@ -68,7 +67,7 @@ fn stage(config: StageConfig) -> StageSpec {
 fn sqlite_or_null(db: Option<&std::path::Path>) -> Arc<dyn Store> {
     match db {
         Some(db) => Arc::new(SqliteStore::open(db).expect("sqlite")),
-        None => Arc::new(NullStore::default()),
+        None => Arc::new(MemStore::discarding()),
     }
 }
 
@@ -237,57 +236,5 @@ async fn modes() {
             wall.as_secs_f64() / ideal.as_secs_f64(),
             sequential.as_secs_f64()
         );
-    }
-}
-
-/// A store that keeps only the run row: the engine's own cost, without storage.
-#[derive(Default)]
-pub(crate) struct NullStore {
-    run: std::sync::Mutex<Option<RunInfo>>,
-}
-
-#[async_trait]
-impl Store for NullStore {
-    fn describe(&self) -> String {
-        "null".into()
-    }
-    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
-        Ok(Box::new(()))
-    }
-    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
-        let run = RunInfo {
-            id: 1,
-            pipeline: new.pipeline.clone(),
-            status: RunStatus::Running,
-            phase: new.phase.clone(),
-            checkpoint: None,
-            config: new.config.clone(),
-            date_from: None,
-            date_to: None,
-            started_at: String::new(),
-            updated_at: String::new(),
-            finished_at: None,
-            error: None,
-        };
-        *self.run.lock().expect("lock") = Some(run.clone());
-        Ok(run)
-    }
-    async fn get_run(&self, _id: RunId) -> Result<Option<RunInfo>, StoreError> {
-        Ok(self.run.lock().expect("lock").clone())
-    }
-    async fn list_runs(&self, _limit: usize) -> Result<Vec<RunInfo>, StoreError> {
-        Ok(self.run.lock().expect("lock").clone().into_iter().collect())
-    }
-    async fn set_status(&self, _id: RunId, _status: RunStatus, _error: Option<&str>) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn commit(&self, _run: RunId, _batch: &CommitBatch, _checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn failures(&self, _run: RunId) -> Result<Vec<FailureRow>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn resolve_failures(&self, _run: RunId, _retry_run: RunId) -> Result<u64, StoreError> {
-        Ok(0)
     }
 }

@@ -5,6 +5,7 @@ pub mod embedder;
 pub mod phase;
 pub mod registry;
 pub mod remote;
+pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod store;

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{Mode, Source, Stage, StageSpec, Store};
+use sluice_core::{Sink, Source, Stage, StageSpec, Store};
 
 use crate::ConfigError;
+use crate::sink::items::{ItemsSink, ItemsSinkConfig};
 use crate::source::crawl::{CrawlConfig, CrawlSource};
 use crate::source::files::{FilesConfig, FilesSource};
 use crate::source::generate::{GenerateConfig, GenerateSource};
-use crate::source::intercom::{IntercomConfig, IntercomSource, QualityStage};
+use crate::source::intercom::{IntercomConfig, IntercomSource};
 use crate::source::jsonl::{JsonlConfig, JsonlSource};
 use crate::stage::chunk::{ChunkConfig, ChunkStage};
 use crate::stage::classify::ClassifyConfig;
@@ -22,7 +23,6 @@ use crate::stage::embed::{EmbedConfig, EmbedStage};
 use crate::stage::extract_html::{ExtractHtmlConfig, ExtractHtmlStage};
 use crate::stage::filter::{FilterConfig, FilterStage};
 use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
-use crate::store::items_sink::{ItemsSink, ItemsSinkConfig};
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::sqlite::SqliteConfig;
 use crate::store::{InspectStore, StoreKind};
@@ -217,43 +217,26 @@ pub enum SinkConfig {
     Items(ItemsSinkConfig),
 }
 
-/// The store with the sink in front of it: each batch's documents are
-/// written to the sink, then committed to the store.
-pub fn with_sink(store: Arc<dyn Store>, config: &SinkConfig) -> Result<Arc<dyn Store>, ConfigError> {
-    Ok(match config {
-        SinkConfig::Items(c) => Arc::new(ItemsSink::new(store, c)?),
-    })
+impl SinkConfig {
+    /// The sink, written before each commit of the store.
+    pub fn build(&self) -> Result<Arc<dyn Sink>, ConfigError> {
+        Ok(match self {
+            SinkConfig::Items(c) => Arc::new(ItemsSink::new(c)?),
+        })
+    }
 }
 
-/// Builds the source for a streaming run. See [`build_source_for`].
+/// Builds the source. The engine's mode is none of its business: the
+/// Intercom source always drops short conversations at page level, and the
+/// batch executor counts them as the batch runbook does.
 pub fn build_source(config: &SourceConfig) -> Result<Arc<dyn Source>, ConfigError> {
-    build_source_for(config, Mode::Streaming)
-}
-
-/// Builds the source for a run in `mode`. The Intercom source filters short
-/// conversations at page level in streaming mode only; in batch mode
-/// [`source_stages`] gives the stage that does it instead.
-pub fn build_source_for(config: &SourceConfig, mode: Mode) -> Result<Arc<dyn Source>, ConfigError> {
     Ok(match config.clone() {
         SourceConfig::Jsonl(c) => Arc::new(JsonlSource::new(c)?),
         SourceConfig::Files(c) => Arc::new(FilesSource::new(c)?),
         SourceConfig::Generate(c) => Arc::new(GenerateSource::new(c)?),
-        SourceConfig::Intercom(c) => Arc::new(IntercomSource::new(c, mode)?),
+        SourceConfig::Intercom(c) => Arc::new(IntercomSource::new(c)?),
         SourceConfig::Crawl(c) => Arc::new(CrawlSource::new(c)?),
     })
-}
-
-/// Stages a source needs before the configured ones in `mode`: for Intercom
-/// in batch mode, the quality filter the source applies at page level in
-/// streaming mode (so both modes store the same conversations, with the
-/// runbook's counter semantics).
-pub fn source_stages(config: &SourceConfig, mode: Mode) -> Vec<StageSpec> {
-    match config {
-        SourceConfig::Intercom(c) if mode == Mode::Batch && c.min_chars > 0 => {
-            vec![StageSpec::new(Arc::new(QualityStage::new(c.min_chars)))]
-        }
-        _ => Vec::new(),
-    }
 }
 
 pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {

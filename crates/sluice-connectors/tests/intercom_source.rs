@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::registry::{SourceConfig, source_stages};
 use sluice_connectors::source::intercom::{IntercomConfig, IntercomSource};
 use sluice_connectors::store::sqlite::SqliteStore;
 use sluice_connectors::util::secret::Secret;
@@ -41,14 +40,25 @@ fn config(base_url: &str) -> IntercomConfig {
     c
 }
 
-fn source(config: IntercomConfig, token: &str, page_filter: bool) -> IntercomSource {
-    IntercomSource::with_token(config, Secret::new(token), "INTERCOM_ACCESS_TOKEN".into(), page_filter)
-        .expect("valid source")
+/// The source; without the page filter it keeps short conversations (`min_chars = 0`).
+fn source(mut config: IntercomConfig, token: &str, page_filter: bool) -> IntercomSource {
+    if !page_filter {
+        config.min_chars = 0;
+    }
+    IntercomSource::with_token(config, Secret::new(token), "INTERCOM_ACCESS_TOKEN".into()).expect("valid source")
 }
 
 fn events_ctx() -> (Context, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel(10_000);
-    (Context { events: EventSink::new(1, false, tx), stop: CancellationToken::new(), usage: Arc::default() }, rx)
+    (
+        Context {
+            events: EventSink::new(1, false, tx),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            usage: Arc::default(),
+        },
+        rx,
+    )
 }
 
 fn drain_events(rx: &mut mpsc::Receiver<Event>) -> Vec<EventKind> {
@@ -338,14 +348,15 @@ async fn forbidden_is_fatal_and_a_missing_conversation_is_a_failed_record() {
     server.abort();
 }
 
-/// Runs the source through the engine into SQLite in `mode`, as the registry assembles it.
+/// Runs the source through the engine into SQLite in `mode`, as the registry assembles it: the same
+/// source in both modes (it drops short conversations at page level), the engine counts them.
 async fn run_mode(fake: &FakeIntercom, mode: Mode) -> (sluice_core::RunSummary, BTreeSet<String>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
     let mut c = config(&fake.base_url());
     c.per_page = 60;
-    let src = Arc::new(source(c.clone(), fake.token(), mode == Mode::Streaming));
-    let mut pipeline = Pipeline::new(src, store.clone()).settings(Settings {
+    let src = Arc::new(source(c, fake.token(), true));
+    let pipeline = Pipeline::new(src, store.clone()).settings(Settings {
         mode,
         batch_size: 25,
         name: "intercom".into(),
@@ -353,9 +364,6 @@ async fn run_mode(fake: &FakeIntercom, mode: Mode) -> (sluice_core::RunSummary, 
         record_noun: "conversations".into(),
         ..Settings::default()
     });
-    for spec in source_stages(&SourceConfig::Intercom(c), mode) {
-        pipeline = pipeline.stage(spec);
-    }
     let summary = pipeline.run(Start::New).await.unwrap();
     let conn = rusqlite_ids(&dir.path().join("s.db"));
     (summary, conn)

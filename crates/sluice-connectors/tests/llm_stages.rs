@@ -66,7 +66,15 @@ fn docs(n: usize) -> Vec<Document> {
 
 fn events_ctx() -> (Context, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel(10_000);
-    (Context { events: EventSink::new(1, false, tx), stop: CancellationToken::new(), usage: Arc::default() }, rx)
+    (
+        Context {
+            events: EventSink::new(1, false, tx),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            usage: Arc::default(),
+        },
+        rx,
+    )
 }
 
 fn state_changes(rx: &mut mpsc::Receiver<Event>) -> Vec<(String, String)> {
@@ -192,7 +200,7 @@ fn fingerprint_changes_with_model_prompt_and_categories() {
     let make = |edit: &dyn Fn(&mut LlmClassifyConfig)| {
         let mut c = LlmClassifyConfig::new(categories());
         edit(&mut c);
-        LlmClassifier::with_api(c, api.clone()).unwrap().fingerprint().unwrap()
+        LlmClassifier::with_api(c, api.clone()).unwrap().memo().map(|m| m.fingerprint()).unwrap()
     };
     let base = make(&|_| {});
     assert_eq!(base, make(&|_| {}), "stable");
@@ -291,7 +299,10 @@ async fn openai_embeddings_batch_record_usage_retry_and_are_remembered() {
     let embedder =
         Arc::new(OpenAiEmbedder::new(api(&fake, fake.key()), "text-embedding-3-small", 64, true, 4).unwrap());
     let stage = EmbedStage::with_embedder(embedder.clone(), 8).unwrap();
-    assert!(stage.fingerprint().is_some_and(|f| f.contains("text-embedding-3-small")), "a paid embedder is remembered");
+    assert!(
+        stage.memo().is_some_and(|m| m.fingerprint().contains("text-embedding-3-small")),
+        "a paid embedder is remembered"
+    );
     let mut input = docs(20);
     input[5].record.text = "   ".into();
     let (ctx, mut rx) = events_ctx();

@@ -13,6 +13,9 @@ pub struct Context {
     pub events: EventSink,
     /// Cancelled when the run is asked to stop; long waits should watch it.
     pub stop: CancellationToken,
+    /// Cancelled when the run fails: nothing done from then on is committed,
+    /// so retry loops and backoffs should give up at once.
+    pub abort: CancellationToken,
     /// Where stages record the remote calls and tokens they pay for.
     pub usage: Arc<UsageMeter>,
 }
@@ -64,7 +67,12 @@ impl UsageMeter {
 
 impl Context {
     pub fn detached() -> Self {
-        Self { events: EventSink::discard(), stop: CancellationToken::new(), usage: Arc::default() }
+        Self {
+            events: EventSink::discard(),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            usage: Arc::default(),
+        }
     }
 
     /// Reports a change of an adapter's state (rate limited, backing off...),

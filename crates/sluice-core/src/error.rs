@@ -110,4 +110,7 @@ pub enum EngineError {
     /// The request to start or resume is not acceptable (no such run, wrong state...).
     #[error("{0}")]
     Invalid(String),
+    /// The run was aborted by a fatal error elsewhere while this waited.
+    #[error("aborted")]
+    Aborted,
 }

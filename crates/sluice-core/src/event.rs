@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{Checkpoint, CostLedger, Counts};
+use crate::mode::Mode;
 use crate::record::Document;
 use crate::store::RunStatus;
 
@@ -29,7 +30,7 @@ pub struct Event {
 pub enum EventKind {
     RunStarted {
         pipeline: String,
-        mode: String,
+        mode: Mode,
         resumed: bool,
         batch_size: usize,
         phase: String,
@@ -215,6 +216,23 @@ mod tests {
         assert_eq!(json["is_retryable"], false);
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn run_started_names_the_mode_in_lowercase() {
+        let kind = EventKind::RunStarted {
+            pipeline: "p".into(),
+            mode: Mode::Batch,
+            resumed: false,
+            batch_size: 50,
+            phase: "ingest".into(),
+            counts: Counts::default(),
+            cost: CostLedger::default(),
+        };
+        let json = serde_json::to_value(&kind).unwrap();
+        assert_eq!(json["mode"], "batch");
+        let back: EventKind = serde_json::from_value(json).unwrap();
+        assert_eq!(back, kind);
     }
 
     #[tokio::test]

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use crate::checkpoint::Counts;
 use crate::context::Context;
 use crate::error::{EngineError, SourceError, StoreError};
-use crate::pipeline::StageSpec;
 use crate::record::Document;
 use crate::source::{Page, Source, SourceItem};
+use crate::stage::StageSpec;
 use crate::store::{DocumentUpdate, PhaseResult, RunId, Store};
 
 /// One phase after the first.

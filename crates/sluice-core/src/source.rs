@@ -43,8 +43,9 @@ pub struct Page {
     pub items: Vec<SourceItem>,
     /// Cursor naming the next page; `None` on the last page.
     pub next: Option<String>,
-    /// Records the source dropped at page level (quality filter). They are not
-    /// counted as fetched.
+    /// Records the source dropped at page level (quality filter). Streaming
+    /// does not count them; batch mode (legacy) counts them as fetched and
+    /// filtered, once per page read from its top.
     pub dropped: u64,
 }
 

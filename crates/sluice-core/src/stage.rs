@@ -1,5 +1,7 @@
 //! The `Stage` role: turn a batch of documents into outcomes, one per document.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::context::Context;
@@ -38,25 +40,47 @@ pub trait Stage: Send + Sync {
         None
     }
 
-    /// What produces this stage's results (model, prompt, labels...). When
-    /// set, the engine remembers each kept document's result (`memo_value`)
-    /// with the record's content hash, and on a later batch with the same
-    /// content and fingerprint puts it back (`memo_apply`) instead of calling
-    /// `process`: a restart or re-run does not pay for the same work twice.
-    fn fingerprint(&self) -> Option<String> {
+    /// How this stage's results are remembered, if they are worth it (a paid
+    /// call): the engine then stores each kept document's result with the
+    /// record's content hash, and on a later batch with the same content and
+    /// fingerprint puts it back instead of calling `process`, so a restart or
+    /// a re-run does not pay for the same work twice.
+    fn memo(&self) -> Option<&dyn Memo> {
         None
     }
+}
+
+/// A memoisable stage's three answers, which must agree with each other.
+pub trait Memo: Send + Sync {
+    /// What produces the results (model, prompt, labels...). A stored
+    /// result is reused only under the same fingerprint.
+    fn fingerprint(&self) -> String;
 
     /// The result to remember for a kept document.
-    fn memo_value(&self, doc: &Document) -> Option<serde_json::Value> {
-        let _ = doc;
-        None
-    }
+    fn value(&self, doc: &Document) -> Option<serde_json::Value>;
 
     /// Puts a remembered result back on a document; false if it does not fit
     /// (the document then goes through `process`).
-    fn memo_apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
-        let _ = (doc, value);
-        false
+    fn apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool;
+}
+
+/// A stage with its scheduling knobs.
+#[derive(Clone)]
+pub struct StageSpec {
+    pub stage: Arc<dyn Stage>,
+    /// Batches this stage works on at once (order of batches is kept).
+    pub workers: usize,
+    /// Times a record's retryable failure is retried before it is recorded.
+    pub max_retries: u32,
+}
+
+impl StageSpec {
+    pub fn new(stage: Arc<dyn Stage>) -> Self {
+        Self { stage, workers: 1, max_retries: 3 }
+    }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 }

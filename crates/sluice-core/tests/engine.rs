@@ -10,240 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use sluice_core::store::ActiveRunGuard;
+use sluice_core::testing::{MemStore, VecSource};
 use sluice_core::*;
 use tokio::sync::Semaphore;
-
-// ---------- an in-memory store ----------
-
-#[derive(Default)]
-struct MemState {
-    runs: Vec<RunInfo>,
-    docs: BTreeMap<(String, String), (Document, u32)>,
-    failures: Vec<FailureRow>,
-    memos: BTreeMap<(String, String, String), MemoEntry>,
-    results: BTreeMap<(RunId, String, String), PhaseResult>,
-    commits: u64,
-}
-
-#[derive(Default)]
-struct MemStore {
-    state: Mutex<MemState>,
-    active: Arc<AtomicBool>,
-    /// The next N commits fail as unavailable.
-    unavailable: AtomicU32,
-    /// When set, every commit waits for a permit.
-    gate: Option<Arc<Semaphore>>,
-}
-
-struct Guard(Arc<AtomicBool>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-impl MemStore {
-    fn doc_ids(&self) -> Vec<String> {
-        self.state.lock().unwrap().docs.keys().map(|(_, id)| id.clone()).collect()
-    }
-    fn max_write_count(&self) -> u32 {
-        self.state.lock().unwrap().docs.values().map(|(_, n)| *n).max().unwrap_or(0)
-    }
-    fn docs(&self) -> Vec<Document> {
-        self.state.lock().unwrap().docs.values().map(|(d, _)| d.clone()).collect()
-    }
-}
-
-#[async_trait]
-impl Store for MemStore {
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
-        if self.active.swap(true, Ordering::SeqCst) {
-            let id = self.state.lock().unwrap().runs.iter().rev().find(|r| r.status.is_active()).map_or(0, |r| r.id);
-            return Err(StoreError::Busy { active_run_id: id });
-        }
-        Ok(Box::new(Guard(self.active.clone())))
-    }
-    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
-        let mut s = self.state.lock().unwrap();
-        let run = RunInfo {
-            id: s.runs.len() as i64 + 1,
-            pipeline: new.pipeline.clone(),
-            status: RunStatus::Running,
-            phase: new.phase.clone(),
-            checkpoint: None,
-            config: new.config.clone(),
-            date_from: None,
-            date_to: None,
-            started_at: "t".into(),
-            updated_at: "t".into(),
-            finished_at: None,
-            error: None,
-        };
-        s.runs.push(run.clone());
-        Ok(run)
-    }
-    async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError> {
-        Ok(self.state.lock().unwrap().runs.iter().find(|r| r.id == id).cloned())
-    }
-    async fn list_runs(&self, limit: usize) -> Result<Vec<RunInfo>, StoreError> {
-        Ok(self.state.lock().unwrap().runs.iter().rev().take(limit).cloned().collect())
-    }
-    async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError> {
-        let mut s = self.state.lock().unwrap();
-        let run = s.runs.iter_mut().find(|r| r.id == id).ok_or(StoreError::NotFound(id.to_string()))?;
-        run.status = status;
-        run.error = error.map(str::to_string);
-        Ok(())
-    }
-    async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        if let Some(gate) = &self.gate {
-            gate.acquire().await.unwrap().forget();
-        }
-        if self.unavailable.load(Ordering::SeqCst) > 0 {
-            self.unavailable.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("injected".into()));
-        }
-        let mut s = self.state.lock().unwrap();
-        for doc in &batch.documents {
-            let key = (doc.source().to_string(), doc.id().to_string());
-            let writes = s.docs.get(&key).map_or(0, |(_, n)| *n);
-            s.docs.insert(key, (doc.clone(), writes + 1));
-        }
-        for update in &batch.updates {
-            let key = (update.source.clone(), update.id.clone());
-            let (doc, _) = s.docs.get_mut(&key).ok_or(StoreError::NotFound(update.id.clone()))?;
-            doc.annotations = update.annotations.clone();
-            if update.embedding.is_some() {
-                doc.embedding = update.embedding.clone();
-            }
-        }
-        for result in &batch.results {
-            s.results.insert((run, result.kind.clone(), result.key.clone()), result.clone());
-        }
-        for failure in &batch.failures {
-            let id = s.failures.len() as i64 + 1;
-            s.failures.push(FailureRow {
-                id,
-                run_id: run,
-                failure: failure.clone(),
-                created_at: "t".into(),
-                resolved_by: None,
-            });
-        }
-        for memo in &batch.memos {
-            s.memos.insert((memo.source.clone(), memo.id.clone(), memo.stage.clone()), memo.clone());
-        }
-        s.commits += 1;
-        let run = s.runs.iter_mut().find(|r| r.id == run).unwrap();
-        run.checkpoint = Some(checkpoint.clone());
-        Ok(())
-    }
-    async fn memo_lookup(
-        &self,
-        stage: &str,
-        fingerprint: &str,
-        keys: &[MemoKey],
-    ) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
-        let s = self.state.lock().unwrap();
-        Ok(keys
-            .iter()
-            .map(|k| {
-                s.memos
-                    .get(&(k.source.clone(), k.id.clone(), stage.to_string()))
-                    .filter(|m| m.fingerprint == fingerprint && m.content_hash == k.content_hash)
-                    .map(|m| m.value.clone())
-            })
-            .collect())
-    }
-    async fn scan_documents(
-        &self,
-        source: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Document>, StoreError> {
-        let s = self.state.lock().unwrap();
-        Ok(s.docs
-            .iter()
-            .filter(|((src, id), _)| src == source && after.is_none_or(|a| id.as_str() > a))
-            .take(limit)
-            .map(|(_, (doc, _))| Document { chunks: Vec::new(), ..doc.clone() })
-            .collect())
-    }
-    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
-        let s = self.state.lock().unwrap();
-        Ok(s.results.iter().filter(|((r, k, _), _)| *r == run && k == kind).map(|(_, v)| v.clone()).collect())
-    }
-    async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
-        Ok(self.state.lock().unwrap().failures.iter().filter(|f| f.run_id == run).cloned().collect())
-    }
-    async fn resolve_failures(&self, _run: RunId, _retry_run: RunId) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-}
-
-// ---------- a scripted source ----------
-
-struct VecSource {
-    /// Records per partition.
-    partitions: Vec<Vec<SourceItem>>,
-    page_size: usize,
-    pages_fetched: AtomicU64,
-    /// Refuse any non-empty cursor this many times.
-    refuse_cursors: AtomicU32,
-    /// Fail this many fetches as retryable.
-    transient_errors: AtomicU32,
-}
-
-impl VecSource {
-    fn new(n: usize, partitions: usize, page_size: usize) -> Self {
-        let parts = (0..partitions)
-            .map(|p| {
-                (0..n)
-                    .filter(|i| i % partitions == p)
-                    .map(|i| {
-                        SourceItem::Record(Record::new("vec", format!("r{i:05}"), format!("record number {i} text")))
-                    })
-                    .collect()
-            })
-            .collect();
-        Self {
-            partitions: parts,
-            page_size,
-            pages_fetched: AtomicU64::new(0),
-            refuse_cursors: AtomicU32::new(0),
-            transient_errors: AtomicU32::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl Source for VecSource {
-    fn name(&self) -> &str {
-        "vec"
-    }
-    async fn partitions(&self) -> Result<Vec<String>, SourceError> {
-        Ok((0..self.partitions.len()).map(|p| format!("p{p}")).collect())
-    }
-    async fn fetch(&self, _ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError> {
-        if self.transient_errors.load(Ordering::SeqCst) > 0 {
-            self.transient_errors.fetch_sub(1, Ordering::SeqCst);
-            return Err(SourceError::retryable("503 from the fake"));
-        }
-        if cursor.is_some() && self.refuse_cursors.load(Ordering::SeqCst) > 0 {
-            self.refuse_cursors.fetch_sub(1, Ordering::SeqCst);
-            return Err(SourceError::CursorInvalid { message: "expired".into() });
-        }
-        self.pages_fetched.fetch_add(1, Ordering::SeqCst);
-        let items = &self.partitions[partition[1..].parse::<usize>().unwrap()];
-        let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
-        let end = (start + self.page_size).min(items.len());
-        Ok(Page { items: items[start..end].to_vec(), next: (end < items.len()).then(|| end.to_string()), dropped: 0 })
-    }
-}
 
 // ---------- stages ----------
 
@@ -609,15 +378,8 @@ impl Stage for Paid {
     fn counter(&self) -> Option<StageCounter> {
         Some(StageCounter::Classified)
     }
-    fn fingerprint(&self) -> Option<String> {
-        Some(self.model.clone())
-    }
-    fn memo_value(&self, doc: &Document) -> Option<serde_json::Value> {
-        serde_json::to_value(doc.classification.as_ref()?).ok()
-    }
-    fn memo_apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
-        doc.classification = serde_json::from_value(value.clone()).ok();
-        doc.classification.is_some()
+    fn memo(&self) -> Option<&dyn Memo> {
+        Some(self)
     }
     async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         self.calls.fetch_add(docs.len() as u64, Ordering::SeqCst);
@@ -633,6 +395,19 @@ impl Stage for Paid {
                 Outcome::Kept(doc)
             })
             .collect())
+    }
+}
+
+impl Memo for Paid {
+    fn fingerprint(&self) -> String {
+        self.model.clone()
+    }
+    fn value(&self, doc: &Document) -> Option<serde_json::Value> {
+        serde_json::to_value(doc.classification.as_ref()?).ok()
+    }
+    fn apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool {
+        doc.classification = serde_json::from_value(value.clone()).ok();
+        doc.classification.is_some()
     }
 }
 
@@ -667,6 +442,60 @@ async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes()
     changed.run(Start::New).await.unwrap();
     assert_eq!(stage.calls.load(Ordering::SeqCst), 120, "a new model re-classifies");
     assert!(store.docs().iter().all(|d| d.classification.as_ref().unwrap().category.starts_with("model-b:")));
+}
+
+/// Filters what a quality check drops: ids ending in 3.
+struct DropThrees;
+
+fn ends_in_3(record: &Record) -> bool {
+    record.id.ends_with('3')
+}
+
+#[async_trait]
+impl Stage for DropThrees {
+    fn name(&self) -> &str {
+        "quality"
+    }
+    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        Ok(docs
+            .into_iter()
+            .map(|doc| match ends_in_3(&doc.record) {
+                true => Outcome::Filtered { doc, reason: "too short".into() },
+                false => Outcome::Kept(doc),
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn batch_mode_counts_what_the_source_drops_as_fetched_and_filtered() {
+    let run = async |mode: Mode, source_drops: bool| {
+        let store = Arc::new(MemStore::default());
+        let mut source = VecSource::new(200, 2, 15);
+        let mut pipeline = Pipeline::new(Arc::new(VecSource::new(0, 1, 1)), store.clone()).settings(settings(mode));
+        if source_drops {
+            source.drop_if = Some(ends_in_3);
+        } else {
+            // What batch mode did before sources dropped in every mode: a stage filtered them.
+            pipeline = pipeline.stage(StageSpec::new(Arc::new(DropThrees)));
+        }
+        let summary = pipeline.with_source(Arc::new(source)).run(Start::New).await.unwrap();
+        assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+        (summary.counts, store.docs())
+    };
+    let (batch, batch_docs) = run(Mode::Batch, true).await;
+    assert_eq!(batch.fetched, 200, "batch: fetched is the raw count");
+    assert_eq!(batch.filtered, 20, "batch: filtered is what the source dropped");
+    assert_eq!(batch.stored, 180);
+    assert_eq!(run(Mode::Batch, false).await, (batch, batch_docs.clone()), "the same counters as a filtering stage");
+
+    let (streaming, streaming_docs) = run(Mode::Streaming, true).await;
+    assert_eq!(
+        (streaming.fetched, streaming.filtered, streaming.stored),
+        (180, 0, 180),
+        "streaming: dropped is not counted"
+    );
+    assert_eq!(streaming_docs, batch_docs, "both modes store the same documents");
 }
 
 // ---------- later phases ----------

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sluice_connectors::phase::build_phases;
-use sluice_connectors::registry::{build_source_for, build_stage, open_store, source_stages, with_sink};
+use sluice_connectors::registry::{build_source, build_stage, open_store};
 use sluice_connectors::store::InspectStore;
 use sluice_core::{Pipeline, Store};
 
@@ -11,25 +11,17 @@ use crate::cli::StoreArgs;
 use crate::config::{ConfigError, PipelineFile, resolve_store};
 use crate::error::CliError;
 
-/// The source is built for the resolved mode (the Intercom source filters
-/// short conversations at page level in streaming mode, and a quality stage
-/// does it first in batch mode), and a relative date range (`days`) is
-/// resolved once, so source, settings and the saved configuration name the
-/// same dates. A `[sink]` is put in front of the store.
+/// A relative date range (`days`) is resolved once, so source, settings and
+/// the saved configuration name the same dates. A `[sink]` is written before
+/// each commit of the store.
 pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
     let mut file = file.clone();
     file.source.pin_date_range()?;
     let settings = file.settings();
-    let mode = settings.mode;
-    let source = build_source_for(&file.source, mode)?;
-    // The sink sees every batch the store commits, before the store does.
-    let store = match &file.sink {
-        Some(sink) => with_sink(store, sink)?,
-        None => store,
-    };
+    let source = build_source(&file.source)?;
     let mut pipeline = Pipeline::new(source, store).settings(settings);
-    for spec in source_stages(&file.source, mode) {
-        pipeline = pipeline.stage(spec);
+    if let Some(sink) = &file.sink {
+        pipeline = pipeline.sink(sink.build()?);
     }
     for entry in &file.stages {
         pipeline = pipeline.stage(build_stage(entry)?);

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
 use sluice_core::{Context, StageError};
-use tokio_util::sync::CancellationToken;
+use sluice_core::{RetryPolicy, Verdict, with_retries};
 
 use super::Embedder;
 use crate::ConfigError;
@@ -123,12 +122,11 @@ impl Embedder for OpenAiEmbedder {
         }
         let inputs: Vec<String> = sent.iter().map(|(_, t)| (*t).clone()).collect();
         let body = self.request(&inputs);
-        let never = CancellationToken::new();
         let answer = with_retries(
             &self.retry,
             ctx,
             "embed",
-            &never,
+            &ctx.abort,
             || self.api.post("/embeddings", &body),
             |e: &ApiError| match e {
                 ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),

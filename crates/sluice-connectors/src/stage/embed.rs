@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::{Context, Document, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
 
 use crate::ConfigError;
 use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
@@ -290,17 +290,24 @@ impl Stage for EmbedStage {
         Some(StageCounter::Embedded)
     }
 
-    fn fingerprint(&self) -> Option<String> {
-        self.embedder.is_paid().then(|| format!("embed:{}", self.embedder.fingerprint()))
+    fn memo(&self) -> Option<&dyn Memo> {
+        self.embedder.is_paid().then_some(self as &dyn Memo)
+    }
+}
+
+/// A paid embedder's vectors are remembered (`memo` says when).
+impl Memo for EmbedStage {
+    fn fingerprint(&self) -> String {
+        format!("embed:{}", self.embedder.fingerprint())
     }
 
-    fn memo_value(&self, doc: &Document) -> Option<Value> {
+    fn value(&self, doc: &Document) -> Option<Value> {
         let chunks: Vec<Value> =
             doc.chunks.iter().map(|c| json!({"text": fnv_hex(c.text.as_bytes()), "embedding": c.embedding})).collect();
         Some(json!({"embedding": doc.embedding, "chunks": chunks}))
     }
 
-    fn memo_apply(&self, doc: &mut Document, value: &Value) -> bool {
+    fn apply(&self, doc: &mut Document, value: &Value) -> bool {
         let vector = |v: &Value| -> Option<Option<Vec<f32>>> {
             match v {
                 Value::Null => Some(None),

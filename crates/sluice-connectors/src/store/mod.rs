@@ -1,7 +1,8 @@
 //! Stores: implementations of [`sluice_core::Store`], and what they share
 //! (the stored-document view, the embedding encoding, timestamps).
 
-pub mod items_sink;
+// The items sink lived here; the old path still names it.
+pub use crate::sink::items as items_sink;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,16 +1,16 @@
 //! The committer: takes batches in order and commits each with its checkpoint.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::fetch::Batch;
-use super::retry::{Verdict, with_retries};
-use super::run::Shared;
+use super::batcher::Batch;
+use super::state::{CommitKind, Shared};
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::error::{EngineError, StoreError};
 use crate::event::EventKind;
+use crate::record::Document;
+use crate::retry::{Verdict, with_retries};
 use crate::store::{CommitBatch, DocumentUpdate};
 
 /// Batches that may wait for the committer; the ones waiting when it is free
@@ -18,25 +18,48 @@ use crate::store::{CommitBatch, DocumentUpdate};
 /// fixed cost of a transaction once for all of them.
 pub(crate) const COMMIT_QUEUE: usize = 4;
 
-/// Commits batches as they arrive until the channel closes or the run aborts.
-/// Returns the last committed checkpoint.
-pub(crate) async fn commit_task(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Batch>,
-    mut checkpoint: Checkpoint,
-) -> Checkpoint {
-    while let Some(first) = rx.recv().await {
+/// Where the committer's batches come from, a group at a time.
+pub(crate) enum Groups {
+    /// Streaming: batches as the stages hand them on; the ones waiting when
+    /// the committer is free go together. Ends when the channel closes.
+    Arriving(mpsc::Receiver<Batch>),
+    /// Legacy: every batch at hand, in groups of the same size. Ends at a stop.
+    AtHand(std::vec::IntoIter<Batch>),
+}
+
+impl Groups {
+    async fn next(&mut self, shared: &Shared) -> Option<Vec<Batch>> {
+        match self {
+            Groups::Arriving(rx) => {
+                let mut group = vec![rx.recv().await?];
+                while group.len() <= COMMIT_QUEUE {
+                    match rx.try_recv() {
+                        Ok(batch) => group.push(batch),
+                        Err(_) => break,
+                    }
+                }
+                Some(group)
+            }
+            Groups::AtHand(batches) => {
+                if shared.ctx.stop.is_cancelled() {
+                    return None;
+                }
+                let group: Vec<Batch> = batches.by_ref().take(COMMIT_QUEUE + 1).collect();
+                (!group.is_empty()).then_some(group)
+            }
+        }
+    }
+}
+
+/// Commits each group, in order, until there are none left, the run aborts
+/// or a commit fails (which fails the run). Returns the last committed
+/// checkpoint. Both executors commit through this loop.
+pub(crate) async fn commit_groups(shared: &Shared, mut groups: Groups, mut checkpoint: Checkpoint) -> Checkpoint {
+    while let Some(group) = groups.next(shared).await {
         if shared.abort.is_cancelled() {
             break;
         }
-        let mut group = vec![first];
-        while group.len() <= COMMIT_QUEUE {
-            match rx.try_recv() {
-                Ok(batch) => group.push(batch),
-                Err(_) => break,
-            }
-        }
-        match commit_batches(&shared, group, &checkpoint).await {
+        match commit_batches(shared, group, &checkpoint).await {
             Ok(next) => checkpoint = next,
             Err(error) => {
                 shared.fail(error);
@@ -56,7 +79,7 @@ pub(crate) async fn commit_batches(
     previous: &Checkpoint,
 ) -> Result<Checkpoint, EngineError> {
     let mut commit = CommitBatch::default();
-    let mut documents = Vec::new();
+    let mut documents: Vec<Document> = Vec::new();
     let mut reports = Vec::with_capacity(batches.len());
     let mut next = previous.clone();
     for batch in batches {
@@ -80,14 +103,14 @@ pub(crate) async fn commit_batches(
         });
     }
     // A later phase writes what it added to each document, not the document again.
-    let documents = if shared.later_phase {
-        commit.updates = documents.iter().map(DocumentUpdate::of).collect();
-        documents
-    } else {
-        commit.documents = documents;
-        Vec::new()
+    match shared.writes {
+        CommitKind::Documents => commit.documents = std::mem::take(&mut documents),
+        CommitKind::Updates => commit.updates = documents.iter().map(DocumentUpdate::of).collect(),
+    }
+    let committed = match shared.writes {
+        CommitKind::Documents => &commit.documents,
+        CommitKind::Updates => &documents,
     };
-    let committed = if shared.later_phase { &documents } else { &commit.documents };
 
     let started = Instant::now();
     commit_with_retries(shared, &commit, &next).await?;
@@ -130,7 +153,9 @@ pub(crate) async fn commit_batches(
     Ok(next)
 }
 
-/// Commits `batch` with `checkpoint`, retrying while the store is unavailable.
+/// Writes `batch` to every sink, then commits it with `checkpoint`, and
+/// retries both while the store or a sink is unavailable: the checkpoint
+/// only moves once every sink has the batch (sinks must be idempotent).
 pub(crate) async fn commit_with_retries(
     shared: &Shared,
     batch: &CommitBatch,
@@ -138,17 +163,18 @@ pub(crate) async fn commit_with_retries(
 ) -> Result<(), EngineError> {
     let store = shared.store.clone();
     let describe = store.describe();
-    with_retries(
-        &shared.settings.retry,
-        &shared.ctx,
-        &describe,
-        &shared.abort,
-        || store.commit(shared.run_id, batch, checkpoint),
-        |error: &StoreError| match error {
+    let attempt = || async {
+        for sink in &shared.sinks {
+            sink.write(shared.run_id, batch).await?;
+        }
+        store.commit(shared.run_id, batch, checkpoint).await
+    };
+    with_retries(&shared.settings.retry, &shared.ctx, &describe, &shared.abort, attempt, |error: &StoreError| {
+        match error {
             StoreError::Unavailable(_) => Verdict::Retry(None),
             _ => Verdict::Fatal,
-        },
-    )
+        }
+    })
     .await
     .map_err(EngineError::Store)
 }

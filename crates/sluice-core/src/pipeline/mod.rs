@@ -1,46 +1,29 @@
 //! Building a pipeline and running it: `Pipeline::start` gives a `RunHandle`
 //! whose event stream is the primary API; `iter_results` and `run` wrap it.
 
-mod batch;
+mod batcher;
 mod commit;
 mod fetch;
-mod retry;
+mod handle;
+mod legacy;
 mod run;
 mod stages;
+mod state;
 mod streaming;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::mode::Mode;
 use crate::phase::PhaseSpec;
+use crate::sink::Sink;
 use crate::source::Source;
-use crate::stage::Stage;
+use crate::stage::StageSpec;
 use crate::store::{RunId, Store};
 
-pub use retry::{RetryPolicy, Verdict, with_retries};
-pub use run::{RunHandle, RunSummary};
-
-/// How the stages are scheduled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Fetch, every stage and commit run at once on different batches.
-    #[default]
-    Streaming,
-    /// Fetch everything, then each stage over everything, then store (legacy).
-    Batch,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Streaming => "streaming",
-            Mode::Batch => "batch",
-        }
-    }
-}
+pub use crate::retry::{RetryPolicy, Verdict, with_retries};
+pub use handle::{RunHandle, RunSummary};
 
 pub const MIN_BATCH_SIZE: usize = 10;
 pub const MAX_BATCH_SIZE: usize = 500;
@@ -99,27 +82,6 @@ impl Default for Settings {
     }
 }
 
-/// A stage with its scheduling knobs.
-#[derive(Clone)]
-pub struct StageSpec {
-    pub stage: Arc<dyn Stage>,
-    /// Batches this stage works on at once (order of batches is kept).
-    pub workers: usize,
-    /// Times a record's retryable failure is retried before it is recorded.
-    pub max_retries: u32,
-}
-
-impl StageSpec {
-    pub fn new(stage: Arc<dyn Stage>) -> Self {
-        Self { stage, workers: 1, max_retries: 3 }
-    }
-
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self
-    }
-}
-
 /// Start a new run or resume a stopped/failed one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -135,12 +97,14 @@ pub struct Pipeline {
     /// Phases after the first, in order.
     pub(crate) phases: Vec<PhaseSpec>,
     pub(crate) store: Arc<dyn Store>,
+    /// Written before each commit of the store, in order.
+    pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) settings: Settings,
 }
 
 impl Pipeline {
     pub fn new(source: Arc<dyn Source>, store: Arc<dyn Store>) -> Self {
-        Self { source, stages: Vec::new(), phases: Vec::new(), store, settings: Settings::default() }
+        Self { source, stages: Vec::new(), phases: Vec::new(), store, sinks: Vec::new(), settings: Settings::default() }
     }
 
     pub fn stage(mut self, spec: StageSpec) -> Self {
@@ -151,6 +115,13 @@ impl Pipeline {
     /// Adds a phase to run after the previous one finished.
     pub fn phase(mut self, spec: PhaseSpec) -> Self {
         self.phases.push(spec);
+        self
+    }
+
+    /// Adds a secondary output, written before each commit of the store
+    /// and inside the same retry (see [`Sink`]).
+    pub fn sink(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sinks.push(sink);
         self
     }
 

@@ -1,84 +1,24 @@
-//! Starting a run (new or resumed), the state its tasks share, and the handle
-//! a caller holds: the event stream, a stop switch and the final summary.
+//! Starting a run (new or resumed) and running it: the first phase, then
+//! each later one, then the final status.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{COMMIT_QUEUE, commit_with_retries};
-use super::fetch::FetchBudget;
-use super::{Mode, Pipeline, Settings, StageSpec, Start, batch, streaming};
-use crate::checkpoint::{Checkpoint, Counts};
+use super::handle::{RunHandle, RunSummary};
+use super::state::Shared;
+use super::{Mode, Pipeline, Start, legacy, streaming};
+use crate::checkpoint::Checkpoint;
 use crate::context::{Context, UsageMeter};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
-use crate::phase::{PhaseInput, PhaseSpec, PhaseTask, StoredDocuments};
+use crate::phase::{PhaseInput, PhaseSpec, PhaseTask};
 use crate::record::Document;
-use crate::source::Source;
-use crate::store::{ActiveRunGuard, CommitBatch, NewRun, RunId, RunStatus, Store};
-
-/// What a finished run reports.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub run_id: RunId,
-    pub status: RunStatus,
-    pub counts: Counts,
-    pub checkpoint: Checkpoint,
-    pub error: Option<String>,
-    pub duration_seconds: f64,
-}
-
-/// A run going on in the background.
-pub struct RunHandle {
-    pub run_id: RunId,
-    pub resumed: bool,
-    events: mpsc::Receiver<Event>,
-    stop: CancellationToken,
-    task: JoinHandle<RunSummary>,
-}
-
-impl RunHandle {
-    /// A token that asks the run to stop at the next batch boundary when cancelled.
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
-    }
-
-    /// The next event, or `None` once the run has finished and all were read.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
-    }
-
-    /// Waits for the end of the run, discarding events not read yet.
-    pub async fn wait(mut self) -> RunSummary {
-        while self.events.recv().await.is_some() {}
-        match self.task.await {
-            Ok(summary) => summary,
-            // A bug, not a state of the run: report it as failed; the store keeps the last checkpoint.
-            Err(e) => RunSummary {
-                run_id: self.run_id,
-                status: RunStatus::Failed,
-                counts: Counts::default(),
-                checkpoint: Checkpoint::default(),
-                error: Some(format!("internal error: the run task ended abnormally: {e}")),
-                duration_seconds: 0.0,
-            },
-        }
-    }
-
-    /// The events as a stream. Dropping the stream asks the run to stop.
-    pub fn into_stream(self) -> impl Stream<Item = Event> + Send + 'static + use<> {
-        let guard = self.stop.clone().drop_guard();
-        futures::stream::unfold((self.events, guard), |(mut rx, guard)| async move {
-            rx.recv().await.map(|event| (event, (rx, guard)))
-        })
-    }
-}
+use crate::store::{ActiveRunGuard, CommitBatch, NewRun, RunStatus};
 
 impl Pipeline {
     /// The most batches that can be between the batcher and the store at
@@ -132,23 +72,12 @@ impl Pipeline {
         let ctx = Context {
             events: EventSink::new(run_id, self.settings.per_document_events, tx),
             stop: stop.clone(),
+            abort: CancellationToken::new(),
             usage: Arc::new(UsageMeter::new(checkpoint.cost)),
         };
-        let shared = Arc::new(Shared {
-            run_id,
-            source: self.source.clone(),
-            stages: self.stages.clone(),
-            store: self.store.clone(),
-            settings: self.settings.clone(),
-            ctx,
-            abort: CancellationToken::new(),
-            error: Mutex::new(None),
-            budget: FetchBudget::new(checkpoint.counts.fetched, self.settings.max_records),
-            progress: Progress::new(checkpoint.counts),
-            later_phase: false,
-        });
+        let shared = Arc::new(Shared::new(run_id, self, ctx, checkpoint.counts));
         let task = tokio::spawn(execute(shared, self.phases.clone(), checkpoint, resumed, guard));
-        Ok(RunHandle { run_id, resumed, events: rx, stop, task })
+        Ok(RunHandle::new(run_id, resumed, rx, stop, task))
     }
 
     /// Starts the run and returns its events. The primary API.
@@ -183,120 +112,6 @@ impl Pipeline {
     }
 }
 
-/// State shared by the tasks of one run.
-pub(crate) struct Shared {
-    pub run_id: RunId,
-    pub source: Arc<dyn Source>,
-    pub stages: Vec<StageSpec>,
-    pub store: Arc<dyn Store>,
-    pub settings: Settings,
-    pub ctx: Context,
-    /// Cancelled on a fatal error: every task ends without committing more.
-    pub abort: CancellationToken,
-    error: Mutex<Option<EngineError>>,
-    pub budget: FetchBudget,
-    pub progress: Progress,
-    /// A phase after the first: documents come from the store and only what
-    /// the stages add to them is written back.
-    pub later_phase: bool,
-}
-
-impl Shared {
-    /// Records the first fatal error and aborts the run.
-    pub fn fail(&self, error: EngineError) {
-        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            tracing::error!(%error, "run failed");
-            *slot = Some(error);
-        }
-        self.abort.cancel();
-    }
-
-    fn take_error(&self) -> Option<EngineError> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// The same run working on a later phase: reading the store's documents
-    /// through `stages`, counting apart, with no record limit. A fatal error
-    /// in it aborts the whole run.
-    fn for_phase(self: &Arc<Self>, stages: Vec<StageSpec>, counts: Counts) -> Arc<Shared> {
-        let source = Arc::new(StoredDocuments::new(
-            self.store.clone(),
-            self.source.name().to_string(),
-            self.settings.batch_size,
-        ));
-        let mut settings = self.settings.clone();
-        settings.max_records = None;
-        settings.record_noun = "documents".into();
-        Arc::new(Shared {
-            run_id: self.run_id,
-            source,
-            stages,
-            store: self.store.clone(),
-            settings,
-            ctx: self.ctx.clone(),
-            abort: self.abort.clone(),
-            error: Mutex::new(None),
-            budget: FetchBudget::new(0, None),
-            progress: Progress::new(counts),
-            later_phase: true,
-        })
-    }
-}
-
-/// Live progress numbers for `BatchProgress`.
-pub(crate) struct Progress {
-    started: Instant,
-    seeded_finished: u64,
-    fetched: AtomicU64,
-    finished: AtomicU64,
-    estimated_total: Mutex<Option<u64>>,
-}
-
-impl Progress {
-    fn new(seed: Counts) -> Self {
-        Self {
-            started: Instant::now(),
-            seeded_finished: seed.finished(),
-            fetched: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            estimated_total: Mutex::new(None),
-        }
-    }
-
-    pub fn fetched(&self, n: u64) {
-        self.fetched.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn finished(&self, delta: &Counts) {
-        self.finished.fetch_add(delta.finished(), Ordering::Relaxed);
-    }
-
-    pub fn event(&self, counts: &Counts) -> EventKind {
-        let finished = self.finished.load(Ordering::Relaxed);
-        let in_flight = self.fetched.load(Ordering::Relaxed).saturating_sub(finished);
-        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = finished as f64 / elapsed;
-        let estimated_total = *self.estimated_total.lock().unwrap_or_else(|e| e.into_inner());
-        let eta_seconds = estimated_total
-            .filter(|_| rate > 0.0)
-            .map(|total| total.saturating_sub(self.seeded_finished + finished) as f64 / rate);
-        EventKind::BatchProgress {
-            completed: counts.stored,
-            failed: counts.failed,
-            in_flight,
-            estimated_total,
-            eta_seconds,
-            rate,
-        }
-    }
-}
-
-/// Turns a receiver into a stream.
-pub(crate) fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
-}
-
 async fn execute(
     shared: Arc<Shared>,
     phases: Vec<PhaseSpec>,
@@ -310,7 +125,7 @@ async fn execute(
     events
         .emit(EventKind::RunStarted {
             pipeline: settings.name.clone(),
-            mode: settings.mode.as_str().into(),
+            mode: settings.mode,
             resumed,
             batch_size: settings.batch_size,
             phase: checkpoint.phase.clone(),
@@ -336,7 +151,7 @@ async fn execute(
             "Resuming from checkpoint"
         );
     }
-    *shared.progress.estimated_total.lock().unwrap_or_else(|e| e.into_inner()) = shared.source.estimated_total().await;
+    shared.progress.set_estimated_total(shared.source.estimated_total().await);
 
     let stopping = tokio::spawn(mark_stopping(shared.clone()));
     let (checkpoint, reached_end) = run_phases(&shared, &phases, checkpoint, resumed).await;
@@ -463,7 +278,7 @@ async fn run_first_phase(shared: &Arc<Shared>, checkpoint: Checkpoint) -> (Check
 async fn run_pass(shared: &Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> (Checkpoint, bool) {
     let cp = match shared.settings.mode {
         Mode::Streaming => streaming::run(shared.clone(), checkpoint, partitions.clone()).await,
-        Mode::Batch => batch::run(shared.clone(), checkpoint, partitions.clone()).await,
+        Mode::Batch => legacy::run(shared.clone(), checkpoint, partitions.clone()).await,
     };
     let reached_end = partitions.iter().all(|p| cp.position(p).done);
     (cp, reached_end)

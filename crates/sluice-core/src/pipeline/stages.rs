@@ -7,13 +7,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::StageSpec;
-use super::fetch::Batch;
-use super::run::{Shared, receiver_stream};
+use super::batcher::Batch;
+use super::state::{Shared, receiver_stream};
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
-use crate::stage::{Outcome, Stage, StageCounter};
+use crate::stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
 use crate::store::{Failure, MemoEntry, MemoKey};
 
 /// Runs `spec` over the batch. Documents it keeps stay in `batch.docs`;
@@ -35,9 +34,9 @@ pub(crate) async fn process_batch(
     }
     let mut docs = std::mem::take(&mut batch.docs);
     batch.docs.reserve(docs.len());
-    let fingerprint = stage.fingerprint();
-    if let Some(fingerprint) = &fingerprint {
-        docs = reuse_remembered(shared, stage.as_ref(), fingerprint, &mut batch, docs).await;
+    let memo = stage.memo().map(|memo| (memo, memo.fingerprint()));
+    if let Some((memo, fingerprint)) = &memo {
+        docs = reuse_remembered(shared, stage.as_ref(), *memo, fingerprint, &mut batch, docs).await;
         if docs.is_empty() {
             return Ok(batch);
         }
@@ -68,8 +67,8 @@ pub(crate) async fn process_batch(
                     retry.push(doc);
                 }
                 outcome => {
-                    if let (Some(fingerprint), Outcome::Kept(doc)) = (&fingerprint, &outcome)
-                        && let Some(value) = stage.memo_value(doc)
+                    if let (Some((memo, fingerprint)), Outcome::Kept(doc)) = (&memo, &outcome)
+                        && let Some(value) = memo.value(doc)
                     {
                         batch.memos.push(MemoEntry {
                             source: doc.source().to_string(),
@@ -92,7 +91,7 @@ pub(crate) async fn process_batch(
         let backoff = delays.next().unwrap_or(shared.settings.retry.max_delay);
         tokio::select! {
             _ = tokio::time::sleep(wait.map_or(backoff, |w| w.max(backoff))) => {}
-            _ = shared.abort.cancelled() => return Err(EngineError::Invalid("aborted".into())),
+            _ = shared.abort.cancelled() => return Err(EngineError::Aborted),
         }
         docs = retry;
     }
@@ -104,6 +103,7 @@ pub(crate) async fn process_batch(
 async fn reuse_remembered(
     shared: &Shared,
     stage: &dyn Stage,
+    memo: &dyn Memo,
     fingerprint: &str,
     batch: &mut Batch,
     docs: Vec<Document>,
@@ -126,7 +126,7 @@ async fn reuse_remembered(
     let mut rest = Vec::with_capacity(docs.len());
     for (mut doc, value) in docs.into_iter().zip(found) {
         match value {
-            Some(value) if stage.memo_apply(&mut doc, &value) => {
+            Some(value) if memo.apply(&mut doc, &value) => {
                 batch.delta.skipped_unchanged += 1;
                 settle(shared, stage, batch, Outcome::Kept(doc), 0).await;
             }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::commit::{COMMIT_QUEUE, commit_task};
-use super::fetch::{batch_pages, fetch_all};
-use super::run::Shared;
+use super::batcher::batch_pages;
+use super::commit::{COMMIT_QUEUE, Groups, commit_groups};
+use super::fetch::fetch_all;
 use super::stages::stage_task;
+use super::state::Shared;
 use crate::checkpoint::Checkpoint;
 
 pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {
@@ -27,7 +28,7 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
         tasks.push(tokio::spawn(stage_task(shared.clone(), index, rx, tx)));
         rx = next_rx;
     }
-    let checkpoint = commit_task(shared.clone(), rx, checkpoint).await;
+    let checkpoint = commit_groups(&shared, Groups::Arriving(rx), checkpoint).await;
     for task in tasks {
         let _ = task.await;
     }

@@ -52,9 +52,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
-use sluice_core::{Context, Mode, Page, Record, Source, SourceError, SourceItem};
-use tokio_util::sync::CancellationToken;
+use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
+use sluice_core::{RetryPolicy, Verdict, with_retries};
 
 use self::client::IntercomClient;
 pub use self::config::{BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TOKEN_ENV, IntercomConfig};
@@ -68,7 +67,6 @@ use crate::util::secret::Secret;
 use crate::util::text::raw_of;
 use crate::util::validate::{check_not_empty, check_range};
 
-pub use self::quality::QualityStage;
 
 /// One time slice of the range.
 #[derive(Clone, Debug)]
@@ -87,16 +85,12 @@ pub struct IntercomSource {
     client: Arc<IntercomClient>,
     range: DateRange,
     slices: Vec<Slice>,
-    /// Drop short conversations at page level (streaming mode).
-    page_filter: bool,
     parts_retry: RetryPolicy,
 }
 
 impl IntercomSource {
-    /// Reads the token from the environment (`token_env`) and builds the
-    /// source for `mode`: streaming filters short conversations at page
-    /// level, batch leaves that to [`QualityStage`].
-    pub fn new(config: IntercomConfig, mode: Mode) -> Result<Self, ConfigError> {
+    /// Reads the token from the environment (`token_env`) and builds the source.
+    pub fn new(config: IntercomConfig) -> Result<Self, ConfigError> {
         if config.token_env.trim().is_empty() {
             return Err(ConfigError("source.token_env = \"\" must name an environment variable".into()));
         }
@@ -108,16 +102,11 @@ impl IntercomSource {
             ))
         })?;
         let origin = config.token_env.clone();
-        Self::with_token(config, Secret::new(token), origin, mode == Mode::Streaming)
+        Self::with_token(config, Secret::new(token), origin)
     }
 
     /// The source with a given token; `token_origin` names it in messages.
-    pub fn with_token(
-        config: IntercomConfig,
-        token: Secret,
-        token_origin: String,
-        page_filter: bool,
-    ) -> Result<Self, ConfigError> {
+    pub fn with_token(config: IntercomConfig, token: Secret, token_origin: String) -> Result<Self, ConfigError> {
         check_range("source.per_page", config.per_page, 1, 150)?;
         check_range("source.partitions", config.partitions, 1, 64)?;
         check_range("source.parts_concurrency", config.parts_concurrency, 1, 64)?;
@@ -152,7 +141,7 @@ impl IntercomSource {
         )?;
         let parts_retry =
             RetryPolicy { max_retries: 6, min_delay: Duration::from_millis(250), max_delay: Duration::from_secs(30) };
-        Ok(Self { config, client: Arc::new(client), range, slices, page_filter, parts_retry })
+        Ok(Self { config, client: Arc::new(client), range, slices, parts_retry })
     }
 
     /// The resolved date range.
@@ -192,12 +181,11 @@ impl IntercomSource {
 
     /// The full conversation (with parts), retried on passing errors; `None` on 404.
     async fn full_conversation(&self, ctx: &Context, id: &str) -> Result<Option<Value>, SourceError> {
-        let never = CancellationToken::new();
         with_retries(
             &self.parts_retry,
             ctx,
             &self.config.name,
-            &never,
+            &ctx.abort,
             || self.client.conversation(ctx, id),
             |e: &SourceError| match e {
                 SourceError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
@@ -323,7 +311,7 @@ impl Source for IntercomSource {
         let next = next_cursor(&answer);
         let mut items = self.items(ctx, conversations, cursor).await?;
         let mut dropped = 0;
-        if self.page_filter && self.config.min_chars > 0 {
+        if self.config.min_chars > 0 {
             items.retain(|item| match item {
                 SourceItem::Record(r) if !is_quality(&r.text, self.config.min_chars) => {
                     dropped += 1;

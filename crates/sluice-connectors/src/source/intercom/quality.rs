@@ -7,16 +7,12 @@
 //! is the record's whole text: the opening message, plus the replies when
 //! `include_parts` is on.
 //!
-//! Where it runs decides the counters (the streaming runbook's semantics):
-//! in streaming mode the source drops short conversations at page level
-//! (`Page::dropped`; `fetched` counts quality conversations, `filtered`
-//! stays 0); in batch mode (legacy) the source keeps them and
-//! [`QualityStage`], put first by the registry, filters them (`fetched` is
-//! the raw count, `filtered` the dropped ones). Both use [`is_quality`], so
-//! both modes store the same conversations.
-
-use async_trait::async_trait;
-use sluice_core::{Context, Document, Outcome, Stage, StageError};
+//! The source drops short conversations at page level (`Page::dropped`) in
+//! every mode; the engine decides the counters. Streaming (the streaming
+//! runbook): `fetched` counts quality conversations and `filtered` stays 0.
+//! Batch (legacy): the executor counts the dropped ones as fetched and
+//! filtered, so `fetched` is the raw count. Both modes store the same
+//! conversations.
 
 /// Visible characters of an HTML (or plain) text.
 pub fn visible_chars(text: &str) -> usize {
@@ -78,41 +74,6 @@ pub fn visible_chars(text: &str) -> usize {
 /// Whether `text` is long enough to keep (`min_chars = 0` keeps everything).
 pub fn is_quality(text: &str, min_chars: usize) -> bool {
     min_chars == 0 || visible_chars(text) >= min_chars
-}
-
-/// Batch mode's quality filter: drops what the source would have dropped at
-/// page level in streaming mode, counted as `filtered`.
-#[derive(Clone, Debug)]
-pub struct QualityStage {
-    min_chars: usize,
-}
-
-impl QualityStage {
-    pub fn new(min_chars: usize) -> Self {
-        Self { min_chars }
-    }
-}
-
-#[async_trait]
-impl Stage for QualityStage {
-    fn name(&self) -> &str {
-        "quality"
-    }
-
-    async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
-        Ok(docs
-            .into_iter()
-            .map(|doc| {
-                let chars = visible_chars(&doc.record.text);
-                if self.min_chars > 0 && chars < self.min_chars {
-                    let reason = format!("too short: {chars} visible chars < min_chars {}", self.min_chars);
-                    Outcome::Filtered { doc, reason }
-                } else {
-                    Outcome::Kept(doc)
-                }
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]

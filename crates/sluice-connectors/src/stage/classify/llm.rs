@@ -38,10 +38,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::pipeline::{RetryPolicy, Verdict, with_retries};
-use sluice_core::{Classification, Context, Document, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{Classification, Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{RetryPolicy, Verdict, with_retries};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use crate::ConfigError;
 use crate::remote::http::{excerpt, sha256_hex};
@@ -300,14 +299,13 @@ impl LlmClassifier {
     async fn classify(&self, ctx: &Context, doc: &Document) -> Result<Result<Classification, StageError>, StageError> {
         let _permit = self.permits.acquire().await.map_err(|_| StageError::permanent("closed", "stage is closed"))?;
         let body = self.request(doc);
-        let never = CancellationToken::new();
         let mut last = None;
         for _ in 0..self.config.parse_attempts {
             let answer = with_retries(
                 &self.retry,
                 ctx,
                 "classify",
-                &never,
+                &ctx.abort,
                 || self.api.post("/chat/completions", &body),
                 |e: &ApiError| match e {
                     ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
@@ -513,15 +511,21 @@ impl Stage for LlmClassifier {
         Some(StageCounter::Classified)
     }
 
-    fn fingerprint(&self) -> Option<String> {
-        Some(self.fingerprint.clone())
+    fn memo(&self) -> Option<&dyn Memo> {
+        Some(self)
+    }
+}
+
+impl Memo for LlmClassifier {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
-    fn memo_value(&self, doc: &Document) -> Option<Value> {
+    fn value(&self, doc: &Document) -> Option<Value> {
         doc.classification.as_ref().and_then(|c| serde_json::to_value(c).ok())
     }
 
-    fn memo_apply(&self, doc: &mut Document, value: &Value) -> bool {
+    fn apply(&self, doc: &mut Document, value: &Value) -> bool {
         match serde_json::from_value::<Classification>(value.clone()) {
             Ok(classification) if self.lookup.contains_key(&classification.category.to_lowercase()) => {
                 doc.classification = Some(classification);

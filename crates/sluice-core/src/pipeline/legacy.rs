@@ -7,10 +7,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::commit::{COMMIT_QUEUE, commit_batches};
-use super::fetch::{Batch, batch_pages, fetch_all};
-use super::run::Shared;
+use super::batcher::{Batch, batch_pages};
+use super::commit::{Groups, commit_groups};
+use super::fetch::fetch_all;
 use super::stages::process_batch;
+use super::state::Shared;
 use crate::checkpoint::Checkpoint;
 use crate::error::{EngineError, StageError};
 
@@ -20,7 +21,11 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
     let fetcher = tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx));
     let batcher = tokio::spawn(batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1));
     let mut batches = Vec::new();
-    while let Some(batch) = batch_rx.recv().await {
+    while let Some(mut batch) = batch_rx.recv().await {
+        // The batch runbook counts what the source dropped as fetched, then filtered.
+        batch.delta.fetched += batch.dropped;
+        batch.delta.filtered += batch.dropped;
+        shared.progress.fetched(batch.dropped);
         batches.push(batch);
     }
     let _ = fetcher.await;
@@ -48,22 +53,7 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
         }
     }
 
-    let mut checkpoint = checkpoint;
-    let mut batches = batches.into_iter().peekable();
-    while batches.peek().is_some() {
-        if interrupted(&shared) {
-            break;
-        }
-        let group: Vec<Batch> = batches.by_ref().take(COMMIT_QUEUE + 1).collect();
-        match commit_batches(&shared, group, &checkpoint).await {
-            Ok(next) => checkpoint = next,
-            Err(error) => {
-                shared.fail(error);
-                break;
-            }
-        }
-    }
-    checkpoint
+    commit_groups(&shared, Groups::AtHand(batches.into_iter()), checkpoint).await
 }
 
 fn interrupted(shared: &Shared) -> bool {

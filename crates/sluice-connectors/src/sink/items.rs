@@ -1,5 +1,5 @@
 //! The `items` sink: the seed's per-item files next to the store, written
-//! by a [`Store`] decorator. Each committed document gets
+//! by a [`Sink`] before each commit. Each committed document gets
 //!
 //! - `raw/item_{id}.json`: the record (source, id, text, fields, updated_at,
 //!   and the hash of its content as fetched),
@@ -10,7 +10,7 @@
 //! where `{id}` is the record id made filename-safe (see [`item_name`]).
 //!
 //! The files of a batch are written before the batch is committed to the
-//! inner store, so nothing is reported stored that is not on disk; a failed
+//! store, so nothing is reported stored that is not on disk; a failed
 //! write fails the commit and the checkpoint does not move. A resume or a
 //! re-run rewrites the same files with the same content. Each file is
 //! written whole (a temporary file renamed into place on a local disk, a
@@ -29,8 +29,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use sluice_core::store::{ActiveRunGuard, CommitBatch, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus};
-use sluice_core::{Checkpoint, Chunk, Classification, Document, PhaseResult, Record, Store, StoreError};
+use sluice_core::store::{CommitBatch, RunId};
+use sluice_core::{Chunk, Classification, Document, Record, Sink, StoreError};
 
 use crate::ConfigError;
 use crate::http::fnv_hex;
@@ -163,24 +163,19 @@ fn open_url(url: &str) -> Result<Target, ConfigError> {
     )))
 }
 
-/// A store that writes each committed document's files before committing it.
+/// Writes each committed document's files before the store commits it.
 pub struct ItemsSink {
-    inner: Arc<dyn Store>,
     target: Target,
 }
 
 impl ItemsSink {
-    pub fn new(inner: Arc<dyn Store>, config: &ItemsSinkConfig) -> Result<Self, ConfigError> {
-        Ok(Self { inner, target: open_target(config)? })
+    pub fn new(config: &ItemsSinkConfig) -> Result<Self, ConfigError> {
+        Ok(Self { target: open_target(config)? })
     }
 
     /// A sink over any object store (tests, other backends).
-    pub fn with_object_store(
-        inner: Arc<dyn Store>,
-        objects: Arc<dyn ObjectStore>,
-        location: impl Into<String>,
-    ) -> Self {
-        Self { inner, target: Target { objects, location: location.into(), remote: true } }
+    pub fn with_object_store(objects: Arc<dyn ObjectStore>, location: impl Into<String>) -> Self {
+        Self { target: Target { objects, location: location.into(), remote: true } }
     }
 
     /// The three files of a document, as (path, JSON). Serialized from the
@@ -230,66 +225,15 @@ impl ItemsSink {
 }
 
 #[async_trait]
-impl Store for ItemsSink {
-    fn describe(&self) -> String {
-        self.inner.describe()
+impl Sink for ItemsSink {
+    fn name(&self) -> &str {
+        "items"
     }
 
-    async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
-        self.inner.acquire_active().await
-    }
-
-    async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
-        self.inner.create_run(new).await
-    }
-
-    async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError> {
-        self.inner.get_run(id).await
-    }
-
-    async fn list_runs(&self, limit: usize) -> Result<Vec<RunInfo>, StoreError> {
-        self.inner.list_runs(limit).await
-    }
-
-    async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError> {
-        self.inner.set_status(id, status, error).await
-    }
-
-    /// Files first, then the commit: a crash between the two leaves files of
-    /// a batch the store does not have yet, which the resume rewrites.
-    async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.write_items(&batch.documents).await?;
-        self.inner.commit(run, batch, checkpoint).await
-    }
-
-    async fn memo_lookup(
-        &self,
-        stage: &str,
-        fingerprint: &str,
-        keys: &[MemoKey],
-    ) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
-        self.inner.memo_lookup(stage, fingerprint, keys).await
-    }
-
-    async fn scan_documents(
-        &self,
-        source: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Document>, StoreError> {
-        self.inner.scan_documents(source, after, limit).await
-    }
-
-    async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
-        self.inner.phase_results(run, kind).await
-    }
-
-    async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
-        self.inner.failures(run).await
-    }
-
-    async fn resolve_failures(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
-        self.inner.resolve_failures(run, retry_run).await
+    /// Files first, then the store's commit: a crash between the two leaves
+    /// files of a batch the store does not have yet, which the resume rewrites.
+    async fn write(&self, _run: RunId, batch: &CommitBatch) -> Result<(), StoreError> {
+        self.write_items(&batch.documents).await
     }
 }
 
