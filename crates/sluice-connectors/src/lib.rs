@@ -4,6 +4,7 @@
 pub mod dates;
 pub mod embedder;
 pub mod http;
+pub mod kind;
 pub mod openai_api;
 pub mod phase;
 pub mod registry;

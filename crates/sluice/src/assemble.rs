@@ -17,7 +17,7 @@ use crate::error::CliError;
 /// same dates. A `[sink]` is put in front of the store.
 pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
     let mut file = file.clone();
-    file.source.pin_date_range()?;
+    file.source.kind_mut().pin()?;
     let settings = file.settings();
     let mode = settings.mode;
     let source = build_source_for(&file.source, mode)?;

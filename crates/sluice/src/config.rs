@@ -133,16 +133,28 @@ impl PipelineFile {
         {
             return refuse("name is empty".into());
         }
-        if self.source.watches() && self.mode == Some(Mode::Batch) {
+        if self.watches() && self.mode == Some(Mode::Batch) {
             // Batch mode stores nothing before the source ends, and a watch never ends.
             return refuse("watch = true needs mode = streaming (batch mode would store nothing until stopped)".into());
         }
         Ok(())
     }
 
+    /// Whether the source keeps running for new data until stopped (`files` with `watch = true`).
+    pub fn watches(&self) -> bool {
+        // The facet is reached through `&mut`; a clone of the settings is cheap.
+        self.source.clone().kind_mut().watchable().is_some_and(|w| w.watching())
+    }
+
     /// `sluice run --watch`: the files source keeps running for new and changed files.
     pub fn enable_watch(&mut self) -> Result<(), ConfigError> {
-        self.source.enable_watch()?;
+        let tag = self.source.tag();
+        let Some(watch) = self.source.kind_mut().watchable() else {
+            return Err(ConfigError(format!(
+                "--watch needs a files source, but [source] kind = {tag:?} cannot be watched"
+            )));
+        };
+        watch.set_watching(true);
         self.validate("")
     }
 
@@ -162,22 +174,24 @@ impl PipelineFile {
         let defaults = Settings::default();
         let mut saved = self.clone();
         // A bad range stays as written: building the source refuses it with the reason.
-        let _ = saved.source.pin_date_range();
-        let (date_from, date_to) = saved.source.date_range().map_or((None, None), |(from, to)| (Some(from), Some(to)));
+        let _ = saved.source.kind_mut().pin();
+        let (date_from, date_to) = saved
+            .source
+            .kind_mut()
+            .dated()
+            .and_then(|d| d.range().ok())
+            .map_or((None, None), |(from, to)| (Some(from), Some(to)));
+        let source = self.source.kind().run_defaults();
         Settings {
             name: self.name.clone().unwrap_or_else(|| "default".into()),
             mode: self.mode.unwrap_or_default(),
             batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
-            max_records: self.max_records.or(self.source.max_records()),
+            max_records: self.max_records.or(source.max_records),
             partition_concurrency: self.partition_concurrency.unwrap_or(defaults.partition_concurrency),
             per_document_events: self.per_document_events.unwrap_or(true),
-            phase: self
-                .phase
-                .clone()
-                .or_else(|| self.source.default_phase().map(str::to_string))
-                .unwrap_or(defaults.phase.clone()),
-            record_noun: self.source.record_noun().to_string(),
+            phase: self.phase.clone().or_else(|| source.phase.map(str::to_string)).unwrap_or(defaults.phase.clone()),
+            record_noun: source.noun.to_string(),
             config: serde_json::to_value(&saved).unwrap_or_default(),
             date_from,
             date_to,
@@ -333,10 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = format!("[source]\nkind = \"files\"\npath = {:?}\n", dir.path().display().to_string());
         let mut f = file(&files).unwrap();
-        assert!(!f.source.watches());
+        assert!(!f.watches());
         f.enable_watch().unwrap();
-        assert!(f.source.watches());
-        assert!(PipelineFile::from_saved(&f.settings().config).unwrap().source.watches());
+        assert!(f.watches());
+        assert!(PipelineFile::from_saved(&f.settings().config).unwrap().watches());
 
         let err = file(MINIMAL).unwrap().enable_watch().unwrap_err().to_string();
         assert!(err.contains("--watch") && err.contains("generate"), "{err}");

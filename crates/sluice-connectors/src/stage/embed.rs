@@ -372,3 +372,10 @@ impl Stage for EmbedStage {
         true
     }
 }
+
+/// `kind = "embed"`.
+impl crate::kind::StageKind for EmbedConfig {
+    fn build(&self) -> Result<Arc<dyn Stage>, ConfigError> {
+        Ok(Arc::new(EmbedStage::new(self.clone())?))
+    }
+}

@@ -33,7 +33,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         (file, Start::New, args.config.display().to_string())
     };
     if args.watch {
-        if resuming && !file.source.watches() {
+        if resuming && !file.watches() {
             // Its checkpoint is a listing position, not a watch position: resuming it as a watch would re-read all.
             return Err(CliError::usage(format!(
                 "--watch: {origin} do not watch; resume without --watch, or start a new run with --watch"

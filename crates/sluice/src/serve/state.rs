@@ -158,8 +158,10 @@ impl AppState {
                 file.auto_create_stories = request.auto_create_stories;
             }
             // The request's range goes to the source (for those that page by date) and is stored with the run.
-            if let Some((from, to)) = &range {
-                file.source.set_date_range(from, to)?;
+            if let Some((from, to)) = &range
+                && let Some(dated) = file.source.kind_mut().dated()
+            {
+                dated.set_range(from, to)?;
             }
             (file, Start::New, range.map_or((None, None), |(f, t)| (Some(f), Some(t))), "started")
         };

@@ -548,6 +548,40 @@ impl Source for IntercomSource {
     }
 }
 
+/// `kind = "intercom"`: conversations over a range of days, which a run
+/// saves as dates; a run of it is in the `classification` phase.
+impl crate::kind::SourceKind for IntercomConfig {
+    fn build(&self) -> Result<Arc<dyn Source>, ConfigError> {
+        Ok(Arc::new(IntercomSource::new(self.clone(), Mode::Streaming)?))
+    }
+
+    fn run_defaults(&self) -> crate::kind::RunDefaults {
+        crate::kind::RunDefaults {
+            noun: "conversations",
+            phase: Some("classification"),
+            max_records: self.max_conversations,
+        }
+    }
+
+    fn pin(&mut self) -> Result<(), ConfigError> {
+        self.pin_dates()
+    }
+
+    fn dated(&mut self) -> Option<&mut dyn crate::kind::DateRanged> {
+        Some(self)
+    }
+}
+
+impl crate::kind::DateRanged for IntercomConfig {
+    fn range(&self) -> Result<(String, String), ConfigError> {
+        self.date_range()
+    }
+
+    fn set_range(&mut self, date_from: &str, date_to: &str) -> Result<(), ConfigError> {
+        self.set_dates(date_from, date_to)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
