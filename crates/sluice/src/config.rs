@@ -146,12 +146,17 @@ impl PipelineFile {
         self.source.clone().kind_mut().watchable().is_some_and(|w| w.watching())
     }
 
-    /// `sluice run --watch`: the files source keeps running for new and changed files.
+    /// Whether the source has a watch switch (`files`).
+    pub fn can_watch(&mut self) -> bool {
+        self.source.kind_mut().watchable().is_some()
+    }
+
+    /// Sets `[source] watch = true`: the source keeps running for new and changed data.
     pub fn enable_watch(&mut self) -> Result<(), ConfigError> {
         let tag = self.source.tag();
         let Some(watch) = self.source.kind_mut().watchable() else {
             return Err(ConfigError(format!(
-                "--watch needs a files source, but [source] kind = {tag:?} cannot be watched"
+                "[source] kind = {tag:?} cannot watch (watch = true is a setting of the files source)"
             )));
         };
         watch.set_watching(true);
@@ -353,7 +358,8 @@ mod tests {
         assert!(PipelineFile::from_saved(&f.settings().config).unwrap().watches());
 
         let err = file(MINIMAL).unwrap().enable_watch().unwrap_err().to_string();
-        assert!(err.contains("--watch") && err.contains("generate"), "{err}");
+        // The library names the setting; `sluice run --watch` adds the flag (tests/watch.rs).
+        assert!(err.contains("watch = true") && err.contains("generate") && !err.contains("--watch"), "{err}");
 
         let mut f = file(&format!("{files}watch = true\n")).unwrap();
         let err = f.apply_env(&env_of(&[("PIPELINE_MODE", "batch")])).unwrap_err().to_string();

@@ -39,7 +39,8 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
                 "--watch: {origin} do not watch; resume without --watch, or start a new run with --watch"
             )));
         }
-        file.enable_watch().map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
+        let flag = if file.can_watch() { "--watch" } else { "--watch needs a files source" };
+        file.enable_watch().map_err(|e| CliError::usage(format!("{flag}: {e} (in {origin})")))?;
     }
     if args.max_records.is_some() {
         file.max_records = args.max_records;
