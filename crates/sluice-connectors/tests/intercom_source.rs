@@ -350,7 +350,7 @@ async fn run_mode(fake: &FakeIntercom, mode: Mode) -> (sluice_core::RunSummary, 
         batch_size: 25,
         name: "intercom".into(),
         phase: "classification".into(),
-        record_noun: "conversations".into(),
+        labels: sluice_core::RunLabels { noun: "conversations".into(), window: None },
         ..Settings::default()
     });
     for spec in source_stages(&SourceConfig::Intercom(c), mode) {

@@ -19,10 +19,12 @@ pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
+pub use pipeline::RunLabels;
 pub use pipeline::{Mode, Pipeline, RetryPolicy, RunHandle, RunSummary, Settings, StageSpec, Start};
 pub use record::{Chunk, Classification, Document, Record};
 pub use source::{Page, Source, SourceItem};
 pub use stage::{Outcome, Stage, StageCounter};
+pub use store::RunWindow;
 pub use store::{
     CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
     RunStatus, Store,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sluice_connectors::phase::PhasesConfig;
 use sluice_connectors::registry::{SinkConfig, SourceConfig, StageEntry, StoreConfig};
 use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
-use sluice_core::{Mode, Settings};
+use sluice_core::{Mode, RunLabels, RunWindow, Settings};
 
 /// The pipeline file, as written by the user.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -180,12 +180,8 @@ impl PipelineFile {
         let mut saved = self.clone();
         // A bad range stays as written: building the source refuses it with the reason.
         let _ = saved.source.kind_mut().pin();
-        let (date_from, date_to) = saved
-            .source
-            .kind_mut()
-            .dated()
-            .and_then(|d| d.range().ok())
-            .map_or((None, None), |(from, to)| (Some(from), Some(to)));
+        let window =
+            saved.source.kind_mut().dated().and_then(|d| d.range().ok()).map(|(from, to)| RunWindow { from, to });
         let source = self.source.kind().run_defaults();
         Settings {
             name: self.name.clone().unwrap_or_else(|| "default".into()),
@@ -196,10 +192,8 @@ impl PipelineFile {
             partition_concurrency: self.partition_concurrency.unwrap_or(defaults.partition_concurrency),
             per_document_events: self.per_document_events.unwrap_or(true),
             phase: self.phase.clone().or_else(|| source.phase.map(str::to_string)).unwrap_or(defaults.phase.clone()),
-            record_noun: source.noun.to_string(),
             config: serde_json::to_value(&saved).unwrap_or_default(),
-            date_from,
-            date_to,
+            labels: RunLabels { noun: source.noun.to_string(), window },
             ..defaults
         }
     }
@@ -326,25 +320,26 @@ mod tests {
         let f = file("[source]\nkind = \"intercom\"\ndays = 30\nmax_conversations = 500\n").unwrap();
         let s = f.settings();
         assert_eq!(
-            (s.record_noun.as_str(), s.phase.as_str(), s.max_records),
+            (s.labels.noun.as_str(), s.phase.as_str(), s.max_records),
             ("conversations", "classification", Some(500))
         );
         let (from, to) = (format_date(today() - 30), format_date(today()));
-        assert_eq!((s.date_from.as_deref(), s.date_to.as_deref()), (Some(from.as_str()), Some(to.as_str())));
+        let dates = |s: &Settings| s.labels.window.clone().map(|w| (w.from, w.to));
+        assert_eq!(dates(&s), Some((from.clone(), to.clone())));
         // The saved settings name the dates, not `days`: a resume tomorrow reads the same range.
         assert_eq!(s.config["source"]["date_from"], from.as_str());
         assert!(s.config["source"].get("days").is_none(), "{}", s.config);
         let saved = PipelineFile::from_saved(&s.config).unwrap().settings();
-        assert_eq!((saved.date_from, saved.date_to), (Some(from), Some(to)));
+        assert_eq!(dates(&saved), Some((from, to)));
 
         // The file's own phase and limit win.
         let f = file("phase = \"backfill\"\nmax_records = 7\n[source]\nkind = \"intercom\"\ndate_from = \"2025-10-01\"\ndate_to = \"2025-12-30\"\n").unwrap();
         let s = f.settings();
         assert_eq!((s.phase.as_str(), s.max_records), ("backfill", Some(7)));
-        assert_eq!((s.date_from.as_deref(), s.date_to.as_deref()), (Some("2025-10-01"), Some("2025-12-30")));
+        assert_eq!(dates(&s), Some(("2025-10-01".into(), "2025-12-30".into())));
         // Other sources have no range and count records.
         let s = file(MINIMAL).unwrap().settings();
-        assert_eq!((s.date_from, s.record_noun.as_str()), (None, "records"));
+        assert_eq!((dates(&s), s.labels.noun.as_str()), (None, "records"));
     }
 
     #[test]

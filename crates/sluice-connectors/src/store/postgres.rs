@@ -1468,8 +1468,8 @@ impl Store for PostgresStore {
         .bind(&new.pipeline)
         .bind(&new.phase)
         .bind(Json(&new.config))
-        .bind(&new.date_from)
-        .bind(&new.date_to)
+        .bind(new.window.as_ref().map(|w| &w.from))
+        .bind(new.window.as_ref().map(|w| &w.to))
         .fetch_one(self.pool())
         .await
         .map_err(self.sql(format!("creating a run of pipeline {:?}", new.pipeline)))?;

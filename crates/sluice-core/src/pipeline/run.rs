@@ -102,8 +102,7 @@ impl Pipeline {
                         pipeline: self.settings.name.clone(),
                         phase: self.settings.phase.clone(),
                         config: self.settings.config.clone(),
-                        date_from: self.settings.date_from.clone(),
-                        date_to: self.settings.date_to.clone(),
+                        window: self.settings.labels.window.clone(),
                     })
                     .await?;
                 (run.id, Checkpoint::new(&self.settings.phase), false)
@@ -227,7 +226,7 @@ impl Shared {
         ));
         let mut settings = self.settings.clone();
         settings.max_records = None;
-        settings.record_noun = "documents".into();
+        settings.labels.noun = "documents".into();
         Arc::new(Shared {
             run_id: self.run_id,
             source,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use sluice_core::{Event, RunId, RunInfo, RunStatus, Start, Store};
+use sluice_core::{Event, RunId, RunInfo, RunStatus, RunWindow, Start, Store};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -168,12 +168,13 @@ impl AppState {
 
         let mut pipeline = build_pipeline(&file, self.store.clone())?;
         // Sources without dates still record the requested range, so `days` can find the run to resume.
-        if date_range.0.is_some() {
+        if let (Some(from), Some(to)) = date_range.clone() {
             let mut settings = pipeline.settings_ref().clone();
-            (settings.date_from, settings.date_to) = date_range.clone();
+            settings.labels.window = Some(RunWindow { from, to });
             pipeline = pipeline.settings(settings);
         }
-        let date_range = (pipeline.settings_ref().date_from.clone(), pipeline.settings_ref().date_to.clone());
+        let date_range =
+            pipeline.settings_ref().labels.window.clone().map_or((None, None), |w| (Some(w.from), Some(w.to)));
 
         if request.dry_run.unwrap_or(false) {
             return Ok(RunResponse {
