@@ -7,10 +7,13 @@ pub mod http;
 pub mod kind;
 pub mod openai_api;
 pub mod phase;
+pub mod pipeline_file;
 pub mod registry;
 pub mod source;
 pub mod stage;
 pub mod store;
+
+pub use pipeline_file::{PipelineFile, build_pipeline, resolve_store};
 
 /// A connector's configuration is not usable. The message names the key and
 /// the value that were wrong and what was expected.

@@ -3,7 +3,7 @@
 mod assemble;
 mod cli;
 mod commands;
-mod config;
+mod env;
 mod error;
 mod progress;
 mod serve;

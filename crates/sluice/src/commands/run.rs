@@ -5,10 +5,12 @@ use std::sync::Arc;
 use sluice_core::{Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{build_pipeline, env_var, open_store_for};
+use sluice_connectors::{PipelineFile, build_pipeline};
+
+use crate::assemble::open_store_for;
 use crate::cli::RunArgs;
 use crate::commands::print_json;
-use crate::config::PipelineFile;
+use crate::env::{apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
 
@@ -19,7 +21,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         None
     } else {
         let mut file = PipelineFile::load(&args.config)?;
-        file.apply_env(&env_var)?;
+        apply_env(&mut file, &env_var)?;
         Some(file)
     };
     let store = open_store_for(args.db.as_deref(), file.as_ref())?.as_store();

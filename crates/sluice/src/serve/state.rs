@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
+use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{Event, RunId, RunInfo, RunStatus, RunWindow, Start, Store};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -17,8 +18,6 @@ use utoipa::ToSchema;
 use super::dates::{parse_day, range_for_days};
 use super::error::ApiError;
 use super::metrics::RunMetrics;
-use crate::assemble::build_pipeline;
-use crate::config::PipelineFile;
 
 /// Event channels kept for runs that ended, so a late subscriber still gets their history.
 const CHANNELS_KEPT: usize = 16;

@@ -1,14 +1,23 @@
-//! The pipeline file (TOML) and the environment variables that override it.
-//! Every bad value is refused at start with the key, the value and what is
-//! allowed; a resumed run reads its original settings back from the store.
+//! The pipeline file (TOML): what a run reads, fetches, computes and keeps,
+//! and how it becomes a runnable [`Pipeline`]. Every bad value is refused at
+//! start with the key, the value and what is allowed; a resumed run reads its
+//! original settings back from the store ([`PipelineFile::from_saved`]).
+//! Environment variables and command-line flags are the binary's: it applies
+//! them to a loaded file through the setters here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_connectors::phase::PhasesConfig;
-use sluice_connectors::registry::{SinkConfig, SourceConfig, StageEntry, StoreConfig};
 use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
-use sluice_core::{Mode, RunLabels, RunWindow, Settings};
+use sluice_core::{Mode, Pipeline, RunLabels, RunWindow, Settings, Store};
+
+use crate::ConfigError;
+use crate::phase::{PhasesConfig, build_phases};
+use crate::registry::{
+    SinkConfig, SourceConfig, StageConfig, StageEntry, StoreConfig, build_source_for, build_stage, source_stages,
+    with_sink,
+};
 
 /// The pipeline file, as written by the user.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,17 +47,6 @@ pub struct PipelineFile {
     pub sink: Option<SinkConfig>,
 }
 
-/// A configuration error, shown to the user as is.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-impl From<sluice_connectors::ConfigError> for ConfigError {
-    fn from(e: sluice_connectors::ConfigError) -> Self {
-        ConfigError(e.0)
-    }
-}
-
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -58,7 +56,7 @@ impl PipelineFile {
         if file.name.is_none() {
             file.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
-        file.validate(&format!(" in {}", path.display()))?;
+        file.validate_in(&format!(" in {}", path.display()))?;
         Ok(file)
     }
 
@@ -68,47 +66,26 @@ impl PipelineFile {
             .map_err(|e| ConfigError(format!("the run's saved configuration cannot be read: {e}")))
     }
 
-    /// Applies `PIPELINE_MODE`, `PIPELINE_STREAMING_BATCH`,
-    /// `PIPELINE_STREAMING_BATCH_SIZE` and `EMBEDDING_BATCH_SIZE` from `env`.
-    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let mode = env("PIPELINE_MODE").map(|v| parse_mode(&v)).transpose()?;
-        let flag = env("PIPELINE_STREAMING_BATCH").map(|v| parse_flag(&v)).transpose()?;
-        match (mode, flag) {
-            (Some(mode), Some(flag)) if (mode == Mode::Streaming) != flag => {
-                return Err(ConfigError(format!(
-                    "PIPELINE_MODE={} contradicts PIPELINE_STREAMING_BATCH={flag}: set one of them",
-                    mode.as_str()
-                )));
-            }
-            (Some(mode), _) => self.mode = Some(mode),
-            (None, Some(true)) => self.mode = Some(Mode::Streaming),
-            (None, Some(false)) => self.mode = Some(Mode::Batch),
-            (None, None) => {}
-        }
-        if let Some(value) = env("PIPELINE_STREAMING_BATCH_SIZE") {
-            self.batch_size = Some(parse_in_range(
-                "PIPELINE_STREAMING_BATCH_SIZE",
-                &value,
-                MIN_BATCH_SIZE as u64,
-                MAX_BATCH_SIZE as u64,
-            )? as usize);
-        }
-        if let Some(value) = env("EMBEDDING_BATCH_SIZE") {
-            let size = parse_in_range("EMBEDDING_BATCH_SIZE", &value, 1, 2048)? as usize;
-            for entry in &mut self.stages {
-                if let sluice_connectors::registry::StageConfig::Embed(embed) = &mut entry.stage {
-                    embed.batch_size = size;
-                }
-            }
-            if let Some(embed) = self.phases.embed_mut() {
+    /// Sets the batch size of every embedder the file has (the embed stages'
+    /// and the embedding phase's), e.g. from `EMBEDDING_BATCH_SIZE`.
+    pub fn set_embed_batch_size(&mut self, size: usize) {
+        for entry in &mut self.stages {
+            if let StageConfig::Embed(embed) = &mut entry.stage {
                 embed.batch_size = size;
             }
         }
-        self.validate("")
+        if let Some(embed) = self.phases.embed_mut() {
+            embed.batch_size = size;
+        }
+    }
+
+    /// Checks the values again, after the file was changed (e.g. by the environment).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("")
     }
 
     /// Checks the values; `origin` (e.g. ` in pipeline.toml`) ends each message.
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+    fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
         let refuse = |message: String| Err(ConfigError(format!("{message}{origin}")));
         if let Some(size) = self.batch_size
             && !(MIN_BATCH_SIZE..=MAX_BATCH_SIZE).contains(&size)
@@ -160,7 +137,7 @@ impl PipelineFile {
             )));
         };
         watch.set_watching(true);
-        self.validate("")
+        self.validate()
     }
 
     pub fn store_config(&self) -> StoreConfig {
@@ -199,40 +176,42 @@ impl PipelineFile {
     }
 }
 
-fn parse_mode(value: &str) -> Result<Mode, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "streaming" => Ok(Mode::Streaming),
-        "batch" => Ok(Mode::Batch),
-        _ => Err(ConfigError(format!("PIPELINE_MODE={value} is not a mode (allowed: streaming, batch)"))),
+/// Builds the pipeline `file` describes, over `store`.
+///
+/// The source is built for the file's mode (the Intercom source filters
+/// short conversations at page level in streaming mode, and a quality stage
+/// does it first in batch mode), and a relative date range (`days`) is
+/// resolved once, so source, settings and the saved configuration name the
+/// same dates. A `[sink]` is put in front of the store.
+pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
+    let mut file = file.clone();
+    file.source.kind_mut().pin()?;
+    let settings = file.settings();
+    let mode = settings.mode;
+    let source = build_source_for(&file.source, mode)?;
+    // The sink sees every batch the store commits, before the store does.
+    let store = match &file.sink {
+        Some(sink) => with_sink(store, sink)?,
+        None => store,
+    };
+    let mut pipeline = Pipeline::new(source, store).settings(settings);
+    for spec in source_stages(&file.source, mode) {
+        pipeline = pipeline.stage(spec);
     }
+    for entry in &file.stages {
+        pipeline = pipeline.stage(build_stage(entry)?);
+    }
+    for phase in build_phases(&file.phases, file.auto_create_stories.unwrap_or(false))? {
+        pipeline = pipeline.phase(phase);
+    }
+    Ok(pipeline)
 }
 
-fn parse_flag(value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError(format!("PIPELINE_STREAMING_BATCH={value} is not a boolean (allowed: true, false)"))),
-    }
-}
-
-fn parse_in_range(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let n: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError(format!("{key}={value} is not a whole number (allowed: {min}-{max})")))?;
-    if !(min..=max).contains(&n) {
-        return Err(ConfigError(format!("{key}={value} is out of range (allowed: {min}-{max})")));
-    }
-    Ok(n)
-}
-
-/// The store to use: `DATABASE_URL` if set, else the file's `[store]`, else `sluice.db`.
-pub fn resolve_store(
-    file: Option<&PipelineFile>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<StoreConfig, ConfigError> {
-    if let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
-        return Ok(StoreConfig::from_url(&url)?);
+/// The store to use: `database_url` (`DATABASE_URL`) if given and not
+/// blank, else the file's `[store]`, else `sluice.db`.
+pub fn resolve_store(file: Option<&PipelineFile>, database_url: Option<&str>) -> Result<StoreConfig, ConfigError> {
+    if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
+        return StoreConfig::from_url(url);
     }
     Ok(file.map(PipelineFile::store_config).unwrap_or_default())
 }
@@ -248,10 +227,6 @@ mod tests {
         let path = dir.path().join("p.toml");
         std::fs::write(&path, text).unwrap();
         PipelineFile::load(&path)
-    }
-
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -274,38 +249,6 @@ mod tests {
     }
 
     #[test]
-    fn env_overrides_and_refuses_bad_values() {
-        let mut f = file(MINIMAL).unwrap();
-        f.apply_env(&env_of(&[("PIPELINE_STREAMING_BATCH_SIZE", "120"), ("PIPELINE_MODE", "batch")])).unwrap();
-        assert_eq!(f.settings().batch_size, 120);
-        assert_eq!(f.settings().mode, Mode::Batch);
-
-        let mut f = file(MINIMAL).unwrap();
-        f.apply_env(&env_of(&[("PIPELINE_STREAMING_BATCH", "false")])).unwrap();
-        assert_eq!(f.settings().mode, Mode::Batch);
-
-        for (pairs, needle) in [
-            (
-                &[("PIPELINE_STREAMING_BATCH_SIZE", "501")][..],
-                "PIPELINE_STREAMING_BATCH_SIZE=501 is out of range (allowed: 10-500)",
-            ),
-            (
-                &[("PIPELINE_STREAMING_BATCH_SIZE", "lots")][..],
-                "PIPELINE_STREAMING_BATCH_SIZE=lots is not a whole number",
-            ),
-            (&[("PIPELINE_MODE", "fast")][..], "PIPELINE_MODE=fast is not a mode"),
-            (&[("PIPELINE_STREAMING_BATCH", "maybe")][..], "PIPELINE_STREAMING_BATCH=maybe is not a boolean"),
-            (&[("PIPELINE_MODE", "batch"), ("PIPELINE_STREAMING_BATCH", "true")][..], "contradicts"),
-            (&[("EMBEDDING_BATCH_SIZE", "0")][..], "EMBEDDING_BATCH_SIZE=0 is out of range"),
-        ] {
-            let pairs: &'static [(&'static str, &'static str)] = Box::leak(pairs.to_vec().into_boxed_slice());
-            let mut f = file(MINIMAL).unwrap();
-            let err = f.apply_env(&env_of(pairs)).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err} should contain {needle}");
-        }
-    }
-
-    #[test]
     fn saved_config_round_trips() {
         let f = file(&format!("batch_size = 20\n{MINIMAL}")).unwrap();
         let saved = f.settings().config;
@@ -316,7 +259,7 @@ mod tests {
 
     #[test]
     fn an_intercom_file_saves_its_range_as_dates_and_counts_conversations() {
-        use sluice_connectors::source::intercom::dates::{format_date, today};
+        use crate::source::intercom::dates::{format_date, today};
         let f = file("[source]\nkind = \"intercom\"\ndays = 30\nmax_conversations = 500\n").unwrap();
         let s = f.settings();
         assert_eq!(
@@ -357,7 +300,8 @@ mod tests {
         assert!(err.contains("watch = true") && err.contains("generate") && !err.contains("--watch"), "{err}");
 
         let mut f = file(&format!("{files}watch = true\n")).unwrap();
-        let err = f.apply_env(&env_of(&[("PIPELINE_MODE", "batch")])).unwrap_err().to_string();
+        f.mode = Some(Mode::Batch);
+        let err = f.validate().unwrap_err().to_string();
         assert!(err.contains("watch = true needs mode = streaming"), "{err}");
         let err = file(&format!("mode = \"batch\"\n{files}watch = true\n")).unwrap_err().to_string();
         assert!(err.contains("watch = true needs mode = streaming") && err.contains("p.toml"), "{err}");
@@ -366,9 +310,11 @@ mod tests {
     #[test]
     fn database_url_beats_the_file() {
         let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();
-        let store = resolve_store(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
+        let store = resolve_store(Some(&f), Some("sqlite:b.db")).unwrap();
         assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("b.db")));
-        let store = resolve_store(Some(&f), &env_of(&[])).unwrap();
+        let store = resolve_store(Some(&f), Some(" ")).unwrap();
+        assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("a.db")));
+        let store = resolve_store(Some(&f), None).unwrap();
         assert!(matches!(store, StoreConfig::Sqlite { path } if path == Path::new("a.db")));
     }
 }
