@@ -6,6 +6,7 @@ mod commands;
 mod env;
 mod error;
 mod progress;
+mod resume;
 mod serve;
 mod status;
 

@@ -8,7 +8,7 @@ use sluice_core::{Context, FailureRow, Page, Record, RunStatus, Source, SourceEr
 
 use crate::assemble::open_store_args;
 use crate::cli::{FailuresAction, FailuresArgs, StoreArgs};
-use crate::commands::print_json;
+use crate::commands::output::print_json;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 

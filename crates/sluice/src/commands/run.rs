@@ -9,10 +9,11 @@ use sluice_connectors::{PipelineFile, build_pipeline};
 
 use crate::assemble::open_store_for;
 use crate::cli::RunArgs;
-use crate::commands::print_json;
+use crate::commands::output::print_json;
 use crate::env::{apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
+use crate::resume::find_resumable;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let resuming = args.resume || args.resume_run_id.is_some();
@@ -66,18 +67,11 @@ async fn find_run_to_resume(
         return store.get_run(id).await?.ok_or_else(|| CliError::usage(format!("run {id} not found")));
     }
     let name = file.and_then(|f| f.name.clone()).unwrap_or_default();
-    let runs = store.list_runs(1000).await?;
-    runs.into_iter()
-        .find(|run| {
-            run.pipeline == name
-                && run.status.is_resumable()
-                && run.checkpoint.as_ref().is_some_and(|c| !c.is_empty())
-        })
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "No resumable run found for pipeline {name:?}: no stopped or failed run of it has a checkpoint; start a new run"
-            ))
-        })
+    find_resumable(store.as_ref(), |run| run.pipeline == name).await?.map_err(|_| {
+        CliError::usage(format!(
+            "No resumable run found for pipeline {name:?}: no stopped or failed run of it has a checkpoint; start a new run"
+        ))
+    })
 }
 
 async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, CliError> {
