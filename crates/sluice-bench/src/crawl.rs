@@ -22,7 +22,7 @@ use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::extract_html::ExtractHtmlConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
 use sluice_connectors::util::secret::Secret;
-use sluice_core::{Mode, Pipeline, RunStatus, Settings, Start, Store};
+use sluice_core::{Mode, Pipeline, RunLabels, RunStatus, Settings, Start, Store};
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::site::{FakeSite, SiteConfig};
 use sluice_testkit::{FakeOpenAi, OpenAiConfig, OpenAiFaults};
@@ -60,7 +60,7 @@ fn pipeline(site: &FakeSite, openai: &FakeOpenAi, store: Arc<dyn Store>, mode: M
             name: "crawl-bench".into(),
             batch_size: BATCH,
             per_document_events: false,
-            record_noun: "pages".into(),
+            labels: RunLabels { noun: "pages".into(), window: None },
             ..Settings::default()
         })
         .stage(stage(StageConfig::ExtractHtml(ExtractHtmlConfig::default())))

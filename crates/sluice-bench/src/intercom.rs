@@ -25,7 +25,7 @@ use sluice_connectors::stage::classify_llm::LlmClassifyConfig;
 use sluice_connectors::stage::embed::EmbedConfig;
 use sluice_connectors::stage::normalize::NormalizeConfig;
 use sluice_connectors::store::sqlite::SqliteStore;
-use sluice_core::{Pipeline, RunStatus, Settings, Start};
+use sluice_core::{Pipeline, RunLabels, RunStatus, Settings, Start};
 use sluice_testkit::intercom::IntercomTarget;
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::{
@@ -173,7 +173,7 @@ pub async fn child(partitions: usize, concurrency: usize, db: &Path) {
             per_document_events: false,
             partition_concurrency: partitions,
             phase: "classification".into(),
-            record_noun: "conversations".into(),
+            labels: RunLabels { noun: "conversations".into(), window: None },
             ..Settings::default()
         })
         .stage(stage(1, StageConfig::Normalize(NormalizeConfig::default())))

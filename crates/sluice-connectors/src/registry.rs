@@ -1,128 +1,85 @@
-//! The one place that knows every connector: it turns configuration into
-//! sources, stages and stores. Adding a connector means a variant here and a
-//! file of its own; nothing else changes.
+//! The one place that knows every connector: the `kind = "…"` enums of the
+//! pipeline file, each with one dispatch to its component's configuration.
+//! What a component builds and what a run of it needs is said by its config
+//! type, in its own file ([`SourceKind`], [`StageKind`]). Adding a source or
+//! a stage means its file(s), its `pub mod` line and one line here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{Sink, Source, Stage, StageSpec, Store};
+use sluice_core::{Sink, Source, StageSpec};
 
 use crate::ConfigError;
+pub use crate::kind::{DateRanged, RunDefaults, SourceKind, StageKind, Watchable};
 use crate::sink::items::{ItemsSink, ItemsSinkConfig};
-use crate::source::crawl::{CrawlConfig, CrawlSource};
-use crate::source::files::{FilesConfig, FilesSource};
-use crate::source::generate::{GenerateConfig, GenerateSource};
-use crate::source::intercom::{IntercomConfig, IntercomSource};
-use crate::source::jsonl::{JsonlConfig, JsonlSource};
-use crate::stage::chunk::{ChunkConfig, ChunkStage};
+use crate::source::crawl::CrawlConfig;
+use crate::source::files::FilesConfig;
+use crate::source::generate::GenerateConfig;
+use crate::source::intercom::IntercomConfig;
+use crate::source::jsonl::JsonlConfig;
+use crate::stage::chunk::ChunkConfig;
 use crate::stage::classify::ClassifyConfig;
-use crate::stage::classify_llm::LlmClassifier;
-use crate::stage::classify_rules::RulesClassifier;
-use crate::stage::embed::{EmbedConfig, EmbedStage};
-use crate::stage::extract_html::{ExtractHtmlConfig, ExtractHtmlStage};
-use crate::stage::filter::{FilterConfig, FilterStage};
-use crate::stage::normalize::{NormalizeConfig, NormalizeStage};
+use crate::stage::embed::EmbedConfig;
+use crate::stage::extract_html::ExtractHtmlConfig;
+use crate::stage::filter::FilterConfig;
+use crate::stage::normalize::NormalizeConfig;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::sqlite::SqliteConfig;
 use crate::store::{InspectStore, StoreKind};
 /// Moved to [`crate::util::secret`]; this path is kept for callers of the old one.
 pub use crate::util::secret::redact_url;
 
-/// `[source]`: which source, by `kind`, and its settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceConfig {
-    Jsonl(JsonlConfig),
-    Files(FilesConfig),
-    Generate(GenerateConfig),
-    Intercom(IntercomConfig),
-    Crawl(CrawlConfig),
+/// Declares a `kind = "…"` enum, one variant per component written as
+/// `Variant(Config) = "tag"`, with its one dispatch: `kind()`/`kind_mut()`
+/// give the variant's config as the component trait, `tag()` its tag.
+macro_rules! kinds {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $kind:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident($config:ty) = $tag:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum $name {
+            $( $(#[$variant_meta])* #[serde(rename = $tag)] $variant($config), )*
+        }
+
+        impl $name {
+            /// The component's configuration, as what it can do.
+            pub fn kind(&self) -> &dyn $kind {
+                match self {
+                    $( Self::$variant(config) => config, )*
+                }
+            }
+
+            /// The component's configuration, to change it (a range, a switch).
+            pub fn kind_mut(&mut self) -> &mut dyn $kind {
+                match self {
+                    $( Self::$variant(config) => config, )*
+                }
+            }
+
+            /// The `kind = "…"` tag, for messages.
+            pub fn tag(&self) -> &'static str {
+                match self {
+                    $( Self::$variant(_) => $tag, )*
+                }
+            }
+        }
+    };
 }
 
-impl SourceConfig {
-    /// The run's date range as `(date_from, date_to)`, `YYYY-MM-DD`, both
-    /// included, for sources that have one (Intercom); `days` counts back
-    /// from today (UTC). `None` for other sources or an invalid range (which
-    /// building the source then refuses with the reason).
-    pub fn date_range(&self) -> Option<(String, String)> {
-        match self {
-            SourceConfig::Intercom(c) => c.date_range().ok(),
-            _ => None,
-        }
-    }
-
-    /// Replaces a relative range (`days`) by the dates it means today, so the
-    /// settings saved with a run name the same range whenever it is resumed.
-    pub fn pin_date_range(&mut self) -> Result<(), ConfigError> {
-        match self {
-            SourceConfig::Intercom(c) => c.pin_dates(),
-            _ => Ok(()),
-        }
-    }
-
-    /// Sets an explicit range (`YYYY-MM-DD`, both included) on a source that
-    /// has one, e.g. the range an HTTP request asked for; returns false for
-    /// sources without a date range.
-    pub fn set_date_range(&mut self, date_from: &str, date_to: &str) -> Result<bool, ConfigError> {
-        match self {
-            SourceConfig::Intercom(c) => c.set_dates(date_from, date_to).map(|()| true),
-            _ => Ok(false),
-        }
-    }
-
-    /// A record limit the source's settings give (`max_conversations`).
-    pub fn max_records(&self) -> Option<u64> {
-        match self {
-            SourceConfig::Intercom(c) => c.max_conversations,
-            _ => None,
-        }
-    }
-
-    /// The word for this source's records in logs.
-    pub fn record_noun(&self) -> &'static str {
-        match self {
-            SourceConfig::Intercom(_) => "conversations",
-            SourceConfig::Crawl(_) => "pages",
-            _ => "records",
-        }
-    }
-
-    /// The phase a run of this source is in, when the pipeline file names none.
-    pub fn default_phase(&self) -> Option<&'static str> {
-        match self {
-            SourceConfig::Intercom(_) => Some("classification"),
-            _ => None,
-        }
-    }
-
-    /// Whether the source keeps running for new data until stopped (`files` with `watch = true`).
-    pub fn watches(&self) -> bool {
-        matches!(self, SourceConfig::Files(c) if c.watch)
-    }
-
-    /// Turns watch mode on (`sluice run --watch`); only the files source watches.
-    pub fn enable_watch(&mut self) -> Result<(), ConfigError> {
-        match self {
-            SourceConfig::Files(c) => {
-                c.watch = true;
-                Ok(())
-            }
-            other => Err(ConfigError(format!(
-                "--watch needs a files source, but [source] kind = {:?} cannot be watched",
-                other.kind()
-            ))),
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Jsonl(_) => "jsonl",
-            SourceConfig::Files(_) => "files",
-            SourceConfig::Generate(_) => "generate",
-            SourceConfig::Intercom(_) => "intercom",
-            SourceConfig::Crawl(_) => "crawl",
-        }
+kinds! {
+    /// `[source]`: which source, by `kind`, and its settings.
+    pub enum SourceConfig: SourceKind {
+        Jsonl(JsonlConfig) = "jsonl",
+        Files(FilesConfig) = "files",
+        Generate(GenerateConfig) = "generate",
+        Intercom(IntercomConfig) = "intercom",
+        Crawl(CrawlConfig) = "crawl",
     }
 }
 
@@ -140,29 +97,17 @@ fn one() -> usize {
     1
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StageConfig {
-    Normalize(NormalizeConfig),
-    /// A web page's main text, title and description.
-    ExtractHtml(ExtractHtmlConfig),
-    Filter(FilterConfig),
-    /// `provider = "rules"` (default) or `provider = "llm"`.
-    Classify(ClassifyConfig),
-    Chunk(ChunkConfig),
-    Embed(EmbedConfig),
-}
-
-impl StageConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StageConfig::Normalize(_) => "normalize",
-            StageConfig::ExtractHtml(_) => "extract_html",
-            StageConfig::Filter(_) => "filter",
-            StageConfig::Classify(_) => "classify",
-            StageConfig::Chunk(_) => "chunk",
-            StageConfig::Embed(_) => "embed",
-        }
+kinds! {
+    /// A stage, by `kind`, and its settings.
+    pub enum StageConfig: StageKind {
+        Normalize(NormalizeConfig) = "normalize",
+        /// A web page's main text, title and description.
+        ExtractHtml(ExtractHtmlConfig) = "extract_html",
+        Filter(FilterConfig) = "filter",
+        /// `provider = "rules"` (default) or `provider = "llm"`.
+        Classify(ClassifyConfig) = "classify",
+        Chunk(ChunkConfig) = "chunk",
+        Embed(EmbedConfig) = "embed",
     }
 }
 
@@ -226,37 +171,23 @@ impl SinkConfig {
     }
 }
 
-/// Builds the source. The engine's mode is none of its business: the
-/// Intercom source always drops short conversations at page level, and the
-/// batch executor counts them as the batch runbook does.
+/// Builds the source `config` describes. The engine's mode is none of its
+/// business: the Intercom source always drops short conversations at page
+/// level, and the batch executor counts them as the batch runbook does.
 pub fn build_source(config: &SourceConfig) -> Result<Arc<dyn Source>, ConfigError> {
-    Ok(match config.clone() {
-        SourceConfig::Jsonl(c) => Arc::new(JsonlSource::new(c)?),
-        SourceConfig::Files(c) => Arc::new(FilesSource::new(c)?),
-        SourceConfig::Generate(c) => Arc::new(GenerateSource::new(c)?),
-        SourceConfig::Intercom(c) => Arc::new(IntercomSource::new(c)?),
-        SourceConfig::Crawl(c) => Arc::new(CrawlSource::new(c)?),
-    })
+    config.kind().build()
 }
 
+/// The stage an entry describes, with its workers.
 pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
     if entry.workers == 0 || entry.workers > 64 {
         return Err(ConfigError(format!(
             "stages.{}.workers = {} is out of range (allowed: 1-64)",
-            entry.stage.kind(),
+            entry.stage.tag(),
             entry.workers
         )));
     }
-    let stage: Arc<dyn Stage> = match entry.stage.clone() {
-        StageConfig::Normalize(c) => Arc::new(NormalizeStage::new(c)?),
-        StageConfig::ExtractHtml(c) => Arc::new(ExtractHtmlStage::new(c)?),
-        StageConfig::Filter(c) => Arc::new(FilterStage::new(c)?),
-        StageConfig::Classify(ClassifyConfig::Rules(c)) => Arc::new(RulesClassifier::new(c)?),
-        StageConfig::Classify(ClassifyConfig::Llm(c)) => Arc::new(LlmClassifier::new(c)?),
-        StageConfig::Chunk(c) => Arc::new(ChunkStage::new(c)?),
-        StageConfig::Embed(c) => Arc::new(EmbedStage::new(c)?),
-    };
-    Ok(StageSpec::new(stage).workers(entry.workers))
+    Ok(StageSpec::new(entry.stage.kind().build()?).workers(entry.workers))
 }
 
 /// Opens the store `config` names. A PostgreSQL store is only prepared here
@@ -306,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_lazily_opened_postgres_store_is_a_store_whose_errors_hide_the_password() {
         let config = StoreConfig::from_url("postgres://u:secret@127.0.0.1:1/db").unwrap();
-        let store: Arc<dyn Store> = open_store(&config).unwrap();
+        let store: Arc<dyn sluice_core::Store> = open_store(&config).unwrap();
         assert_eq!(store.describe(), "postgres:postgres://u:***@127.0.0.1:1/db");
         let err = store.list_runs(1).await.unwrap_err();
         assert!(matches!(err, sluice_core::StoreError::Unavailable(_)), "{err:?}");

@@ -361,7 +361,7 @@ async fn run_mode(fake: &FakeIntercom, mode: Mode) -> (sluice_core::RunSummary, 
         batch_size: 25,
         name: "intercom".into(),
         phase: "classification".into(),
-        record_noun: "conversations".into(),
+        labels: sluice_core::RunLabels { noun: "conversations".into(), window: None },
         ..Settings::default()
     });
     let summary = pipeline.run(Start::New).await.unwrap();

@@ -31,12 +31,13 @@ pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
 pub use mode::Mode;
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
-pub use pipeline::{Pipeline, RunHandle, RunSummary, Settings, Start};
+pub use pipeline::{Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
 pub use record::{Chunk, Classification, Document, Record};
 pub use retry::{RetryPolicy, Verdict, with_retries};
 pub use sink::Sink;
 pub use source::{Page, Source, SourceItem};
 pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
+pub use store::RunWindow;
 pub use store::{
     CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
     RunStatus, Store,

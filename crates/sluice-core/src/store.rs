@@ -71,8 +71,16 @@ pub struct NewRun {
     pub phase: String,
     /// The resolved configuration, so a resume uses the original settings.
     pub config: Value,
-    pub date_from: Option<String>,
-    pub date_to: Option<String>,
+    /// Written to the row's `date_from`/`date_to` columns.
+    pub window: Option<RunWindow>,
+}
+
+/// The part of its source's data a run covers, as the source names it (a
+/// range of days, `YYYY-MM-DD`), kept with the run row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunWindow {
+    pub from: String,
+    pub to: String,
 }
 
 /// A row of `pipeline_runs`.

@@ -35,12 +35,6 @@ impl fmt::Display for CliError {
     }
 }
 
-impl From<crate::config::ConfigError> for CliError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        CliError::usage(e.0)
-    }
-}
-
 impl From<sluice_connectors::ConfigError> for CliError {
     fn from(e: sluice_connectors::ConfigError) -> Self {
         CliError::usage(e.0)

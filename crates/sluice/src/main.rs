@@ -3,9 +3,10 @@
 mod assemble;
 mod cli;
 mod commands;
-mod config;
+mod env;
 mod error;
 mod progress;
+mod resume;
 mod serve;
 mod status;
 

@@ -351,6 +351,13 @@ const COMMON_WORDS: [&str; 64] = [
 /// Words of at most 5 letters: three of them stay under 20 chars.
 const SHORT_WORDS: [&str; 10] = ["ok", "hi", "yes", "no", "bye", "cool", "sure", "fine", "great", "thx"];
 
+/// `kind = "generate"`.
+impl crate::kind::SourceKind for GenerateConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn Source>, ConfigError> {
+        Ok(std::sync::Arc::new(GenerateSource::new(self.clone())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

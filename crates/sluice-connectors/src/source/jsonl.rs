@@ -310,6 +310,13 @@ fn parse_line(config: &JsonlConfig, locator: Locator<'_>, line: &[u8]) -> Source
     SourceItem::Record(Record { source: config.name.clone(), id, text, fields: map, updated_at })
 }
 
+/// `kind = "jsonl"`.
+impl crate::kind::SourceKind for JsonlConfig {
+    fn build(&self) -> Result<Arc<dyn Source>, ConfigError> {
+        Ok(Arc::new(JsonlSource::new(self.clone())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

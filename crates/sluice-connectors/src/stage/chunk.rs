@@ -179,3 +179,10 @@ impl Stage for ChunkStage {
         Ok(docs.into_iter().map(Outcome::Kept).collect())
     }
 }
+
+/// `kind = "chunk"`.
+impl crate::kind::StageKind for ChunkConfig {
+    fn build(&self) -> Result<Arc<dyn Stage>, ConfigError> {
+        Ok(Arc::new(ChunkStage::new(self.clone())?))
+    }
+}

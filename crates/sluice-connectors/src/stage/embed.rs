@@ -345,3 +345,10 @@ impl Memo for EmbedStage {
         true
     }
 }
+
+/// `kind = "embed"`.
+impl crate::kind::StageKind for EmbedConfig {
+    fn build(&self) -> Result<Arc<dyn Stage>, ConfigError> {
+        Ok(Arc::new(EmbedStage::new(self.clone())?))
+    }
+}

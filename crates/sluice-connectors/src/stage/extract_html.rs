@@ -204,3 +204,10 @@ impl Stage for ExtractHtmlStage {
         Ok(docs.into_iter().map(Outcome::Kept).collect())
     }
 }
+
+/// `kind = "extract_html"`.
+impl crate::kind::StageKind for ExtractHtmlConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn Stage>, ConfigError> {
+        Ok(std::sync::Arc::new(ExtractHtmlStage::new(self.clone())?))
+    }
+}

@@ -133,3 +133,10 @@ impl Stage for FilterStage {
             .collect())
     }
 }
+
+/// `kind = "filter"`.
+impl crate::kind::StageKind for FilterConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn Stage>, ConfigError> {
+        Ok(std::sync::Arc::new(FilterStage::new(self.clone())?))
+    }
+}

@@ -322,6 +322,13 @@ pub fn collapse_whitespace(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `kind = "normalize"`.
+impl crate::kind::StageKind for NormalizeConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn Stage>, ConfigError> {
+        Ok(std::sync::Arc::new(NormalizeStage::new(self.clone())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

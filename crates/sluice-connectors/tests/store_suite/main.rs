@@ -65,8 +65,7 @@ pub fn new_run(pipeline: &str) -> NewRun {
         pipeline: pipeline.into(),
         phase: "classification".into(),
         config: json!({"source": {"type": "jsonl"}, "batch_size": 50}),
-        date_from: Some("2025-01-01".into()),
-        date_to: Some("2025-03-31".into()),
+        window: Some(sluice_core::RunWindow { from: "2025-01-01".into(), to: "2025-03-31".into() }),
     }
 }
 

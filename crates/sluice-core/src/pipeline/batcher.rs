@@ -95,7 +95,7 @@ pub(crate) async fn batch_pages(
             msg = rx.recv() => msg,
             // A live source may go quiet for long: what it gave is committed now, not when a batch fills.
             _ = tokio::time::sleep(linger.unwrap_or_default()), if linger.is_some() && !builder.is_empty() => {
-                let batch = builder.take(&shared, &settings.record_noun);
+                let batch = builder.take(&shared, &settings.labels.noun);
                 if tx.send(batch).await.is_err() {
                     return;
                 }
@@ -105,7 +105,7 @@ pub(crate) async fn batch_pages(
         let Some(msg) = msg else {
             // Every partition is read: the last batch carries the final positions.
             if !builder.is_empty() || !builder.positions.is_empty() {
-                let batch = builder.take(&shared, &settings.record_noun);
+                let batch = builder.take(&shared, &settings.labels.noun);
                 let _ = tx.send(batch).await;
             }
             return;
@@ -141,7 +141,7 @@ pub(crate) async fn batch_pages(
             }
             builder.push(&source_name, item, bytes);
             if fills {
-                let batch = builder.take(&shared, &settings.record_noun);
+                let batch = builder.take(&shared, &settings.labels.noun);
                 if tx.send(batch).await.is_err() {
                     return;
                 }

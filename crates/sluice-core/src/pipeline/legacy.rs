@@ -36,7 +36,7 @@ pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions:
     let records: usize = batches.iter().map(|b| b.docs.len()).sum();
     tracing::info!(
         "Fetched {records} {}; running {} stages over all of them",
-        shared.settings.record_noun,
+        shared.settings.labels.noun,
         shared.stages.len()
     );
 

@@ -20,7 +20,7 @@ use crate::phase::PhaseSpec;
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::stage::StageSpec;
-use crate::store::{RunId, Store};
+use crate::store::{RunId, RunWindow, Store};
 
 pub use crate::retry::{RetryPolicy, Verdict, with_retries};
 pub use handle::{RunHandle, RunSummary};
@@ -49,12 +49,10 @@ pub struct Settings {
     pub include_documents: bool,
     /// Name of the phase this pipeline runs, written in the checkpoint.
     pub phase: String,
-    /// Word for records in log lines ("records", "conversations").
-    pub record_noun: String,
     /// The resolved configuration, saved with the run for resume.
     pub config: Value,
-    pub date_from: Option<String>,
-    pub date_to: Option<String>,
+    /// How the run describes itself; the engine only passes them on.
+    pub labels: RunLabels,
     pub retry: RetryPolicy,
     /// Capacity of the event channel to the consumer.
     pub event_buffer: usize,
@@ -72,13 +70,27 @@ impl Default for Settings {
             per_document_events: true,
             include_documents: false,
             phase: "ingest".into(),
-            record_noun: "records".into(),
             config: Value::Null,
-            date_from: None,
-            date_to: None,
+            labels: RunLabels::default(),
             retry: RetryPolicy::default(),
             event_buffer: 1024,
         }
+    }
+}
+
+/// What a run says about itself, as its source's settings have it: the
+/// word for its records in log lines, and the part of the source's data it
+/// covers, stored with the run row so a later request can find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunLabels {
+    /// Word for records in log lines ("records", "conversations").
+    pub noun: String,
+    pub window: Option<RunWindow>,
+}
+
+impl Default for RunLabels {
+    fn default() -> Self {
+        Self { noun: "records".into(), window: None }
     }
 }
 

@@ -42,8 +42,7 @@ impl Pipeline {
                         pipeline: self.settings.name.clone(),
                         phase: self.settings.phase.clone(),
                         config: self.settings.config.clone(),
-                        date_from: self.settings.date_from.clone(),
-                        date_to: self.settings.date_to.clone(),
+                        window: self.settings.labels.window.clone(),
                     })
                     .await?;
                 (run.id, Checkpoint::new(&self.settings.phase), false)

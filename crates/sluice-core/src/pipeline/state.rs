@@ -94,7 +94,7 @@ impl Shared {
         ));
         let mut settings = self.settings.clone();
         settings.max_records = None;
-        settings.record_noun = "documents".into();
+        settings.labels.noun = "documents".into();
         Arc::new(Shared {
             run_id: self.run_id,
             source,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sluice_core::{Counts, Event, EventKind, RunStatus};
 
 use crate::cli::EventsArgs;
-use crate::commands::print_json;
+use crate::commands::output::print_json;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{Context, FailureRow, Page, Record, RunStatus, Source, SourceError, SourceItem, Start};
 
-use crate::assemble::{build_pipeline, open_store_args};
+use crate::assemble::open_store_args;
 use crate::cli::{FailuresAction, FailuresArgs, StoreArgs};
-use crate::commands::print_json;
-use crate::config::PipelineFile;
+use crate::commands::output::print_json;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 

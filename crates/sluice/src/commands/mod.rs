@@ -1,5 +1,6 @@
 pub mod events;
 pub mod failures;
+pub mod output;
 pub mod remote;
 pub mod run;
 pub mod runs;
@@ -17,11 +18,4 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Stop(args) => remote::stop(args).await,
     }
-}
-
-/// Prints a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::runtime(e.to_string()))?;
-    println!("{text}");
-    Ok(())
 }

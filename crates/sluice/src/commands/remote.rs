@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::assemble::env_var;
 use crate::cli::StopArgs;
-use crate::commands::print_json;
+use crate::commands::output::print_json;
 use crate::error::{CliError, code};
 use crate::status::RunStatusDoc;
 

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use sluice_core::{Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{build_pipeline, env_var, open_store_for};
+use sluice_connectors::{PipelineFile, build_pipeline};
+
+use crate::assemble::open_store_for;
 use crate::cli::RunArgs;
-use crate::commands::print_json;
-use crate::config::PipelineFile;
+use crate::commands::output::print_json;
+use crate::env::{apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
+use crate::resume::find_resumable;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let resuming = args.resume || args.resume_run_id.is_some();
@@ -19,7 +22,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         None
     } else {
         let mut file = PipelineFile::load(&args.config)?;
-        file.apply_env(&env_var)?;
+        apply_env(&mut file, &env_var)?;
         Some(file)
     };
     let store: Arc<dyn Store> = open_store_for(args.db.as_deref(), file.as_ref())?;
@@ -33,13 +36,14 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         (file, Start::New, args.config.display().to_string())
     };
     if args.watch {
-        if resuming && !file.source.watches() {
+        if resuming && !file.watches() {
             // Its checkpoint is a listing position, not a watch position: resuming it as a watch would re-read all.
             return Err(CliError::usage(format!(
                 "--watch: {origin} do not watch; resume without --watch, or start a new run with --watch"
             )));
         }
-        file.enable_watch().map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
+        let flag = if file.can_watch() { "--watch" } else { "--watch needs a files source" };
+        file.enable_watch().map_err(|e| CliError::usage(format!("{flag}: {e} (in {origin})")))?;
     }
     if args.max_records.is_some() {
         file.max_records = args.max_records;
@@ -63,18 +67,11 @@ async fn find_run_to_resume(
         return store.get_run(id).await?.ok_or_else(|| CliError::usage(format!("run {id} not found")));
     }
     let name = file.and_then(|f| f.name.clone()).unwrap_or_default();
-    let runs = store.list_runs(1000).await?;
-    runs.into_iter()
-        .find(|run| {
-            run.pipeline == name
-                && run.status.is_resumable()
-                && run.checkpoint.as_ref().is_some_and(|c| !c.is_empty())
-        })
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "No resumable run found for pipeline {name:?}: no stopped or failed run of it has a checkpoint; start a new run"
-            ))
-        })
+    find_resumable(store.as_ref(), |run| run.pipeline == name).await?.map_err(|_| {
+        CliError::usage(format!(
+            "No resumable run found for pipeline {name:?}: no stopped or failed run of it has a checkpoint; start a new run"
+        ))
+    })
 }
 
 async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, CliError> {

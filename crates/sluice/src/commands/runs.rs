@@ -2,7 +2,8 @@
 
 use crate::assemble::open_store_args;
 use crate::cli::{RunsArgs, StatusArgs};
-use crate::commands::{print_json, remote};
+use crate::commands::output::print_json;
+use crate::commands::remote;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 use crate::status::RunStatusDoc;

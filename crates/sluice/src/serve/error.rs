@@ -73,12 +73,6 @@ impl From<sluice_core::EngineError> for ApiError {
     }
 }
 
-impl From<crate::config::ConfigError> for ApiError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        ApiError::bad_request(e.0)
-    }
-}
-
 impl From<sluice_connectors::ConfigError> for ApiError {
     fn from(e: sluice_connectors::ConfigError) -> Self {
         ApiError::bad_request(e.0)

@@ -16,8 +16,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::assemble::{env_var, open_store_for};
 use crate::cli::ServeArgs;
-use crate::config::PipelineFile;
 use crate::error::{CliError, code};
+use sluice_connectors::PipelineFile;
 pub use state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -49,7 +49,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         )));
     }
     let mut file = PipelineFile::load(&args.config)?;
-    file.apply_env(&env_var)?;
+    crate::env::apply_env(&mut file, &env_var)?;
     let store: Arc<dyn sluice_core::Store> = open_store_for(args.db.as_deref(), Some(&file))?;
     // A run left `running` by a process that died is marked failed (resumable) now, not at the first request.
     match store.acquire_active().await {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use sluice_core::{Event, RunId, RunInfo, RunStatus, Start, Store};
+use sluice_connectors::{PipelineFile, build_pipeline};
+use sluice_core::{Event, RunId, RunInfo, RunWindow, Start, Store};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +18,7 @@ use utoipa::ToSchema;
 use super::dates::{parse_day, range_for_days};
 use super::error::ApiError;
 use super::metrics::RunMetrics;
-use crate::assemble::build_pipeline;
-use crate::config::PipelineFile;
+use crate::resume::{find_resumable, why_not_resumable};
 
 /// Event channels kept for runs that ended, so a late subscriber still gets their history.
 const CHANNELS_KEPT: usize = 16;
@@ -158,20 +158,23 @@ impl AppState {
                 file.auto_create_stories = request.auto_create_stories;
             }
             // The request's range goes to the source (for those that page by date) and is stored with the run.
-            if let Some((from, to)) = &range {
-                file.source.set_date_range(from, to)?;
+            if let Some((from, to)) = &range
+                && let Some(dated) = file.source.kind_mut().dated()
+            {
+                dated.set_range(from, to)?;
             }
             (file, Start::New, range.map_or((None, None), |(f, t)| (Some(f), Some(t))), "started")
         };
 
         let mut pipeline = build_pipeline(&file, self.store.clone())?;
         // Sources without dates still record the requested range, so `days` can find the run to resume.
-        if date_range.0.is_some() {
+        if let (Some(from), Some(to)) = date_range.clone() {
             let mut settings = pipeline.settings_ref().clone();
-            (settings.date_from, settings.date_to) = date_range.clone();
+            settings.labels.window = Some(RunWindow { from, to });
             pipeline = pipeline.settings(settings);
         }
-        let date_range = (pipeline.settings_ref().date_from.clone(), pipeline.settings_ref().date_to.clone());
+        let date_range =
+            pipeline.settings_ref().labels.window.clone().map_or((None, None), |w| (Some(w.from), Some(w.to)));
 
         if request.dry_run.unwrap_or(false) {
             return Ok(RunResponse {
@@ -229,48 +232,27 @@ impl AppState {
 
     /// The run a resume request means: by id, or by the date range of `days`.
     async fn find_resumable(&self, request: &RunRequest) -> Result<RunInfo, ApiError> {
-        let check = |run: RunInfo| -> Result<RunInfo, ApiError> {
-            if run.status == RunStatus::Completed {
-                return Err(ApiError::bad_request(format!("run {} is completed: nothing to resume", run.id)));
-            }
-            if !run.status.is_resumable() {
-                return Err(ApiError::bad_request(format!(
-                    "run {} is {}: only stopped, failed or stopping runs can be resumed",
-                    run.id, run.status
-                )));
-            }
-            if run.checkpoint.as_ref().is_none_or(|c| c.is_empty()) {
-                return Err(ApiError::bad_request(format!(
-                    "run {} has an empty checkpoint: nothing was committed, start a new run instead",
-                    run.id
-                )));
-            }
-            Ok(run)
-        };
         if let Some(id) = request.resume_run_id {
             let run =
                 self.store.get_run(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
-            return check(run);
+            return match why_not_resumable(&run) {
+                Some(why) => Err(ApiError::bad_request(why)),
+                None => Ok(run),
+            };
         }
         let Some(days) = request.days else {
             return Err(ApiError::bad_request("resume=true needs days (to match a run's date range) or resume_run_id"));
         };
         let (from, to) = range_for_days(days as u32);
-        let runs = self.store.list_runs(1000).await?;
-        let candidates: Vec<RunInfo> = runs
-            .into_iter()
-            .filter(|r| r.date_from.as_deref() == Some(from.as_str()) && r.date_to.as_deref() == Some(to.as_str()))
-            .collect();
-        let Some(run) =
-            candidates.iter().find(|r| r.status.is_resumable() && r.checkpoint.as_ref().is_some_and(|c| !c.is_empty()))
-        else {
-            let why = match candidates.first() {
-                Some(run) => check(run.clone()).err().map_or_else(String::new, |e| format!(" ({})", e.error)),
+        let same_range =
+            |r: &RunInfo| r.date_from.as_deref() == Some(from.as_str()) && r.date_to.as_deref() == Some(to.as_str());
+        find_resumable(self.store.as_ref(), same_range).await?.map_err(|newest| {
+            let why = match newest {
+                Some(run) => why_not_resumable(&run).map_or_else(String::new, |why| format!(" ({why})")),
                 None => " (no run has that date range; a run started on another day: use resume_run_id)".into(),
             };
-            return Err(ApiError::bad_request(format!("No resumable run found for days={days} ({from}..{to}){why}")));
-        };
-        Ok(run.clone())
+            ApiError::bad_request(format!("No resumable run found for days={days} ({from}..{to}){why}"))
+        })
     }
 
     /// Asks the active run of this process to stop at the next batch boundary.

@@ -330,3 +330,14 @@ impl Source for CrawlSource {
         self.config.max_pages
     }
 }
+
+/// `kind = "crawl"`: its records are web pages.
+impl crate::kind::SourceKind for CrawlConfig {
+    fn build(&self) -> Result<Arc<dyn Source>, ConfigError> {
+        Ok(Arc::new(CrawlSource::new(self.clone())?))
+    }
+
+    fn run_defaults(&self) -> crate::kind::RunDefaults {
+        crate::kind::RunDefaults { noun: "pages", ..Default::default() }
+    }
+}

@@ -200,3 +200,24 @@ impl Source for FilesSource {
         self.watcher.as_ref().map(|_| Watcher::LINGER)
     }
 }
+
+/// `kind = "files"`: the one source that can watch (`watch = true`, `sluice run --watch`).
+impl crate::kind::SourceKind for FilesConfig {
+    fn build(&self) -> Result<Arc<dyn Source>, ConfigError> {
+        Ok(Arc::new(FilesSource::new(self.clone())?))
+    }
+
+    fn watchable(&mut self) -> Option<&mut dyn crate::kind::Watchable> {
+        Some(self)
+    }
+}
+
+impl crate::kind::Watchable for FilesConfig {
+    fn watching(&self) -> bool {
+        self.watch
+    }
+
+    fn set_watching(&mut self, on: bool) {
+        self.watch = on;
+    }
+}

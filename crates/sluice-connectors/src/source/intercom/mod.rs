@@ -67,7 +67,6 @@ use crate::util::secret::Secret;
 use crate::util::text::raw_of;
 use crate::util::validate::{check_not_empty, check_range};
 
-
 /// One time slice of the range.
 #[derive(Clone, Debug)]
 struct Slice {
@@ -330,6 +329,40 @@ impl Source for IntercomSource {
         let body = self.search_body(&whole, None, 1);
         let answer = self.client.search(&Context::detached(), &body, false).await.ok()?;
         answer.get("total_count").and_then(Value::as_u64)
+    }
+}
+
+/// `kind = "intercom"`: conversations over a range of days, which a run
+/// saves as dates; a run of it is in the `classification` phase.
+impl crate::kind::SourceKind for IntercomConfig {
+    fn build(&self) -> Result<Arc<dyn Source>, ConfigError> {
+        Ok(Arc::new(IntercomSource::new(self.clone())?))
+    }
+
+    fn run_defaults(&self) -> crate::kind::RunDefaults {
+        crate::kind::RunDefaults {
+            noun: "conversations",
+            phase: Some("classification"),
+            max_records: self.max_conversations,
+        }
+    }
+
+    fn pin(&mut self) -> Result<(), ConfigError> {
+        self.pin_dates()
+    }
+
+    fn dated(&mut self) -> Option<&mut dyn crate::kind::DateRanged> {
+        Some(self)
+    }
+}
+
+impl crate::kind::DateRanged for IntercomConfig {
+    fn range(&self) -> Result<(String, String), ConfigError> {
+        self.date_range()
+    }
+
+    fn set_range(&mut self, date_from: &str, date_to: &str) -> Result<(), ConfigError> {
+        self.set_dates(date_from, date_to)
     }
 }
 

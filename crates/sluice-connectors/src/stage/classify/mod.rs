@@ -92,6 +92,16 @@ impl<'de> Deserialize<'de> for ClassifyConfig {
     }
 }
 
+/// `kind = "classify"`: the classifier `provider` names.
+impl crate::kind::StageKind for ClassifyConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn sluice_core::Stage>, crate::ConfigError> {
+        Ok(match self {
+            ClassifyConfig::Rules(c) => std::sync::Arc::new(rules::RulesClassifier::new(c.clone())?),
+            ClassifyConfig::Llm(c) => std::sync::Arc::new(llm::LlmClassifier::new(c.clone())?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use sluice_core::StoreError;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::util::secret::redact_url;
 use crate::store::database_error;
+use crate::util::secret::redact_url;
 
 /// What a store on `url` calls itself in messages and logs: its URL with the password hidden.
 pub(super) fn describe(url: &str) -> String {

@@ -67,8 +67,8 @@ pub(super) async fn create_run(db: &Db, new: &NewRun) -> Result<RunInfo, StoreEr
         .bind(&new.pipeline)
         .bind(&new.phase)
         .bind(Json(&new.config))
-        .bind(&new.date_from)
-        .bind(&new.date_to)
+        .bind(new.window.as_ref().map(|w| &w.from))
+        .bind(new.window.as_ref().map(|w| &w.to))
         .fetch_one(db.pool())
         .await
         .map_err(db.sql(format!("creating a run of pipeline {:?}", new.pipeline)))?;

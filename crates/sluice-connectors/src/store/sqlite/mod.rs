@@ -325,9 +325,17 @@ impl Store for SqliteStore {
                      RETURNING id",
                 )
                 .and_then(|mut stmt| {
-                    stmt.query_row(params![new.pipeline, new.phase, config, new.date_from, new.date_to, now], |r| {
-                        r.get(0)
-                    })
+                    stmt.query_row(
+                        params![
+                            new.pipeline,
+                            new.phase,
+                            config,
+                            new.window.as_ref().map(|w| &w.from),
+                            new.window.as_ref().map(|w| &w.to),
+                            now
+                        ],
+                        |r| r.get(0),
+                    )
                 })
                 .map_err(sql(format!("creating a run of pipeline {:?}", new.pipeline)))?;
             read_run(conn, id)?.ok_or_else(|| contract_error(format!("run {id} vanished right after its creation")))
