@@ -14,6 +14,7 @@ use crate::ConfigError;
 pub use crate::kind::{DateRanged, RunDefaults, SourceKind, StageKind, Watchable};
 use crate::sink::items::{ItemsSink, ItemsSinkConfig};
 use crate::source::crawl::CrawlConfig;
+use crate::source::csv::CsvConfig;
 use crate::source::files::FilesConfig;
 use crate::source::generate::GenerateConfig;
 use crate::source::intercom::IntercomConfig;
@@ -80,6 +81,7 @@ kinds! {
         Generate(GenerateConfig) = "generate",
         Intercom(IntercomConfig) = "intercom",
         Crawl(CrawlConfig) = "crawl",
+        Csv(CsvConfig) = "csv",
     }
 }
 

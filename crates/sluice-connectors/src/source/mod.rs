@@ -1,6 +1,7 @@
 //! Sources: where records come from. Each implements [`sluice_core::Source`].
 //!
 //! - [`jsonl::JsonlSource`]: JSON lines files (one partition per file).
+//! - [`csv::CsvSource`]: CSV files with a header row (one partition per file, resumable by row).
 //! - [`files::FilesSource`]: a directory of text, markdown, HTML and JSON files.
 //!   [`files::watch`] keeps it running to pick up new and changed files (`watch = true`).
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
@@ -8,6 +9,7 @@
 //! - [`crawl::CrawlSource`]: a polite, resumable web crawl (the checkpoint is the frontier).
 
 pub mod crawl;
+pub mod csv;
 pub mod files;
 pub mod generate;
 pub mod intercom;
