@@ -72,3 +72,66 @@ pub fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::{Checkpoint, RunStatus};
+
+    use super::*;
+
+    fn stopped_run(checkpoint: Checkpoint) -> RunInfo {
+        RunInfo {
+            id: 5,
+            pipeline: "gen".into(),
+            status: RunStatus::Stopped,
+            phase: "classification".into(),
+            checkpoint: Some(checkpoint),
+            config: serde_json::Value::Null,
+            date_from: Some("2026-09-02".into()),
+            date_to: Some("2026-12-01".into()),
+            started_at: String::new(),
+            updated_at: String::new(),
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    fn saved_file() -> PipelineFile {
+        toml::from_str(
+            "name = \"gen\"\n[source]\nkind = \"generate\"\ncount = 10\npage_size = 5\nlatency_ms = 0\nseed = 7\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn max_conversations_applies_in_the_first_phase_and_is_refused_after_it() {
+        let request = RunRequest {
+            resume: Some(true),
+            resume_run_id: Some(5),
+            max_conversations: Some(300),
+            ..Default::default()
+        };
+        let mut file = saved_file();
+        apply(&request, None, &stopped_run(Checkpoint::new("classification")), &mut file).unwrap();
+        assert_eq!(file.max_records, Some(300));
+
+        let mut later = Checkpoint::new("classification");
+        later.advance_to("embedding_generation");
+        let mut file = saved_file();
+        let refused = apply(&request, None, &stopped_run(later), &mut file).unwrap_err();
+        assert!(refused.error.starts_with("max_conversations:"), "{}", refused.error);
+        assert!(refused.error.contains("embedding_generation"), "{}", refused.error);
+        assert_eq!(file.max_records, None, "nothing applied");
+    }
+
+    #[test]
+    fn a_range_that_is_the_runs_own_is_accepted_with_resume_run_id() {
+        let request = RunRequest { resume: Some(true), resume_run_id: Some(5), ..Default::default() };
+        let own = ("2026-09-02".to_string(), "2026-12-01".to_string());
+        let run = stopped_run(Checkpoint::new("classification"));
+        apply(&request, Some(&own), &run, &mut saved_file()).unwrap();
+        let other = ("2026-11-24".to_string(), "2026-12-01".to_string());
+        let refused = apply(&request, Some(&other), &run, &mut saved_file()).unwrap_err();
+        assert!(refused.error.contains("covers 2026-09-02..2026-12-01"), "{}", refused.error);
+    }
+}
