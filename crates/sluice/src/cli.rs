@@ -155,10 +155,35 @@ pub struct ServeArgs {
     /// Pipeline file new runs start from.
     #[arg(short, long, default_value = "pipeline.toml")]
     pub config: PathBuf,
-    /// Address to listen on. A non-loopback address needs SLUICE_API_TOKEN.
+    /// Address to listen on. A non-loopback address needs SLUICE_API_TOKEN, and its reads need the token too.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub bind: String,
     /// Store URL or path, overriding the file and DATABASE_URL.
     #[arg(long)]
     pub db: Option<String>,
+    /// Every endpoint but /healthz needs the token (GETs too); needs SLUICE_API_TOKEN.
+    #[arg(long, env = "SLUICE_PROTECT_READS")]
+    pub protect_reads: bool,
+    /// Seconds a client has to send a request's headers (from connecting, or from its first byte on a kept-alive connection).
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT_SECS", default_value = "10", value_parser = parse_secs)]
+    pub header_timeout_secs: std::time::Duration,
+    /// Seconds a client has to send a request's body, after its headers.
+    #[arg(long, env = "SLUICE_BODY_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
+    pub body_timeout_secs: std::time::Duration,
+    /// Seconds a kept-alive connection may stay idle between requests.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS", default_value = "60", value_parser = parse_secs)]
+    pub idle_timeout_secs: std::time::Duration,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+}
+
+/// Seconds, possibly fractional, from 0.1 to a day.
+fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.1..=86_400.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range (allowed: 0.1 to 86400)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

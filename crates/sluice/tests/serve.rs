@@ -3,83 +3,13 @@
 //! errors, auth, the live event stream, metrics, and a server killed mid-run.
 
 mod common;
+mod serve_kit;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(config: &Path, db: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd: Command = sluice();
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "-c"]).arg(config).arg("--db").arg(db);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-        Server { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
-    let resp = client.get(url).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let resp = client.post(url).json(&body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
-async fn wait_status(client: &reqwest::Client, server: &Server, run: i64, want: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (code, doc) = get(client, &server.url(&format!("/api/pipeline/status/{run}"))).await;
-        assert_eq!(code, 200);
-        if doc["status"] == want {
-            return doc;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "run {run} never became {want}: {doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_stored(client: &reqwest::Client, server: &Server, run: i64, at_least: i64) {
-    let started = Instant::now();
-    loop {
-        let (_, doc) = get(client, &server.url(&format!("/api/pipeline/status/{run}"))).await;
-        if doc["conversations_stored"].as_i64().unwrap_or(0) >= at_least {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress: {doc}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use serve_kit::*;
 
 const RECORDS: i64 = 8_000;
 
@@ -212,7 +142,8 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
         (r#"{"date_from": "2025-03-01", "date_to": "2025-02-01"}"#, 400, "is after"),
         (r#"{"resume": true}"#, 400, "needs days"),
         (r#"{"resume_run_id": 3}"#, 400, "only used with resume=true"),
-        (r#"{"resume": true, "resume_run_id": 77}"#, 404, "run 77 not found"),
+        // The runbook: "If no matching run found, you'll get a 400 error".
+        (r#"{"resume": true, "resume_run_id": 77}"#, 400, "run 77 not found"),
         (r#"{"max_conversations": 0}"#, 400, "at least 1"),
     ];
     for (body, want, needle) in cases {

@@ -17,7 +17,11 @@ fn client() -> Result<reqwest::Client, CliError> {
 }
 
 /// Sends a request and reads the JSON answer; an error answer becomes a CLI error with its message.
-async fn call<T: DeserializeOwned>(request: reqwest::RequestBuilder, what: &str) -> Result<T, CliError> {
+async fn call<T: DeserializeOwned>(mut request: reqwest::RequestBuilder, what: &str) -> Result<T, CliError> {
+    // Reads need it too when the server protects them.
+    if let Some(token) = env_var("SLUICE_API_TOKEN").filter(|t| !t.is_empty()) {
+        request = request.bearer_auth(token);
+    }
     let response = request.send().await.map_err(|e| CliError::runtime(format!("{what}: {e}")))?;
     let status = response.status();
     let body: Value =
@@ -54,10 +58,7 @@ pub async fn history(server: &str, limit: u32) -> Result<Vec<RunStatusDoc>, CliE
 }
 
 pub async fn stop(args: StopArgs) -> Result<u8, CliError> {
-    let mut request = client()?.post(url(&args.server, "/api/pipeline/stop"));
-    if let Some(token) = env_var("SLUICE_API_TOKEN").filter(|t| !t.is_empty()) {
-        request = request.bearer_auth(token);
-    }
+    let request = client()?.post(url(&args.server, "/api/pipeline/stop"));
     let answer: Value = call(request, &args.server).await?;
     if args.json {
         print_json(&answer)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -17,6 +17,8 @@ use sluice_core::{EventKind, RunId};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
+use super::access::check_token;
+use super::api_doc::CommonErrors;
 use super::error::{ApiError, ErrorBody};
 use super::state::{AppState, RunRequest, RunResponse, busy};
 use crate::status::RunStatusDoc;
@@ -25,18 +27,7 @@ type Shared = State<Arc<AppState>>;
 
 /// Mutating endpoints need `Authorization: Bearer $SLUICE_API_TOKEN` when a token is set.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.token else { return Ok(()) };
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API token")),
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <SLUICE_API_TOKEN>")),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    check_token(state.token.as_deref(), headers)
 }
 
 fn run_id(raw: &str) -> Result<RunId, ApiError> {
@@ -49,7 +40,7 @@ fn run_id(raw: &str) -> Result<RunId, ApiError> {
 /// Start a backfill, or resume a stopped/failed one (`resume`, `resume_run_id`).
 #[utoipa::path(post, path = "/api/pipeline/run", request_body = RunRequest,
     responses((status = 200, body = RunResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+               (status = 409, body = ErrorBody), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn run(State(state): Shared, headers: HeaderMap, body: Bytes) -> Result<Json<RunResponse>, ApiError> {
     authorize(&state, &headers)?;
     let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -64,7 +55,8 @@ pub async fn run(State(state): Shared, headers: HeaderMap, body: Bytes) -> Resul
 
 /// A run's status, phase, counts and checkpoint.
 #[utoipa::path(get, path = "/api/pipeline/status/{run_id}", params(("run_id" = i64, Path)),
-    responses((status = 200, body = RunStatusDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunStatusDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(State(state): Shared, Path(raw): Path<String>) -> Result<Json<RunStatusDoc>, ApiError> {
     let id = run_id(&raw)?;
     let run = state.store.get_run(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
@@ -73,7 +65,8 @@ pub async fn status(State(state): Shared, Path(raw): Path<String>) -> Result<Jso
 
 /// The same document as `/api/pipeline/status/{run_id}`.
 #[utoipa::path(get, path = "/api/pipeline/{run_id}", params(("run_id" = i64, Path)),
-    responses((status = 200, body = RunStatusDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunStatusDoc), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn run_document(state: Shared, raw: Path<String>) -> Result<Json<RunStatusDoc>, ApiError> {
     status(state, raw).await
 }
@@ -87,7 +80,8 @@ pub struct ActiveResponse {
 }
 
 /// Whether a run is active on this store (in this process or another), and which.
-#[utoipa::path(get, path = "/api/pipeline/active", responses((status = 200, body = ActiveResponse)))]
+#[utoipa::path(get, path = "/api/pipeline/active",
+    responses((status = 200, body = ActiveResponse), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn active(State(state): Shared) -> Result<Json<ActiveResponse>, ApiError> {
     let run_id = match state.active_run_id() {
         Some(id) => Some(id),
@@ -114,7 +108,8 @@ pub struct HistoryResponse {
 
 /// The latest runs, newest first (`limit` 1-100, default 20).
 #[utoipa::path(get, path = "/api/pipeline/history", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
 pub async fn history(
     State(state): Shared,
     Query(query): Query<HashMap<String, String>>,
@@ -144,7 +139,7 @@ pub struct StopResponse {
 /// Stop the active run: it commits the batches in flight, checkpoints and ends `stopped`.
 #[utoipa::path(post, path = "/api/pipeline/stop",
     responses((status = 200, body = StopResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-               (status = 409, body = ErrorBody)))]
+               (status = 409, body = ErrorBody), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stop(State(state): Shared, headers: HeaderMap) -> Result<Json<StopResponse>, ApiError> {
     authorize(&state, &headers)?;
     if let Some(run_id) = state.stop() {
@@ -168,7 +163,8 @@ pub async fn stop(State(state): Shared, headers: HeaderMap) -> Result<Json<StopR
 
 /// A run's events, live, as Server-Sent Events (the JSON of `--events-out`), from RunStarted to RunFinished.
 #[utoipa::path(get, path = "/api/pipeline/{run_id}/events", params(("run_id" = i64, Path)),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn events(
     State(state): Shared,
     Path(raw): Path<String>,
@@ -230,7 +226,8 @@ pub async fn healthz(State(state): Shared) -> Result<Json<Health>, ApiError> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sluice", description = "Start, stop, resume and watch ingestion runs."),
-    paths(run, status, run_document, active, history, stop, events, metrics, healthz),
+    paths(run, status, run_document, active, history, stop, events, metrics, healthz, openapi),
+    modifiers(&CommonErrors),
     components(schemas(
         RunRequest,
         RunResponse,
@@ -245,10 +242,12 @@ pub async fn healthz(State(state): Shared) -> Result<Json<Health>, ApiError> {
 pub struct ApiDoc;
 
 /// The OpenAPI document, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This OpenAPI document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see /openapi.json")
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::not_found(format!("no such endpoint: {method} {path}; see /openapi.json"))
 }

@@ -1,18 +1,31 @@
 //! `sluice serve`: the HTTP control API of the runbooks. Runs go on in the
 //! background of the server process, one at a time per store.
 
+mod access;
+mod api_doc;
 mod dates;
 mod error;
 mod handlers;
+mod limits;
+mod listener;
 mod metrics;
+mod rejection;
+mod request;
+mod resume;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+
+use self::access::Access;
+use self::limits::HttpLimits;
 
 use crate::assemble::{env_var, open_store_for};
 use crate::cli::ServeArgs;
@@ -20,7 +33,16 @@ use crate::error::{CliError, code};
 use sluice_connectors::PipelineFile;
 pub use state::AppState;
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The routes, behind the access check and, in front of all, the layer that
+/// reads bodies within their limits and makes every error answer JSON. The
+/// two wrap the router from outside (not `Router::layer`, under which axum
+/// leaves the `Allow` header out of its 405s).
+pub fn app(state: Arc<AppState>, access: Access, limits: HttpLimits) -> Router {
+    let guarded = from_fn_with_state(access, access::guard).layer(router(state));
+    Router::new().fallback_service(from_fn_with_state(limits, rejection::guard).layer(guarded))
+}
+
+fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/pipeline/run", post(handlers::run))
         .route("/api/pipeline/status/{run_id}", get(handlers::status))
@@ -48,6 +70,22 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
              set SLUICE_API_TOKEN or bind to 127.0.0.1"
         )));
     }
+    if token.is_none() && args.protect_reads {
+        return Err(CliError::usage(
+            "--protect-reads needs SLUICE_API_TOKEN: the token is what reads are protected by",
+        ));
+    }
+    // Beyond loopback, run errors and the store's description are no one else's business.
+    let access = Access {
+        token: token.as_deref().map(Into::into),
+        protect_reads: args.protect_reads || !addr.ip().is_loopback(),
+    };
+    let limits = HttpLimits {
+        header_read_timeout: args.header_timeout_secs,
+        body_timeout: args.body_timeout_secs,
+        idle_timeout: args.idle_timeout_secs,
+        max_connections: args.max_connections as usize,
+    };
     let mut file = PipelineFile::load(&args.config)?;
     crate::env::apply_env(&mut file, &env_var)?;
     let store: Arc<dyn sluice_core::Store> = open_store_for(args.db.as_deref(), Some(&file))?;
@@ -72,18 +110,19 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     println!("listening on http://{local}");
 
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
+    let shutdown = CancellationToken::new();
+    let stop_serving = shutdown.clone();
+    tokio::spawn(async move {
+        crate::commands::run::wait_for_signal().await;
+        tracing::warn!("shutting down: stopping the active run at a batch boundary (signal again to abort)");
+        tokio::spawn(async {
             crate::commands::run::wait_for_signal().await;
-            tracing::warn!("shutting down: stopping the active run at a batch boundary (signal again to abort)");
-            tokio::spawn(async {
-                crate::commands::run::wait_for_signal().await;
-                eprintln!("aborted; the last committed checkpoint is kept");
-                std::process::exit(130);
-            });
-            shutdown_state.shutdown().await;
-        })
-        .await
-        .map_err(|e| CliError::runtime(format!("server error: {e}")))?;
+            eprintln!("aborted; the last committed checkpoint is kept");
+            std::process::exit(130);
+        });
+        shutdown_state.shutdown().await;
+        stop_serving.cancel();
+    });
+    listener::serve(listener, app(state, access, limits), limits, shutdown).await;
     Ok(code::OK)
 }

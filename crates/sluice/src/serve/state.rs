@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{Event, RunId, RunInfo, RunWindow, Start, Store};
 use tokio::sync::broadcast;
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use super::dates::{parse_day, range_for_days};
 use super::error::ApiError;
 use super::metrics::RunMetrics;
+pub use super::request::RunRequest;
 use crate::resume::{find_resumable, why_not_resumable};
 
 /// Event channels kept for runs that ended, so a late subscriber still gets their history.
@@ -43,28 +44,6 @@ pub struct ActiveRun {
     pub run_id: RunId,
     pub stop: CancellationToken,
     pub follower: Option<JoinHandle<()>>,
-}
-
-/// `POST /api/pipeline/run`: every field optional; the pipeline file supplies the rest.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunRequest {
-    /// Backfill the last N days (1-3650): from today - N to today (UTC dates).
-    pub days: Option<i64>,
-    /// Start date `YYYY-MM-DD` (with `date_to`, instead of `days`).
-    pub date_from: Option<String>,
-    /// End date `YYYY-MM-DD`.
-    pub date_to: Option<String>,
-    /// Run the story creation phase after theme extraction.
-    pub auto_create_stories: Option<bool>,
-    /// Resume a stopped/failed run instead of starting one.
-    pub resume: Option<bool>,
-    /// With `resume`: this run, whatever its date range.
-    pub resume_run_id: Option<i64>,
-    /// Stop after this many conversations in total (counted across resumes).
-    pub max_conversations: Option<i64>,
-    /// Check the request and the configuration, start nothing.
-    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,6 +115,7 @@ impl AppState {
     /// Starts or resumes a run as the runbook describes.
     pub async fn start(self: &Arc<Self>, request: RunRequest) -> Result<RunResponse, ApiError> {
         let range = validate(&request)?;
+        super::resume::check_request(&request)?;
         let _starting = self.starting.lock().await;
         if let Some(active) = self.active_run_id() {
             return Err(busy(active));
@@ -147,7 +127,8 @@ impl AppState {
         let resume = request.resume.unwrap_or(false);
         let (file, start, date_range, verb): (PipelineFile, Start, DateRange, &str) = if resume {
             let run = self.find_resumable(&request).await?;
-            let file = PipelineFile::from_saved(&run.config)?;
+            let mut file = PipelineFile::from_saved(&run.config)?;
+            super::resume::apply(&request, range.as_ref(), &run, &mut file)?;
             (file, Start::Resume(run.id), (run.date_from.clone(), run.date_to.clone()), "resumed")
         } else {
             let mut file = self.file.clone();
@@ -233,8 +214,10 @@ impl AppState {
     /// The run a resume request means: by id, or by the date range of `days`.
     async fn find_resumable(&self, request: &RunRequest) -> Result<RunInfo, ApiError> {
         if let Some(id) = request.resume_run_id {
-            let run =
-                self.store.get_run(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+            // The runbook: "If no matching run found, you'll get a 400 error".
+            let run = self.store.get_run(id).await?.ok_or_else(|| {
+                ApiError::bad_request(format!("run {id} not found: resume_run_id = {id} names no run"))
+            })?;
             return match why_not_resumable(&run) {
                 Some(why) => Err(ApiError::bad_request(why)),
                 None => Ok(run),
