@@ -7,6 +7,7 @@
 //! cargo run --release -p sluice-bench -- intercom [CONVERSATIONS] [CONCURRENCY...]  # see intercom.rs
 //! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
+//! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
 //! ```
 
 mod crawl;
@@ -53,8 +54,12 @@ fn main() {
         )),
         Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
         Some("crawl") => runtime.block_on(crawl::crawl(number(1, 300) as usize, number(2, 20), number(3, 40))),
+        Some("crawl-site") => runtime.block_on(crawl::crawl_site(
+            args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8003/".into()),
+            number(2, 8) as usize,
+        )),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY]"
         ),
     }
 }

@@ -270,8 +270,14 @@ async fn run(cli: Cli) -> std::io::Result<()> {
             fake.shutdown().await;
         }
         Command::Site(a) => {
-            let config =
-                SiteConfig { pages: a.pages, seed: a.seed, latency_ms: a.latency_ms, slow_ms: a.slow_ms, port: a.port };
+            let config = SiteConfig {
+                pages: a.pages,
+                seed: a.seed,
+                latency_ms: a.latency_ms,
+                slow_ms: a.slow_ms,
+                port: a.port,
+                ..SiteConfig::default()
+            };
             let site = FakeSite::start(config).await?;
             let expected = site.expected(None);
             println!("{}/", site.base_url());

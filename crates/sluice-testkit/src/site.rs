@@ -30,6 +30,9 @@
 //! - `/slow`: answers after `slow_ms`. `/notes.txt`: `text/plain`.
 //! - `/image.png`: `image/png` (a crawler skips it).
 //! - `/search?page=2&q=sluice`: linked with its query in both orders.
+//! - the traps of [`traps`]: other charsets, `rel="NoFollow"`, a
+//!   percent-escape case in robots.txt, an escaped unreserved character,
+//!   meta refreshes.
 //!
 //! Every request waits `latency_ms` first (robots.txt excepted) and is
 //! counted per path and query ([`FakeSite::fetch_count`]), so a test can check
@@ -51,8 +54,13 @@ use axum::response::Response;
 use crate::rng::Rng;
 use crate::server::Running;
 
+pub mod traps;
+
 /// What `robots.txt` says.
-pub const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /private/\n";
+pub const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /private/\nDisallow: /caf%C3%A9/\n";
+
+/// The paths robots.txt disallows (as canonical paths start).
+const DISALLOWED: [&str; 2] = ["/private/", "/caf%C3%A9/"];
 
 /// How many `/private/{j}` (and `/orphan/{j}`) pages there are.
 const PRIVATE_PAGES: usize = 5;
@@ -68,13 +76,18 @@ pub struct SiteConfig {
     pub latency_ms: u64,
     /// How long `/slow` takes. Default 300.
     pub slow_ms: u64,
+    /// When not 0, `/slow` answers as soon as this many other requests were
+    /// answered since it came (and after `slow_ms` at the latest): a crawl
+    /// that keeps fetching while a page is slow releases it early
+    /// ([`FakeSite::answered_while_slow`]).
+    pub slow_waits_for: u64,
     /// Port on 127.0.0.1; 0 (default) picks a free one.
     pub port: u16,
 }
 
 impl Default for SiteConfig {
     fn default() -> Self {
-        SiteConfig { pages: 300, seed: 7, latency_ms: 0, slow_ms: 300, port: 0 }
+        SiteConfig { pages: 300, seed: 7, latency_ms: 0, slow_ms: 300, slow_waits_for: 0, port: 0 }
     }
 }
 
@@ -85,6 +98,8 @@ struct Link {
     target: Target,
     /// The `href` as written; `{host}` is replaced by the request's Host.
     href: String,
+    /// The `rel` attribute, when there is one.
+    rel: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,11 +111,30 @@ enum Target {
 
 #[derive(Clone, Debug)]
 enum Node {
-    Html { title: String, description: String, paragraphs: Vec<String>, links: Vec<Link>, slow: bool },
+    Html {
+        title: String,
+        description: String,
+        paragraphs: Vec<String>,
+        links: Vec<Link>,
+        slow: bool,
+    },
     Text(String),
     Binary,
-    Redirect { status: StatusCode, to: String },
+    Redirect {
+        status: StatusCode,
+        to: String,
+    },
     Drop,
+    /// An HTML page given as bytes (another charset): stored, no links.
+    Encoded {
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// A page whose `<meta http-equiv="refresh" content>` is `href`, meaning `to`.
+    Refresh {
+        to: Target,
+        href: String,
+    },
 }
 
 /// One entry of a crawl's expected result, in crawl (breadth-first) order.
@@ -140,6 +174,10 @@ struct Shared {
     nodes: BTreeMap<String, Node>,
     latency_ms: AtomicU64,
     slow_ms: u64,
+    slow_waits_for: u64,
+    /// Requests answered (robots.txt excepted), and the most of them answered while `/slow` waited.
+    answered: AtomicU64,
+    answered_while_slow: AtomicU64,
     counts: Mutex<HashMap<String, u64>>,
     user_agents: Mutex<BTreeSet<String>>,
     in_flight: AtomicU64,
@@ -164,6 +202,9 @@ impl FakeSite {
             nodes: build_site(config.pages.max(1), config.seed),
             latency_ms: AtomicU64::new(config.latency_ms),
             slow_ms: config.slow_ms,
+            slow_waits_for: config.slow_waits_for,
+            answered: AtomicU64::new(0),
+            answered_while_slow: AtomicU64::new(0),
             counts: Mutex::new(HashMap::new()),
             user_agents: Mutex::new(BTreeSet::new()),
             in_flight: AtomicU64::new(0),
@@ -213,6 +254,11 @@ impl FakeSite {
         self.shared.max_in_flight.load(Ordering::Relaxed)
     }
 
+    /// The most other requests answered while one `/slow` request waited.
+    pub fn answered_while_slow(&self) -> u64 {
+        self.shared.answered_while_slow.load(Ordering::Relaxed)
+    }
+
     pub fn reset_counts(&self) {
         self.lock_counts().clear();
         self.shared.max_in_flight.store(0, Ordering::Relaxed);
@@ -234,11 +280,12 @@ impl FakeSite {
         let mut queue: VecDeque<(String, u32)> = VecDeque::from([("/".to_string(), 0)]);
         let mut pages = Vec::new();
         while let Some((path, depth)) = queue.pop_front() {
-            if path.starts_with("/private/") {
+            if DISALLOWED.iter().any(|prefix| path.starts_with(prefix)) {
                 continue;
             }
             let mut at = path;
-            if let Some(Node::Redirect { to, .. }) = nodes.get(&at) {
+            // A meta refresh is followed like a redirect.
+            if let Some(Node::Redirect { to, .. } | Node::Refresh { to: Target::Path(to), .. }) = nodes.get(&at) {
                 if !seen.insert(to.clone()) {
                     continue;
                 }
@@ -247,8 +294,10 @@ impl FakeSite {
             let url = format!("{base}{at}");
             match nodes.get(&at) {
                 None | Some(Node::Drop) => pages.push(ExpectedPage { url, depth, stored: false }),
-                Some(Node::Binary) | Some(Node::Redirect { .. }) => {}
-                Some(Node::Text(_)) => pages.push(ExpectedPage { url, depth, stored: true }),
+                Some(Node::Binary) | Some(Node::Redirect { .. }) | Some(Node::Refresh { .. }) => {}
+                Some(Node::Text(_)) | Some(Node::Encoded { .. }) => {
+                    pages.push(ExpectedPage { url, depth, stored: true })
+                }
                 Some(Node::Html { links, .. }) => {
                     pages.push(ExpectedPage { url, depth, stored: true });
                     if max_depth.is_some_and(|max| depth >= max) {
@@ -311,13 +360,32 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
             resp
         }
         Some(Node::Drop) => dropped_html(),
+        Some(Node::Encoded { content_type, body }) => {
+            let mut resp = Response::new(Body::from(body.clone()));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
+        Some(Node::Refresh { href, .. }) => {
+            text_response(StatusCode::OK, "text/html; charset=utf-8", traps::refresh_html(href))
+        }
         Some(node @ Node::Html { slow, .. }) => {
             if *slow {
-                tokio::time::sleep(Duration::from_millis(shared.slow_ms)).await;
+                wait_slowly(&shared).await;
             }
             text_response(StatusCode::OK, "text/html; charset=utf-8", render(node, &host))
         }
     }
+}
+
+/// `/slow`'s wait: `slow_ms`, or until `slow_waits_for` other requests were answered.
+async fn wait_slowly(shared: &Shared) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(shared.slow_ms);
+    let before = shared.answered.load(Ordering::Acquire);
+    let answered = || shared.answered.load(Ordering::Acquire) - before;
+    while tokio::time::Instant::now() < deadline && (shared.slow_waits_for == 0 || answered() < shared.slow_waits_for) {
+        tokio::time::sleep(Duration::from_millis(2).min(deadline - tokio::time::Instant::now())).await;
+    }
+    shared.answered_while_slow.fetch_max(answered(), Ordering::AcqRel);
 }
 
 /// Counts a request as being answered until dropped (a dropped connection included).
@@ -333,6 +401,7 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -368,7 +437,8 @@ fn render(node: &Node, host: &str) -> String {
     };
     let anchor = |l: &Link| {
         let href = l.href.replace("{host}", host);
-        format!("<a href=\"{href}\">{}</a>", escape(&l.href.replace("{host}", "")))
+        let rel = l.rel.map(|rel| format!(" rel=\"{rel}\"")).unwrap_or_default();
+        format!("<a href=\"{href}\"{rel}>{}</a>", escape(&l.href.replace("{host}", "")))
     };
     // Document order: navigation (header), main, aside. The oracle follows the same order.
     let nav: Vec<String> = links.iter().take(NAV.len()).map(anchor).collect();
@@ -476,7 +546,7 @@ fn html_page(rng: &mut Rng, title: String, links: Vec<Link>, slow: bool) -> Node
 }
 
 fn link(target: &str, href: impl Into<String>) -> Link {
-    Link { target: Target::Path(target.to_string()), href: href.into() }
+    Link { target: Target::Path(target.to_string()), href: href.into(), rel: None }
 }
 
 fn nav_links() -> Vec<Link> {
@@ -502,10 +572,11 @@ fn build_site(pages: usize, seed: u64) -> BTreeMap<String, Node> {
     home.extend([
         link("/docs/0", "/docs/0"),
         link("/old/start", "/old/start"),
-        Link { target: Target::Elsewhere, href: "http://example.invalid/elsewhere".into() },
-        Link { target: Target::Elsewhere, href: "mailto:docs@example.invalid".into() },
-        Link { target: Target::Elsewhere, href: "javascript:void(0)".into() },
+        Link { target: Target::Elsewhere, href: "http://example.invalid/elsewhere".into(), rel: None },
+        Link { target: Target::Elsewhere, href: "mailto:docs@example.invalid".into(), rel: None },
+        Link { target: Target::Elsewhere, href: "javascript:void(0)".into(), rel: None },
     ]);
+    home.extend(traps::add(&mut nodes));
     nodes.insert("/".to_string(), html_page(&mut rng, "Sluice documentation".into(), home, false));
     // Special pages hang off the first docs pages (at most `pages - 1` of them).
     let specials: [(&str, &str); 7] = [

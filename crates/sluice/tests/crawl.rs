@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sluice_testkit::site::{FakeSite, SiteConfig};
+use sluice_testkit::site::{FakeSite, SiteConfig, traps};
 
 /// The site and the runtime serving it (it lives as long as this does).
 struct Served {
@@ -127,6 +127,16 @@ fn crawl_stores_exactly_the_allowed_reachable_pages_in_both_modes_identically() 
         )
         .unwrap();
     assert!(title.starts_with("About Docs page 1"), "{title}");
+    // Pages in other charsets are stored as the text they say, extracted from their HTML.
+    let text_of = |path: &str| -> String {
+        common::db(&streaming)
+            .query_row("SELECT text FROM documents WHERE id = ?1", [site.url(path)], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(text_of("/charset/latin1-header.html").contains(traps::CAFE));
+    assert!(text_of("/charset/cp1252-http-equiv.html").contains(traps::CAFE));
+    assert!(text_of("/charset/sjis-meta.html").contains(traps::NIHONGO));
+    assert!(text_of("/charset/sjis-undeclared.html").contains(traps::NIHONGO));
 
     let batch = dir.path().join("batch.db");
     run(&config, &batch, "batch");

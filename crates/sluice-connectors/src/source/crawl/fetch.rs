@@ -7,11 +7,14 @@
 //! | answer | outcome |
 //! | --- | --- |
 //! | 2xx `text/html`, `application/xhtml+xml` | a page, with its title and links |
+//! | 2xx HTML with a `<meta http-equiv="refresh">` to another page (≤ 100 s) | the target, like a redirect |
 //! | 2xx `text/plain` | a page without links |
 //! | 2xx other content types | skipped (logged) |
 //! | 301, 302, 303, 307, 308 | the target, for the crawl to follow |
 //! | 408, 429, 5xx, connection errors, time-outs, bodies cut short | retried, then a failure |
 //! | other 4xx | a failure, at once |
+//!
+//! Bodies are decoded by their charset ([`super::charset`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use reqwest::StatusCode;
 use url::Url;
 
 use super::canonical::{authority, resolve};
+use super::charset;
 use super::links::parse_html;
 use super::politeness::HostGates;
 use super::robots::{RobotsCache, Rules};
@@ -39,15 +43,23 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     pub delay: Duration,
     pub respect_robots: bool,
-    /// `host` or `host:port` entries a crawl may visit.
+    /// `host` or `host:port` entries a crawl may visit: `host:port` that
+    /// port only (the scheme's default when the URL names none), a bare
+    /// `host` every port of it.
     pub allowed_hosts: Vec<String>,
 }
 
 impl FetchSettings {
     pub fn allows_host(&self, url: &Url) -> bool {
-        let authority = authority(url);
         let host = url.host_str().unwrap_or_default();
-        self.allowed_hosts.iter().any(|allowed| allowed == &authority || allowed.eq_ignore_ascii_case(host))
+        let port = url.port_or_known_default();
+        self.allowed_hosts.iter().any(|allowed| {
+            let (allowed_host, allowed_port) = match allowed.rsplit_once(':') {
+                Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse::<u16>().ok()),
+                _ => (allowed.as_str(), None),
+            };
+            allowed_host.eq_ignore_ascii_case(host) && allowed_port.is_none_or(|p| Some(p) == port)
+        })
     }
 }
 
@@ -165,7 +177,12 @@ impl Fetcher {
                 status: Some(answer.status.as_u16()),
             };
         }
-        page_of(url, answer)
+        match page_of(url, answer) {
+            Fetched::Redirect { from, to } if !self.settings.allows_host(&to) => {
+                Fetched::Skipped { reason: format!("refreshes off the allowed hosts to {to}"), url: from }
+            }
+            fetched => fetched,
+        }
     }
 
     async fn robots_for(&self, url: &Url) -> Arc<Rules> {
@@ -259,23 +276,31 @@ impl Fetcher {
     }
 }
 
-/// A 2xx answer as a page, or skipped when it is not text.
+/// A 2xx answer as a page (or, for a meta refresh, a redirect), or skipped when it is not text.
 fn page_of(url: Url, answer: Answer) -> Fetched {
     let content_type =
         answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let body = String::from_utf8_lossy(&answer.body).into_owned();
     let is_html = match mime.as_str() {
         "text/html" | "application/xhtml+xml" => true,
         "text/plain" => false,
-        "" if crate::util::html::looks_like_html(&body) => true,
+        "" if sniffs_as_html(&answer.body) => true,
         _ => return Fetched::Skipped { url, reason: format!("content type {content_type:?} is not HTML or text") },
     };
+    let (body, _encoding) = charset::decode(&content_type, &answer.body, is_html);
     let (title, links) = if is_html {
         let parsed = parse_html(&body, &url);
+        if let Some(to) = parsed.refresh {
+            return Fetched::Redirect { from: url, to };
+        }
         (parsed.title, parsed.links)
     } else {
         (None, Vec::new())
     };
     Fetched::Page(FetchedPage { url, status: answer.status.as_u16(), content_type, body, title, links })
+}
+
+/// An answer without a content type is HTML when it looks like it.
+fn sniffs_as_html(body: &[u8]) -> bool {
+    crate::util::html::looks_like_html(&String::from_utf8_lossy(body))
 }

@@ -58,13 +58,27 @@ impl Frontier {
         self.queue.pop_front()
     }
 
-    /// The next `n` queued URLs, in the order they will be popped.
-    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = &str> {
-        self.queue.iter().take(n).map(|(url, _)| url.as_str())
+    /// The next `n` queued URLs with their depths, in the order they will be popped.
+    pub fn upcoming(&self, n: usize) -> impl Iterator<Item = (&str, u32)> {
+        self.queue.iter().take(n).map(|(url, depth)| (url.as_str(), *depth))
     }
 
     pub fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether `url` was seen (fetched or queued).
+    pub fn has_seen(&self, url: &str) -> bool {
+        self.seen.contains(url)
+    }
+
+    /// Every URL seen: fetched or queued.
+    pub fn seen_urls(&self) -> impl Iterator<Item = &str> {
+        self.seen.iter().map(String::as_str)
     }
 
     pub fn seen_len(&self) -> usize {

@@ -16,10 +16,18 @@
 //! holding it, so a resumed crawl re-reads exactly the committed frontier:
 //! committed pages are never fetched again, and the pages lost to a crash are
 //! those that were in flight. Pages are fetched ahead ([`prefetch`]) so that
-//! one-URL pages still keep `concurrency` requests in flight; results come
-//! out in queue order, so re-fetching a cursor gives the same page.
+//! one-URL pages still keep `concurrency` requests in flight, and a slow page
+//! at the head of the queue does not stop the rest: the pages behind it, and
+//! those they link to, are fetched meanwhile. Results come out in queue
+//! order, so re-fetching a cursor gives the same page.
+//!
+//! Pages are decoded by their charset ([`charset`]); a
+//! `<meta http-equiv="refresh">` to another page is followed like a
+//! redirect. With no `allowed_hosts`, the crawl stays on the host and port of
+//! each start URL (`http://example.com/` allows `example.com:80` only).
 
 mod canonical;
+mod charset;
 mod fetch;
 mod frontier;
 mod links;
@@ -87,7 +95,8 @@ fn default_user_agent() -> String {
 pub struct CrawlConfig {
     /// Where the crawl starts (http or https URLs).
     pub start_urls: Vec<String>,
-    /// Hosts (`host` or `host:port`) whose links are followed; default: the start URLs' hosts.
+    /// Hosts whose links are followed: `host:port` (that port only) or `host` (every port);
+    /// default: the host and port of each start URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
     /// Links followed from a start URL at most (0: the start URLs only); default no limit.
@@ -180,7 +189,8 @@ impl CrawlSource {
         for url in &config.start_urls {
             let parsed = parse_absolute(url)
                 .map_err(|e| ConfigError(format!("crawl.start_urls: {url:?} is not a URL to crawl: {e}")))?;
-            hosts.push(canonical::authority(&parsed));
+            let port = parsed.port_or_known_default().unwrap_or_default();
+            hosts.push(format!("{}:{port}", parsed.host_str().unwrap_or_default()));
             start.push(parsed.to_string());
         }
         let mut allowed_hosts = Vec::new();
@@ -231,7 +241,7 @@ impl CrawlSource {
             allowed_hosts,
         };
         let fetcher = Arc::new(Fetcher::new(settings, config.per_host_concurrency)?);
-        let prefetch = Prefetcher::new(fetcher.clone());
+        let prefetch = Prefetcher::new(fetcher.clone(), config.concurrency, config.max_depth);
         Ok(Self { config, start, fetcher, prefetch })
     }
 
@@ -239,12 +249,12 @@ impl CrawlSource {
         self.config.max_pages.is_some_and(|max| frontier.emitted >= max)
     }
 
-    /// Fetches `url` (popped at `depth`), following redirects whose target
+    /// Fetches `url` (popped at `depth`), following redirects (and meta refreshes) whose target
     /// is new to the frontier, and gives its item, if any, with its links
     /// queued. A redirect to a page seen before gives nothing: that page is
     /// (or will be) stored under its own URL.
     async fn crawl_one(&self, frontier: &mut Frontier, url: url::Url, depth: u32) -> Option<SourceItem> {
-        let mut fetched = self.prefetch.take(&url).await;
+        let mut fetched = self.prefetch.take(&url, depth).await;
         let mut hops = 0;
         while let Fetched::Redirect { from, to } = fetched {
             hops += 1;
@@ -261,7 +271,7 @@ impl CrawlSource {
                 tracing::debug!(%from, %to, "redirect to a page already seen");
                 return None;
             }
-            fetched = self.prefetch.take(&to).await;
+            fetched = self.prefetch.take(&to, depth).await;
         }
         self.consume(frontier, depth, fetched)
     }
@@ -316,7 +326,8 @@ impl Source for CrawlSource {
         while items.is_empty() && !self.limit_reached(&frontier) {
             let Some((url, depth)) = frontier.pop() else { break };
             let Ok(parsed) = url::Url::parse(&url) else { continue };
-            self.prefetch.warm(std::iter::once(url.as_str()).chain(frontier.upcoming(self.config.concurrency - 1)));
+            let remaining = self.config.max_pages.map(|max| max.saturating_sub(frontier.emitted));
+            self.prefetch.warm(&url, depth, &frontier, remaining);
             if let Some(item) = self.crawl_one(&mut frontier, parsed, depth).await {
                 frontier.emitted += 1;
                 items.push(item);
@@ -339,5 +350,33 @@ impl crate::kind::SourceKind for CrawlConfig {
 
     fn run_defaults(&self) -> crate::kind::RunDefaults {
         crate::kind::RunDefaults { noun: "pages", ..Default::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(source: &CrawlSource, url: &str) -> bool {
+        source.fetcher.settings().allows_host(&url::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn the_default_allowed_hosts_are_the_start_urls_host_and_port_whatever_the_port() {
+        let source = CrawlSource::new(CrawlConfig::new(vec!["http://Example.com/docs/".into()])).unwrap();
+        assert!(allows(&source, "http://example.com/x") && allows(&source, "http://example.com:80/y"));
+        assert!(!allows(&source, "http://example.com:8080/"), "another port of the host");
+        assert!(!allows(&source, "https://example.com/"), "port 443 is another port");
+        assert!(!allows(&source, "http://other.example.com/"));
+        let source = CrawlSource::new(CrawlConfig::new(vec!["http://127.0.0.1:8003/".into()])).unwrap();
+        assert!(allows(&source, "http://127.0.0.1:8003/a") && !allows(&source, "http://127.0.0.1/"));
+
+        // Configured: `host` is every port of it, `host:port` that port only (the scheme's default included).
+        let mut config = CrawlConfig::new(vec!["http://example.com/".into()]);
+        config.allowed_hosts = vec!["docs.example.com".into(), "Example.com:80".into(), "[::1]:8080".into()];
+        let source = CrawlSource::new(config).unwrap();
+        assert!(allows(&source, "http://docs.example.com:9000/") && allows(&source, "https://docs.example.com/"));
+        assert!(allows(&source, "http://example.com/") && !allows(&source, "http://example.com:81/"));
+        assert!(allows(&source, "http://[::1]:8080/") && !allows(&source, "http://[::1]:8081/"));
     }
 }
