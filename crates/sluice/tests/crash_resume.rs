@@ -53,6 +53,14 @@ fn sigkill_rounds(make_db: impl Fn(&std::path::Path) -> Option<TestDb>) {
             .spawn()
             .unwrap();
         let kill_after = Duration::from_millis(rng.u64(400..3_500));
+        // The kill window opens once run 1 exists: on a loaded machine starting
+        // can take longer than the shortest window, and the resume needs the run.
+        let created = Instant::now();
+        while !(store.has_runs() && store.scalar("SELECT COUNT(*) FROM pipeline_runs").unwrap_or(0) > 0) {
+            assert!(child.try_wait().unwrap().is_none(), "round {round}: the run ended before its row was written");
+            assert!(created.elapsed() < Duration::from_secs(60), "round {round}: no run row within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let started = Instant::now();
         while started.elapsed() < kill_after {
             if child.try_wait().unwrap().is_some() {

@@ -118,7 +118,7 @@ impl AppState {
         super::resume::check_request(&request)?;
         let _starting = self.starting.lock().await;
         if let Some(active) = self.active_run_id() {
-            return Err(busy(active));
+            self.wait_if_ended(active).await?;
         }
         // Takes and frees the store's run slot: answers 409 if another process
         // runs, and marks runs left running by a dead process as failed.
@@ -236,6 +236,30 @@ impl AppState {
             };
             ApiError::bad_request(format!("No resumable run found for days={days} ({from}..{to}){why}"))
         })
+    }
+
+    /// The active run's row can say it ended (its status is written last)
+    /// while its follower still hands on its final events: such a run is
+    /// waited for, a run still going answers 409.
+    async fn wait_if_ended(&self, active: RunId) -> Result<(), ApiError> {
+        let ended = matches!(self.store.get_run(active).await?, Some(run) if !run.status.is_active());
+        if !ended {
+            return Err(busy(active));
+        }
+        let follower = {
+            let mut slot = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            slot.as_mut().filter(|a| a.run_id == active).and_then(|a| a.follower.take())
+        };
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
+        let mut slot = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(a) if a.run_id == active => *slot = None,
+            Some(a) => return Err(busy(a.run_id)),
+            None => {}
+        }
+        Ok(())
     }
 
     /// Asks the active run of this process to stop at the next batch boundary.
