@@ -1,6 +1,5 @@
 //! `sluice`: run streaming, checkpointed, resumable ingestion pipelines.
 
-mod assemble;
 mod cli;
 mod commands;
 mod env;
@@ -9,6 +8,7 @@ mod progress;
 mod resume;
 mod serve;
 mod status;
+mod store_args;
 
 use std::process::ExitCode;
 

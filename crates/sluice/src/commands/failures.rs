@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{Context, FailureRow, Page, Record, RunStatus, Source, SourceError, SourceItem, Start};
 
-use crate::assemble::open_store_args;
 use crate::cli::{FailuresAction, FailuresArgs, StoreArgs};
 use crate::commands::output::print_json;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
+use crate::store_args::open_store_args;
 
 pub async fn failures(args: FailuresArgs) -> Result<u8, CliError> {
     match args.action {

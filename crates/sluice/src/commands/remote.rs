@@ -3,9 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::assemble::env_var;
 use crate::cli::StopArgs;
 use crate::commands::output::print_json;
+use crate::env::env_var;
 use crate::error::{CliError, code};
 use crate::status::RunStatusDoc;
 

@@ -7,13 +7,13 @@ use tokio_util::sync::CancellationToken;
 
 use sluice_connectors::{PipelineFile, build_pipeline};
 
-use crate::assemble::open_store_for;
 use crate::cli::RunArgs;
 use crate::commands::output::print_json;
 use crate::env::{apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
 use crate::resume::find_resumable;
+use crate::store_args::open_store_for;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let resuming = args.resume || args.resume_run_id.is_some();

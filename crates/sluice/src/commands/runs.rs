@@ -1,12 +1,12 @@
 //! `sluice runs` and `sluice status`: read runs straight from the store.
 
-use crate::assemble::open_store_args;
 use crate::cli::{RunsArgs, StatusArgs};
 use crate::commands::output::print_json;
 use crate::commands::remote;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
 use crate::status::RunStatusDoc;
+use crate::store_args::open_store_args;
 use sluice_core::RunStatus;
 
 pub async fn list(args: RunsArgs) -> Result<u8, CliError> {

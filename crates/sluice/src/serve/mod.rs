@@ -27,9 +27,10 @@ use tower::Layer;
 use self::access::Access;
 use self::limits::HttpLimits;
 
-use crate::assemble::{env_var, open_store_for};
 use crate::cli::ServeArgs;
+use crate::env::env_var;
 use crate::error::{CliError, code};
+use crate::store_args::open_store_for;
 use sluice_connectors::PipelineFile;
 pub use state::AppState;
 

@@ -9,8 +9,7 @@ use sluice_connectors::registry::open_store;
 use sluice_connectors::store::InspectStore;
 
 use crate::cli::StoreArgs;
-pub use crate::env::env_var;
-use crate::env::store_config;
+use crate::env::{env_var, store_config};
 use crate::error::CliError;
 
 /// Opens the store named by `--db`, else `DATABASE_URL`, else the file's
