@@ -251,4 +251,51 @@ mod tests {
         assert_eq!(s.next(p), None);
         assert_eq!(s.next(p), ServerError);
     }
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Settings {
+        fail_every: Option<u64>,
+        latency_ms: u64,
+        script: Vec<FaultKind>,
+    }
+
+    impl FaultSettings for Settings {
+        fn periods(&self) -> Periods {
+            Periods { fail_every: self.fail_every, ..Periods::default() }
+        }
+        fn latency_ms(&self) -> u64 {
+            self.latency_ms
+        }
+        fn script(&self) -> &[FaultKind] {
+            &self.script
+        }
+        fn script_mut(&mut self) -> &mut Vec<FaultKind> {
+            &mut self.script
+        }
+    }
+
+    #[test]
+    fn state_snapshots_the_remaining_script_and_patches_restart_it() {
+        let mut st =
+            FaultState::new(Settings { script: vec![FaultKind::Drop, FaultKind::None], ..Settings::default() });
+        assert_eq!(st.next(false), FaultKind::None); // untargeted: the script is not consumed
+        assert_eq!(st.next(true), FaultKind::Drop);
+        assert_eq!(st.snapshot().script, vec![FaultKind::None]);
+        assert_eq!(st.settings().script.len(), 2);
+        assert_eq!(st.latency_ms(true), 0);
+
+        let answer = st.patch(br#"{"fail_every": 1, "latency_ms": 7}"#).unwrap();
+        assert_eq!(answer["fail_every"], 1);
+        assert_eq!(st.latency_ms(true), 7);
+        assert_eq!(st.latency_ms(false), 0);
+        // The patch kept the whole script and restarted it.
+        assert_eq!(st.next(true), FaultKind::Drop);
+        assert_eq!(st.next(true), FaultKind::None);
+        assert_eq!(st.next(true), FaultKind::ServerError);
+
+        assert_eq!(st.patch(b"[1]").unwrap_err()["error"], "body must be a JSON object");
+        assert!(st.patch(br#"{"nope": 1}"#).unwrap_err()["error"].as_str().unwrap().contains("unknown setting"));
+        assert!(st.patch(br#"{"latency_ms": "x"}"#).is_err());
+        assert_eq!(st.settings().latency_ms, 7);
+    }
 }
