@@ -8,10 +8,16 @@
 //! fault list, when present, is consumed first, one entry per request; then
 //! the periodic faults apply, in this order of precedence when several fall
 //! on the same request: drop, server error, rate limit, malformed.
+//!
+//! [`FaultState`] is the plumbing both fakes share: their settings, the
+//! schedule those drive, latency, and the `/_testkit/faults` JSON patches.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// One kind of injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +126,103 @@ impl Schedule {
     }
 }
 
+/// What a fake's fault settings expose to the shared plumbing.
+pub(crate) trait FaultSettings: Clone + Serialize + DeserializeOwned {
+    /// The periodic faults.
+    fn periods(&self) -> Periods;
+    /// The sleep before each targeted request.
+    fn latency_ms(&self) -> u64;
+    /// The scripted faults, as set.
+    fn script(&self) -> &[FaultKind];
+    fn script_mut(&mut self) -> &mut Vec<FaultKind>;
+}
+
+/// A fake's fault settings and the schedule they drive; setting them
+/// restarts the schedule.
+#[derive(Debug)]
+pub(crate) struct FaultState<F> {
+    settings: F,
+    schedule: Schedule,
+}
+
+impl<F: FaultSettings> FaultState<F> {
+    pub fn new(settings: F) -> Self {
+        let mut schedule = Schedule::default();
+        schedule.reset(settings.script());
+        FaultState { settings, schedule }
+    }
+
+    /// The settings as last set (`script` whole).
+    pub fn settings(&self) -> &F {
+        &self.settings
+    }
+
+    /// Replaces the settings; the next targeted request is number 1.
+    pub fn set(&mut self, settings: F) {
+        self.schedule.reset(settings.script());
+        self.settings = settings;
+    }
+
+    /// The settings with `script` holding what remains of it.
+    pub fn snapshot(&self) -> F {
+        let mut f = self.settings.clone();
+        *f.script_mut() = self.schedule.remaining_script();
+        f
+    }
+
+    /// The latency of a request (0 when it is not targeted).
+    pub fn latency_ms(&self, targeted: bool) -> u64 {
+        if targeted { self.settings.latency_ms() } else { 0 }
+    }
+
+    /// The fault of the next request; untargeted requests are not counted.
+    pub fn next(&mut self, targeted: bool) -> FaultKind {
+        if targeted { self.schedule.next(self.settings.periods()) } else { FaultKind::None }
+    }
+
+    /// `POST /_testkit/faults`: applies a JSON object's keys onto the
+    /// settings. Ok: the new settings; Err: the 400 body.
+    pub fn patch(&mut self, body: &[u8]) -> Result<Value, Value> {
+        let patch: Value = match serde_json::from_slice(body) {
+            Ok(Value::Object(p)) => Value::Object(p),
+            _ => return Err(json!({"error": "body must be a JSON object"})),
+        };
+        match merge_patch::<F>(&self.settings, &patch) {
+            Ok(f) => {
+                self.set(f.clone());
+                Ok(json!(f))
+            }
+            Err(e) => Err(json!({"error": e})),
+        }
+    }
+}
+
+/// Sleeps `ms` milliseconds (nothing when 0).
+pub(crate) async fn delay(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Applies a JSON object's keys onto the serialized `current` value and
+/// deserializes the result (the `POST /_testkit/faults` semantics).
+pub(crate) fn merge_patch<T>(current: &T, patch: &Value) -> Result<T, String>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let mut v = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    let (Some(target), Some(patch)) = (v.as_object_mut(), patch.as_object()) else {
+        return Err("a patch must be a JSON object".into());
+    };
+    for (k, val) in patch {
+        if !target.contains_key(k) {
+            return Err(format!("unknown setting {k:?}"));
+        }
+        target.insert(k.clone(), val.clone());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +250,52 @@ mod tests {
         s.reset(&[]);
         assert_eq!(s.next(p), None);
         assert_eq!(s.next(p), ServerError);
+    }
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Settings {
+        fail_every: Option<u64>,
+        latency_ms: u64,
+        script: Vec<FaultKind>,
+    }
+
+    impl FaultSettings for Settings {
+        fn periods(&self) -> Periods {
+            Periods { fail_every: self.fail_every, ..Periods::default() }
+        }
+        fn latency_ms(&self) -> u64 {
+            self.latency_ms
+        }
+        fn script(&self) -> &[FaultKind] {
+            &self.script
+        }
+        fn script_mut(&mut self) -> &mut Vec<FaultKind> {
+            &mut self.script
+        }
+    }
+
+    #[test]
+    fn state_snapshots_the_remaining_script_and_patches_restart_it() {
+        let mut st =
+            FaultState::new(Settings { script: vec![FaultKind::Drop, FaultKind::None], ..Settings::default() });
+        assert_eq!(st.next(false), FaultKind::None); // untargeted: the script is not consumed
+        assert_eq!(st.next(true), FaultKind::Drop);
+        assert_eq!(st.snapshot().script, vec![FaultKind::None]);
+        assert_eq!(st.settings().script.len(), 2);
+        assert_eq!(st.latency_ms(true), 0);
+
+        let answer = st.patch(br#"{"fail_every": 1, "latency_ms": 7}"#).unwrap();
+        assert_eq!(answer["fail_every"], 1);
+        assert_eq!(st.latency_ms(true), 7);
+        assert_eq!(st.latency_ms(false), 0);
+        // The patch kept the whole script and restarted it.
+        assert_eq!(st.next(true), FaultKind::Drop);
+        assert_eq!(st.next(true), FaultKind::None);
+        assert_eq!(st.next(true), FaultKind::ServerError);
+
+        assert_eq!(st.patch(b"[1]").unwrap_err()["error"], "body must be a JSON object");
+        assert!(st.patch(br#"{"nope": 1}"#).unwrap_err()["error"].as_str().unwrap().contains("unknown setting"));
+        assert!(st.patch(br#"{"latency_ms": "x"}"#).is_err());
+        assert_eq!(st.settings().latency_ms, 7);
     }
 }

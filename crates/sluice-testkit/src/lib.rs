@@ -44,22 +44,3 @@ pub use openai::{FakeOpenAi, OpenAiConfig, OpenAiFaults};
 pub use rng::text_hash;
 pub use site::{FakeSite, SiteConfig};
 pub use theme::Theme;
-
-/// Applies a JSON object's keys onto the serialized `current` value and
-/// deserializes the result (the `POST /_testkit/faults` semantics).
-pub(crate) fn merge_patch<T>(current: &T, patch: &serde_json::Value) -> Result<T, String>
-where
-    T: serde::Serialize + serde::de::DeserializeOwned,
-{
-    let mut v = serde_json::to_value(current).map_err(|e| e.to_string())?;
-    let (Some(target), Some(patch)) = (v.as_object_mut(), patch.as_object()) else {
-        return Err("a patch must be a JSON object".into());
-    };
-    for (k, val) in patch {
-        if !target.contains_key(k) {
-            return Err(format!("unknown setting {k:?}"));
-        }
-        target.insert(k.clone(), val.clone());
-    }
-    serde_json::from_value(v).map_err(|e| e.to_string())
-}

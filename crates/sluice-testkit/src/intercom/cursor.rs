@@ -18,7 +18,7 @@ pub(crate) struct Cursor {
     pub page: u64,
     pub issued_ms: i64,
     pub nonce: u64,
-    /// [`super::Sort::tag`] of the search that issued it.
+    /// [`super::search::Sort::tag`] of the search that issued it.
     pub sort: u64,
 }
 
