@@ -262,6 +262,8 @@ pub struct OpenAiCounters {
     pub distinct_embedding_inputs: u64,
     /// The most times one of them was embedded.
     pub max_embedding_repeats: u64,
+    /// The most requests the fake was handling at once (any endpoint).
+    pub max_in_flight: u64,
 }
 
 struct Mutable {
@@ -274,6 +276,8 @@ struct Mutable {
     /// (window start ms, requests in it, tokens in it)
     window: (i64, u32, u64),
     requests: u64,
+    /// Requests being handled now.
+    in_flight: u64,
 }
 
 struct Shared {
@@ -339,6 +343,7 @@ impl FakeOpenAi {
                 rpm_limit: config.rpm_limit,
                 window: (i64::MIN, 0, 0),
                 requests: 0,
+                in_flight: 0,
             }),
         });
         let running = Running::start(config.port, router(shared.clone())).await?;
@@ -499,6 +504,25 @@ fn bad_request(message: &str, param: Option<&str>, code: Option<&str>) -> Answer
     }
 }
 
+/// Counts a request as in flight until its answer is ready (on every return path).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        let mut m = shared.lock();
+        m.in_flight += 1;
+        m.counters.max_in_flight = m.counters.max_in_flight.max(m.in_flight);
+        drop(m);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
 async fn handle(
     shared: Arc<Shared>,
     ep: ApiEndpoint,
@@ -507,6 +531,7 @@ async fn handle(
     work: impl FnOnce(&Shared, FaultKind) -> Answer,
 ) -> Response {
     let started = std::time::Instant::now();
+    let _in_flight = InFlight::enter(&shared);
     let (request_id, latency) = {
         let mut m = shared.lock();
         m.requests += 1;
