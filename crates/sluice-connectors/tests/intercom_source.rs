@@ -397,3 +397,16 @@ async fn counters_follow_the_runbook_in_streaming_and_batch_mode() {
     assert_eq!(stored_batch, stored_streaming, "both modes store the same conversations");
     assert_eq!(stored_streaming, quality.iter().cloned().collect());
 }
+
+#[tokio::test]
+async fn the_estimate_is_the_raw_total_from_one_extra_search() {
+    let fake = fake(700).await;
+    let (all, quality) = expected(&fake.dataset());
+    assert!(quality.len() < all.len());
+    let filtering = source(config(&fake.base_url()), fake.token(), true);
+    // Short conversations are dropped later, page by page, so they are in the estimate (README says so).
+    assert_eq!(filtering.estimated_total().await, Some(all.len() as u64));
+    let counters = fake.counters();
+    assert_eq!(counters.search_requests, 1, "one search request, which counts against the rate limit");
+    assert_eq!(fake.request_log()[0].returned, 1, "per_page=1");
+}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sluice_connectors::embedder::OpenAiEmbedder;
 use sluice_connectors::remote::openai::{OpenAiApi, UNAUTHORIZED};
 use sluice_connectors::stage::classify::llm::{LlmClassifier, LlmClassifyConfig, user_message};
-use sluice_connectors::stage::embed::EmbedStage;
+use sluice_connectors::stage::embed::{EmbedConfig, EmbedStage};
 use sluice_connectors::store::sqlite::SqliteStore;
 use sluice_connectors::util::secret::Secret;
 use sluice_core::{
@@ -339,4 +339,40 @@ async fn openai_embeddings_batch_record_usage_retry_and_are_remembered() {
     let bad = OpenAiEmbedder::new(api(&fake, "sk-nope-secret"), "text-embedding-3-small", 64, true, 2).unwrap();
     let err = EmbedStage::with_embedder(Arc::new(bad), 8).unwrap().process(&Context::detached(), docs(2)).await;
     assert!(matches!(&err, Err(e) if e.error_type == UNAUTHORIZED && !e.message.contains("secret")), "{err:?}");
+}
+
+#[tokio::test]
+async fn embed_concurrency_bounds_the_calls_in_flight_over_all_batches() {
+    // Slow answers keep calls open, so the fake sees how many overlap.
+    let fake = fake(OpenAiFaults { latency_ms: 200, ..OpenAiFaults::default() }).await;
+    let config: EmbedConfig = serde_json::from_value(serde_json::json!({
+        "provider": "openai",
+        "base_url": format!("{}/v1", fake.base_url()),
+        "api_key": fake.key(),
+        "dimensions": 64,
+        "batch_size": 1,
+        "concurrency": 3,
+    }))
+    .unwrap();
+    let stage = EmbedStage::new(config).unwrap();
+    // Two batches at once, as two workers would: 6 calls each could be asked for, 3 may be in flight.
+    let input = docs(12);
+    let (a, b) = input.split_at(6);
+    let ctx = Context::detached();
+    let (first, second) = tokio::join!(stage.process(&ctx, a.to_vec()), stage.process(&ctx, b.to_vec()));
+    for outcome in first.unwrap().iter().chain(&second.unwrap()) {
+        assert!(matches!(outcome, Outcome::Kept(d) if d.embedding.is_some()), "{outcome:?}");
+    }
+    let counters = fake.counters();
+    assert_eq!(counters.embedding_responses, 12, "one call per text");
+    assert_eq!(counters.max_in_flight, 3, "concurrency is reached and never exceeded, over both batches");
+
+    // Alone, one batch with `concurrency = 1` makes its calls one after another.
+    fake.reset_counters();
+    let embedder =
+        Arc::new(OpenAiEmbedder::new(api(&fake, fake.key()), "text-embedding-3-small", 64, true, 2).unwrap());
+    let stage = EmbedStage::with_embedder(embedder, 1).unwrap().with_concurrency(1).unwrap();
+    let outcomes = stage.process(&ctx, docs(3)).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Kept(_))));
+    assert_eq!((fake.counters().embedding_responses, fake.counters().max_in_flight), (3, 1));
 }

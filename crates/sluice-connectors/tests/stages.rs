@@ -627,6 +627,20 @@ fn embed_config_errors() {
     assert!(serde_json::from_value::<EmbedConfig>(json!({"modle": "x"})).is_err());
 }
 
+#[test]
+fn embed_concurrency_defaults_to_4_and_is_range_checked() {
+    let config: EmbedConfig = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(config.concurrency, 4);
+    for bad in [0, 257] {
+        let error =
+            EmbedStage::new(EmbedConfig { concurrency: bad, ..EmbedConfig::default() }).unwrap_err().to_string();
+        assert!(error.contains(&format!("embed.concurrency = {bad}")) && error.contains("1..=256"), "{error}");
+        let error = EmbedStage::with_embedder(recording(false), 8).unwrap().with_concurrency(bad).unwrap_err();
+        assert!(error.to_string().contains("embed.concurrency"), "{error}");
+    }
+    assert!(EmbedStage::new(EmbedConfig { concurrency: 256, ..EmbedConfig::default() }).is_ok());
+}
+
 // ---------------------------------------------------------------- together
 
 #[tokio::test]

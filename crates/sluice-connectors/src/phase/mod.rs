@@ -78,8 +78,14 @@ pub fn build_phases(config: &PhasesConfig, auto_create_stories: bool) -> Result<
     }
     if auto_create_stories {
         if config.theme_extraction.is_none() {
+            // Two ways out: the phases stories need, or no stories.
+            let embeddings = match config.embedding_generation {
+                Some(_) => String::new(),
+                None => format!(" (and a [phases.{EMBEDDING_GENERATION}] table, which themes cluster)"),
+            };
             return Err(ConfigError(format!(
-                "auto_create_stories makes one story per theme: add a [phases.{THEME_EXTRACTION}] table"
+                "auto_create_stories makes one story per theme: add a [phases.{THEME_EXTRACTION}] table{embeddings}, \
+                 or set auto_create_stories = false"
             )));
         }
         let stories = config.story_creation.clone().unwrap_or_default();

@@ -8,18 +8,23 @@
 //! dimensions); a remembered result is only put back when the document's
 //! chunks are the same texts as when it was made.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::{Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
+use tokio::sync::Semaphore;
 
 use crate::ConfigError;
 use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
 use crate::remote::http::fnv_hex;
 use crate::remote::openai::{OpenAiEndpoint, UNAUTHORIZED};
 use crate::util::validate::check_range;
+
+/// The most calls `concurrency` may allow at once.
+const MAX_CONCURRENCY: usize = 256;
 
 /// Providers `provider` accepts.
 pub const PROVIDERS: [&str; 3] = ["hashing", "openai", "minilm"];
@@ -34,6 +39,10 @@ fn default_dimensions() -> usize {
 
 fn default_batch_size() -> usize {
     32
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 fn default_model() -> String {
@@ -67,6 +76,10 @@ pub struct EmbedConfig {
     /// Texts per embedder call (1..=2048); `EMBEDDING_BATCH_SIZE` overrides it.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Embedder calls in flight at once over all batches the stage works on
+    /// (1..=256). Default 4.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// `openai`: the model. Default `text-embedding-3-small`.
     #[serde(default = "default_model")]
     pub model: String,
@@ -88,6 +101,7 @@ impl Default for EmbedConfig {
             model_dir: None,
             dimensions: default_dimensions(),
             batch_size: default_batch_size(),
+            concurrency: default_concurrency(),
             model: default_model(),
             endpoint: OpenAiEndpoint::default(),
             send_dimensions: true,
@@ -98,10 +112,14 @@ impl Default for EmbedConfig {
 /// Sets `chunk.embedding` on every chunk, and `doc.embedding` on documents
 /// without chunks (from the whole text; not for an empty text). A failed call
 /// fails the documents whose texts were in it, with the embedder's error.
+/// At most `concurrency` calls are in flight at once, over every batch (and
+/// worker) the stage serves: the permits are shared, clones included.
 #[derive(Clone)]
 pub struct EmbedStage {
     embedder: Arc<dyn Embedder>,
     batch_size: usize,
+    concurrency: usize,
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for EmbedStage {
@@ -109,6 +127,7 @@ impl std::fmt::Debug for EmbedStage {
         f.debug_struct("EmbedStage")
             .field("embedder", &self.embedder.fingerprint())
             .field("batch_size", &self.batch_size)
+            .field("concurrency", &self.concurrency)
             .finish()
     }
 }
@@ -117,6 +136,7 @@ impl EmbedStage {
     pub fn new(config: EmbedConfig) -> Result<Self, ConfigError> {
         check_range("embed.dimensions", config.dimensions, 8, 4096)?;
         check_range("embed.batch_size", config.batch_size, 1, 2048)?;
+        check_range("embed.concurrency", config.concurrency, 1, MAX_CONCURRENCY)?;
         let embedder: Arc<dyn Embedder> = match config.provider.as_str() {
             "hashing" => Arc::new(HashingEmbedder::new(config.dimensions)?),
             "openai" => {
@@ -138,17 +158,44 @@ impl EmbedStage {
                 )));
             }
         };
-        Ok(Self { embedder, batch_size: config.batch_size })
+        Self::with_embedder(embedder, config.batch_size)?.with_concurrency(config.concurrency)
     }
 
-    /// A stage over any embedder (other providers, tests).
+    /// A stage over any embedder (other providers, tests), with the default `concurrency`.
     pub fn with_embedder(embedder: Arc<dyn Embedder>, batch_size: usize) -> Result<Self, ConfigError> {
         check_range("embed.batch_size", batch_size, 1, 2048)?;
-        Ok(Self { embedder, batch_size })
+        let concurrency = default_concurrency();
+        Ok(Self { embedder, batch_size, concurrency, permits: Arc::new(Semaphore::new(concurrency)) })
+    }
+
+    /// The same stage with `concurrency` calls in flight at most (1..=256).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Result<Self, ConfigError> {
+        check_range("embed.concurrency", concurrency, 1, MAX_CONCURRENCY)?;
+        self.concurrency = concurrency;
+        self.permits = Arc::new(Semaphore::new(concurrency));
+        Ok(self)
     }
 
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder
+    }
+
+    /// One embedder call, holding one of the stage's permits while it runs.
+    async fn call(&self, ctx: &Context, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        let _permit = self.permits.acquire().await.map_err(|_| StageError::permanent("closed", "stage is closed"))?;
+        let vectors = self.embedder.embed_with(ctx, texts).await?;
+        if vectors.len() != texts.len() {
+            return Err(StageError::permanent(
+                "embedding",
+                format!(
+                    "embedder {} returned {} vectors for {} texts",
+                    self.embedder.name(),
+                    vectors.len(),
+                    texts.len()
+                ),
+            ));
+        }
+        Ok(vectors)
     }
 }
 
@@ -213,19 +260,21 @@ impl Stage for EmbedStage {
             }
         }
 
-        let mut failed: Vec<Option<StageError>> = vec![None; docs.len()];
-        let mut pending = targets.into_iter().peekable();
-        let mut call: Vec<Target> = Vec::with_capacity(self.batch_size);
-        let mut texts: Vec<String> = Vec::with_capacity(self.batch_size);
-        while pending.peek().is_some() {
-            call.clear();
-            texts.clear();
-            // Skip texts of documents an earlier call already failed.
+        // Calls are made up lazily, when a slot frees: texts of documents an
+        // earlier call already failed are left out (with `concurrency = 1`,
+        // exactly as if the calls ran one after another).
+        let failed: Mutex<Vec<Option<StageError>>> = Mutex::new(vec![None; docs.len()]);
+        let mut pending = targets.into_iter();
+        let docs_ref = &docs;
+        let next_call = || {
+            let failed = failed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut call: Vec<Target> = Vec::with_capacity(self.batch_size);
+            let mut texts: Vec<String> = Vec::with_capacity(self.batch_size);
             for target in pending.by_ref() {
                 if failed[target.doc].is_some() {
                     continue;
                 }
-                let doc = &docs[target.doc];
+                let doc = &docs_ref[target.doc];
                 texts.push(match target.chunk {
                     Some(c) => doc.chunks[c].text.clone(),
                     None => doc.record.text.clone(),
@@ -235,42 +284,39 @@ impl Stage for EmbedStage {
                     break;
                 }
             }
-            if call.is_empty() {
-                break;
-            }
-            let result = self.embedder.embed_with(ctx, &texts).await.and_then(|vectors| {
-                if vectors.len() != texts.len() {
-                    return Err(StageError::permanent(
-                        "embedding",
-                        format!(
-                            "embedder {} returned {} vectors for {} texts",
-                            self.embedder.name(),
-                            vectors.len(),
-                            texts.len()
-                        ),
-                    ));
-                }
-                Ok(vectors)
-            });
+            (!call.is_empty()).then_some((call, texts))
+        };
+        let mut calls = futures::stream::iter(std::iter::from_fn(next_call))
+            .map(|(call, texts)| async move {
+                let result = self.call(ctx, &texts).await;
+                (call, result)
+            })
+            .buffer_unordered(self.concurrency);
+        let mut embedded: Vec<(Vec<Target>, Vec<Vec<f32>>)> = Vec::new();
+        while let Some((call, result)) = calls.next().await {
             match result {
-                Ok(vectors) => {
-                    for (target, vector) in call.iter().zip(vectors) {
-                        let doc = &mut docs[target.doc];
-                        match target.chunk {
-                            Some(c) => doc.chunks[c].embedding = Some(vector),
-                            None => doc.embedding = Some(vector),
-                        }
-                    }
-                }
+                Ok(vectors) => embedded.push((call, vectors)),
                 // A refused key: every call would fail the same way; fail the batch (and the run).
                 Err(error) if error.error_type == UNAUTHORIZED => return Err(error),
                 Err(error) => {
+                    let mut failed = failed.lock().unwrap_or_else(|e| e.into_inner());
                     for target in &call {
                         failed[target.doc].get_or_insert_with(|| error.clone());
                     }
                 }
             }
         }
+        drop(calls);
+        for (call, vectors) in embedded {
+            for (target, vector) in call.iter().zip(vectors) {
+                let doc = &mut docs[target.doc];
+                match target.chunk {
+                    Some(c) => doc.chunks[c].embedding = Some(vector),
+                    None => doc.embedding = Some(vector),
+                }
+            }
+        }
+        let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
 
         Ok(docs
             .into_iter()

@@ -117,6 +117,7 @@ impl FakeOpenAi {
                 rpm_limit: config.rpm_limit,
                 window: (i64::MIN, 0, 0),
                 requests: 0,
+                in_flight: 0,
             }),
         });
         let running = Running::start(config.port, router(shared.clone())).await?;

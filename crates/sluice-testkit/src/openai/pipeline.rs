@@ -79,6 +79,25 @@ pub(super) fn bad_request(message: &str, param: Option<&str>, code: Option<&str>
     }
 }
 
+/// Counts a request as in flight until its answer is ready (on every return path).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        let mut m = shared.lock();
+        m.in_flight += 1;
+        m.counters.max_in_flight = m.counters.max_in_flight.max(m.in_flight);
+        drop(m);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
 /// Runs the common checks (see the module docs of [`super`]) around `work`.
 pub(super) async fn handle(
     shared: Arc<Shared>,
@@ -88,6 +107,7 @@ pub(super) async fn handle(
     work: impl FnOnce(&Shared, FaultKind) -> Answer,
 ) -> Response {
     let started = std::time::Instant::now();
+    let _in_flight = InFlight::enter(&shared);
     let (request_id, latency) = {
         let mut m = shared.lock();
         m.requests += 1;

@@ -40,6 +40,8 @@ pub struct OpenAiCounters {
     pub distinct_embedding_inputs: u64,
     /// The most times one of them was embedded.
     pub max_embedding_repeats: u64,
+    /// The most requests the fake was handling at once (any endpoint).
+    pub max_in_flight: u64,
 }
 
 /// What changes while the fake runs, behind one lock.
@@ -52,6 +54,8 @@ pub(super) struct Mutable {
     /// (window start ms, requests in it, tokens in it)
     pub window: (i64, u32, u64),
     pub requests: u64,
+    /// Requests being handled now.
+    pub in_flight: u64,
 }
 
 /// The state every handler of one fake shares.

@@ -323,7 +323,8 @@ impl Source for IntercomSource {
     }
 
     /// `total_count` of a one-item search over the whole range (one request,
-    /// no retries; `None` when it fails). Short conversations are included.
+    /// no retries; `None` when it fails): the raw total, short conversations
+    /// included, since they are only dropped page by page (README says so).
     async fn estimated_total(&self) -> Option<u64> {
         let whole = Slice { name: String::new(), start: self.range.start_ts(), end: self.range.end_ts() };
         let body = self.search_body(&whole, None, 1);
