@@ -113,4 +113,7 @@ pub enum EngineError {
     /// The run was aborted by a fatal error elsewhere while this waited.
     #[error("aborted")]
     Aborted,
+    /// One of the run's tasks panicked (a bug, in the engine or in a connector).
+    #[error("{task} panicked: {message}")]
+    Panicked { task: String, message: String },
 }

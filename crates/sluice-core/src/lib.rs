@@ -31,7 +31,7 @@ pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
 pub use mode::Mode;
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
-pub use pipeline::{Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
+pub use pipeline::{InFlight, Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
 pub use record::{Chunk, Classification, Document, Record};
 pub use retry::{RetryPolicy, Verdict, with_retries};
 pub use sink::Sink;

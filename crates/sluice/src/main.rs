@@ -1,5 +1,8 @@
 //! `sluice`: run streaming, checkpointed, resumable ingestion pipelines.
 
+#[macro_use]
+mod console;
+
 mod cli;
 mod commands;
 mod env;
@@ -7,6 +10,7 @@ mod error;
 mod progress;
 mod resume;
 mod serve;
+mod signals;
 mod status;
 mod store_args;
 
@@ -27,21 +31,21 @@ fn main() -> ExitCode {
     if let Err(e) = dotenvy::dotenv()
         && !e.not_found()
     {
-        eprintln!("warning: .env could not be read: {e}");
+        errln!("warning: .env could not be read: {e}");
     }
     let cli = Cli::parse();
     init_logging(cli.log_format, matches!(cli.command, Command::Run(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(error::code::FAILED);
         }
     };
     match runtime.block_on(commands::dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(e.code)
         }
     }
@@ -56,12 +60,17 @@ fn init_logging(format: LogFormat, running: bool) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).with_target(false);
+    // No internal error reports: they go to stderr with `eprintln!`, which panics once stderr is closed.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LogWriter)
+        .with_target(false)
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Text => builder.with_ansi(stderr_is_terminal()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     if let Err(e) = result {
-        eprintln!("warning: logging not initialised: {e}");
+        errln!("warning: logging not initialised: {e}");
     }
 }

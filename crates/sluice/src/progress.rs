@@ -18,20 +18,23 @@ fn active_bar() -> &'static Mutex<Option<ProgressBar>> {
 }
 
 /// A log writer for tracing that hides the progress bar while it writes.
+/// A log line that cannot be written (stderr closed) is dropped: logs must
+/// never fail or block the engine.
 pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let bar = active_bar().lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match bar {
-            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
-            None => std::io::stderr().write_all(buf)?,
-        }
+        let _ = match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)),
+            None => std::io::stderr().write_all(buf),
+        };
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
@@ -136,7 +139,7 @@ impl Reporter {
         if self.plain && self.counts != self.printed && self.last_line.elapsed() >= Duration::from_secs(2) {
             self.last_line = Instant::now();
             self.printed = self.counts;
-            eprintln!("progress: {} rate={:.0}/s", self.message(), self.rate);
+            errln!("progress: {} rate={:.0}/s", self.message(), self.rate);
         }
     }
 

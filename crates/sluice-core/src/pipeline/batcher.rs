@@ -221,6 +221,7 @@ impl BatchBuilder {
         };
         tracing::info!("Processing batch {seq}: {} {noun}", docs.len() + failures.len());
         shared.progress.fetched(delta.fetched);
+        shared.in_flight.formed();
         self.bytes = 0;
         Batch {
             seq,

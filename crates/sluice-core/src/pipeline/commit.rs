@@ -5,6 +5,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::batcher::Batch;
+use super::panics::catch_panic;
 use super::state::{CommitKind, Shared};
 use crate::checkpoint::{Checkpoint, Counts};
 use crate::error::{EngineError, StoreError};
@@ -59,10 +60,14 @@ pub(crate) async fn commit_groups(shared: &Shared, mut groups: Groups, mut check
         if shared.abort.is_cancelled() {
             break;
         }
-        match commit_batches(shared, group, &checkpoint).await {
-            Ok(next) => checkpoint = next,
-            Err(error) => {
+        match catch_panic(commit_batches(shared, group, &checkpoint)).await {
+            Ok(Ok(next)) => checkpoint = next,
+            Ok(Err(error)) => {
                 shared.fail(error);
+                break;
+            }
+            Err(message) => {
+                shared.fail(EngineError::Panicked { task: "the committer".into(), message });
                 break;
             }
         }
@@ -116,6 +121,7 @@ pub(crate) async fn commit_batches(
     commit_with_retries(shared, &commit, &next).await?;
     let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
 
+    shared.in_flight.committed(reports.len() as u64);
     let events = &shared.ctx.events;
     for report in reports {
         shared.progress.finished(&report.delta);

@@ -1,6 +1,9 @@
 //! The handle a caller holds on a run: its event stream, a stop switch and
 //! the final summary.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -22,12 +25,31 @@ pub struct RunSummary {
     pub duration_seconds: f64,
 }
 
+/// How many batches were formed and not committed yet: what a stop waits for.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    pub fn batches(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn formed(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn committed(&self, batches: u64) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(batches)));
+    }
+}
+
 /// A run going on in the background.
 pub struct RunHandle {
     pub run_id: RunId,
     pub resumed: bool,
     events: mpsc::Receiver<Event>,
     stop: CancellationToken,
+    in_flight: InFlight,
     task: JoinHandle<RunSummary>,
 }
 
@@ -37,9 +59,15 @@ impl RunHandle {
         resumed: bool,
         events: mpsc::Receiver<Event>,
         stop: CancellationToken,
+        in_flight: InFlight,
         task: JoinHandle<RunSummary>,
     ) -> Self {
-        Self { run_id, resumed, events, stop, task }
+        Self { run_id, resumed, events, stop, in_flight, task }
+    }
+
+    /// The run's count of batches in flight, to say what a stop waits for.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// A token that asks the run to stop at the next batch boundary when cancelled.

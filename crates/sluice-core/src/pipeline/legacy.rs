@@ -10,16 +10,25 @@ use tokio::sync::mpsc;
 use super::batcher::{Batch, batch_pages};
 use super::commit::{Groups, commit_groups};
 use super::fetch::fetch_all;
+use super::panics::{join_message, spawn_task};
 use super::stages::process_batch;
 use super::state::Shared;
 use crate::checkpoint::Checkpoint;
-use crate::error::{EngineError, StageError};
+use crate::error::EngineError;
 
 pub(crate) async fn run(shared: Arc<Shared>, checkpoint: Checkpoint, partitions: Vec<String>) -> Checkpoint {
     let (page_tx, page_rx) = mpsc::channel(1);
     let (batch_tx, mut batch_rx) = mpsc::channel(1);
-    let fetcher = tokio::spawn(fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx));
-    let batcher = tokio::spawn(batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1));
+    let fetcher = spawn_task(
+        shared.clone(),
+        "the fetcher".into(),
+        fetch_all(shared.clone(), checkpoint.partitions.clone(), partitions, page_tx),
+    );
+    let batcher = spawn_task(
+        shared.clone(),
+        "the batcher".into(),
+        batch_pages(shared.clone(), page_rx, batch_tx, checkpoint.batches + 1),
+    );
     let mut batches = Vec::new();
     while let Some(mut batch) = batch_rx.recv().await {
         // The batch runbook counts what the source dropped as fetched, then filtered.
@@ -78,9 +87,9 @@ async fn run_stage_over_all(
     results
         .into_iter()
         .map(|joined| {
-            joined.map_err(|e| EngineError::Stage {
-                stage: spec.stage.name().to_string(),
-                error: StageError::permanent("panic", e.to_string()),
+            joined.map_err(|e| EngineError::Panicked {
+                task: format!("stage {}", spec.stage.name()),
+                message: join_message(e),
             })?
         })
         .collect()

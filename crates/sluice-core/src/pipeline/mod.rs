@@ -6,6 +6,7 @@ mod commit;
 mod fetch;
 mod handle;
 mod legacy;
+mod panics;
 mod run;
 mod stages;
 mod state;
@@ -23,7 +24,7 @@ use crate::stage::StageSpec;
 use crate::store::{RunId, RunWindow, Store};
 
 pub use crate::retry::{RetryPolicy, Verdict, with_retries};
-pub use handle::{RunHandle, RunSummary};
+pub use handle::{InFlight, RunHandle, RunSummary};
 
 pub const MIN_BATCH_SIZE: usize = 10;
 pub const MAX_BATCH_SIZE: usize = 500;

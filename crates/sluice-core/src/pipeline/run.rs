@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commit::{COMMIT_QUEUE, commit_with_retries};
 use super::handle::{RunHandle, RunSummary};
+use super::panics::catch_panic;
 use super::state::Shared;
 use super::{Mode, Pipeline, Start, legacy, streaming};
 use crate::checkpoint::Checkpoint;
@@ -75,8 +76,9 @@ impl Pipeline {
             usage: Arc::new(UsageMeter::new(checkpoint.cost)),
         };
         let shared = Arc::new(Shared::new(run_id, self, ctx, checkpoint.counts));
+        let in_flight = shared.in_flight.clone();
         let task = tokio::spawn(execute(shared, self.phases.clone(), checkpoint, resumed, guard));
-        Ok(RunHandle::new(run_id, resumed, rx, stop, task))
+        Ok(RunHandle::new(run_id, resumed, rx, stop, in_flight, task))
     }
 
     /// Starts the run and returns its events. The primary API.
@@ -153,7 +155,16 @@ async fn execute(
     shared.progress.set_estimated_total(shared.source.estimated_total().await);
 
     let stopping = tokio::spawn(mark_stopping(shared.clone()));
-    let (checkpoint, reached_end) = run_phases(&shared, &phases, checkpoint, resumed).await;
+    // Tasks catch their own panics; this is the last resort, so the run still ends `failed`
+    // (the store keeps the last committed checkpoint, the summary shows the one it started from).
+    let started_from = checkpoint.clone();
+    let (checkpoint, reached_end) = match catch_panic(run_phases(&shared, &phases, checkpoint, resumed)).await {
+        Ok(ended) => ended,
+        Err(message) => {
+            shared.fail(EngineError::Panicked { task: "the run".into(), message });
+            (started_from, false)
+        }
+    };
     stopping.abort();
 
     let error = shared.take_error().map(|e| e.to_string());

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::batcher::Batch;
+use super::panics::join_message;
 use super::state::{Shared, receiver_stream};
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
@@ -231,9 +232,9 @@ pub(crate) async fn stage_task(
             Ok(Ok(batch)) => batch,
             Ok(Err(error)) => return shared.fail(error),
             Err(join_error) => {
-                return shared.fail(EngineError::Stage {
-                    stage: spec.stage.name().to_string(),
-                    error: StageError::permanent("panic", join_error.to_string()),
+                return shared.fail(EngineError::Panicked {
+                    task: format!("stage {}", spec.stage.name()),
+                    message: join_message(join_error),
                 });
             }
         };

@@ -9,6 +9,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::handle::InFlight;
 use super::{Pipeline, Settings};
 use crate::checkpoint::Counts;
 use crate::context::Context;
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     error: Mutex<Option<EngineError>>,
     pub budget: FetchBudget,
     pub progress: Progress,
+    /// Batches formed and not committed yet, for the whole run.
+    pub in_flight: InFlight,
     /// What a commit writes of the documents that come through.
     pub writes: CommitKind,
     /// Written before each commit, inside the same retry.
@@ -64,6 +67,7 @@ impl Shared {
             error: Mutex::new(None),
             budget: FetchBudget::new(seed.fetched, pipeline.settings.max_records),
             progress: Progress::new(seed),
+            in_flight: InFlight::default(),
             writes: CommitKind::Documents,
             sinks: pipeline.sinks.clone(),
         }
@@ -106,6 +110,7 @@ impl Shared {
             error: Mutex::new(None),
             budget: FetchBudget::new(0, None),
             progress: Progress::new(counts),
+            in_flight: self.in_flight.clone(),
             writes: CommitKind::Updates,
             sinks: self.sinks.clone(),
         })

@@ -98,30 +98,33 @@ pub fn summarize(args: EventsArgs) -> Result<u8, CliError> {
         return Ok(code::OK);
     }
     let runs: Vec<String> = summary.runs.iter().map(i64::to_string).collect();
-    println!("events: {} over {:.1}s (runs {})", summary.events, summary.duration_seconds, runs.join(", "));
+    outln!("events: {} over {:.1}s (runs {})", summary.events, summary.duration_seconds, runs.join(", "));
     match summary.status {
-        Some(status) => println!("status: {status}"),
-        None => println!("status: unfinished (no RunFinished: the process ended before the run did)"),
+        Some(status) => outln!("status: {status}"),
+        None => outln!("status: unfinished (no RunFinished: the process ended before the run did)"),
     }
-    println!("counts: {}", summary_line(&summary.counts));
-    println!(
+    outln!("counts: {}", summary_line(&summary.counts));
+    outln!(
         "batches committed: {}, pages fetched: {}, cursor fallbacks: {}, adapter state changes: {}",
-        summary.batches_committed, summary.pages_fetched, summary.cursor_fallbacks, summary.adapter_state_changes
+        summary.batches_committed,
+        summary.pages_fetched,
+        summary.cursor_fallbacks,
+        summary.adapter_state_changes
     );
     for (kind, n) in &summary.by_type {
-        println!("  {kind:<20} {n}");
+        outln!("  {kind:<20} {n}");
     }
     if !summary.failures.is_empty() {
-        println!("failures (first {}):", summary.failures.len());
+        outln!("failures (first {}):", summary.failures.len());
         for f in &summary.failures {
-            println!("  {f}");
+            outln!("  {f}");
         }
     }
     if let Some(error) = &summary.error {
-        println!("error: {error}");
+        outln!("error: {error}");
     }
     if summary.unreadable_lines > 0 {
-        eprintln!(
+        errln!(
             "warning: {} unreadable lines skipped (first: {})",
             summary.unreadable_lines,
             summary.first_unreadable.as_deref().unwrap_or("")

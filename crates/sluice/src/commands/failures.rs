@@ -34,17 +34,14 @@ async fn list(run_id: Option<i64>, store_args: &StoreArgs, json: bool) -> Result
         return Ok(code::OK);
     }
     if rows.is_empty() {
-        println!("run {run_id} has no failed records");
+        outln!("run {run_id} has no failed records");
         return Ok(code::OK);
     }
-    println!("run {run_id}: {} failed records", rows.len());
+    outln!("run {run_id}: {} failed records", rows.len());
     for row in &rows {
         let f = &row.failure;
         let resolved = row.resolved_by.map(|r| format!(" (resolved by run {r})")).unwrap_or_default();
-        println!(
-            "  [{}] {}/{} at {}: {} ({}){resolved}",
-            row.id, f.source, f.record_id, f.stage, f.error, f.error_type
-        );
+        outln!("  [{}] {}/{} at {}: {} ({}){resolved}", row.id, f.source, f.record_id, f.stage, f.error, f.error_type);
     }
     Ok(code::OK)
 }
@@ -65,12 +62,12 @@ async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, Cl
         }
     }
     if unparseable > 0 {
-        eprintln!(
+        errln!(
             "{unparseable} failures have no record to retry (the source could not read them); fix the input and re-run"
         );
     }
     if records.is_empty() {
-        eprintln!("run {run_id}: nothing to retry");
+        errln!("run {run_id}: nothing to retry");
         return Ok(code::OK);
     }
     let file = PipelineFile::from_saved(&run.config)?;
@@ -85,7 +82,7 @@ async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, Cl
     if json {
         print_json(&serde_json::json!({ "retry_run_id": summary.run_id, "resolved": resolved, "summary": summary }))?;
     }
-    eprintln!(
+    errln!(
         "retry run {} {}: {}; {resolved} failures of run {run_id} resolved",
         summary.run_id,
         summary.status,

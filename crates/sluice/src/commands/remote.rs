@@ -63,7 +63,7 @@ pub async fn stop(args: StopArgs) -> Result<u8, CliError> {
     if args.json {
         print_json(&answer)?;
     } else {
-        println!("{}", answer["message"].as_str().unwrap_or("stopping"));
+        outln!("{}", answer["message"].as_str().unwrap_or("stopping"));
     }
     Ok(code::OK)
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use sluice_core::{Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
+use std::time::Instant;
+
+use sluice_core::{InFlight, Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
 use tokio_util::sync::CancellationToken;
 
 use sluice_connectors::{PipelineFile, build_pipeline};
@@ -13,6 +15,7 @@ use crate::env::{apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
 use crate::resume::find_resumable;
+use crate::signals::Signals;
 use crate::store_args::open_store_for;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
@@ -80,7 +83,13 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, 
     let mut handle: RunHandle = pipeline.start(start).await?;
     let run_id = handle.run_id;
     tracing::info!(run_id, resumed = handle.resumed, store = %pipeline.store().describe(), "run started");
-    let signals = tokio::spawn(stop_on_signals(handle.stop_token()));
+    let signals = match Signals::new() {
+        Ok(signals) => Some(tokio::spawn(stop_on_signals(signals, handle.stop_token(), handle.in_flight()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "signals not handled: a signal ends the process at once");
+            None
+        }
+    };
 
     let mut write_error = None;
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -102,7 +111,9 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, 
         }
     }
     let summary = handle.wait().await;
-    signals.abort();
+    if let Some(signals) = signals {
+        signals.abort();
+    }
     reporter.finish().map_err(|e| CliError::runtime(e.to_string()))?;
     report(&summary, args.json)?;
     Ok(match summary.status {
@@ -116,7 +127,7 @@ fn report(summary: &RunSummary, json: bool) -> Result<(), CliError> {
     if json {
         print_json(summary)?;
     }
-    eprintln!(
+    errln!(
         "run {} {} in {:.1}s: {}",
         summary.run_id,
         summary.status,
@@ -124,47 +135,41 @@ fn report(summary: &RunSummary, json: bool) -> Result<(), CliError> {
         summary_line(&summary.counts)
     );
     match summary.status {
-        RunStatus::Failed => eprintln!(
+        RunStatus::Failed => errln!(
             "error: {}\nThe checkpoint is kept: fix the cause and resume with `sluice run --resume-run-id {}`",
             summary.error.as_deref().unwrap_or("unknown"),
             summary.run_id
         ),
         RunStatus::Stopped => {
-            eprintln!("Resume with `sluice run --resume-run-id {}` (or `sluice run --resume`)", summary.run_id)
+            errln!("Resume with `sluice run --resume-run-id {}` (or `sluice run --resume`)", summary.run_id)
         }
         _ => {}
     }
     Ok(())
 }
 
-/// First SIGINT/SIGTERM: stop at the next batch boundary. Second: abort now.
-async fn stop_on_signals(stop: CancellationToken) {
-    wait_for_signal().await;
-    tracing::warn!("stop requested: finishing the batch in flight (signal again to abort at once)");
+/// First SIGINT/SIGTERM/SIGHUP: stop at the next batch boundary. A second
+/// one (not the first repeated within a second): abort now, exit 130.
+async fn stop_on_signals(mut signals: Signals, stop: CancellationToken, in_flight: InFlight) {
+    let first = signals.next().await;
+    let at = Instant::now();
     stop.cancel();
-    wait_for_signal().await;
-    eprintln!("aborted; the last committed checkpoint is kept");
-    std::process::exit(130);
+    let batches = in_flight.batches();
+    let noun = if batches == 1 { "batch" } else { "batches" };
+    errln!("stopping: {batches} {noun} in flight; a second signal aborts");
+    signals.next_after(first, at).await;
+    errln!("aborted; the last committed checkpoint is kept");
+    std::process::exit(i32::from(code::ABORTED));
 }
 
+/// The first SIGINT, SIGTERM or SIGHUP.
 pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.next().await;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

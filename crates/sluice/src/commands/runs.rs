@@ -23,17 +23,28 @@ pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
         return Ok(code::OK);
     }
     if docs.is_empty() {
-        println!("no runs in {from}");
+        outln!("no runs in {from}");
         return Ok(code::OK);
     }
-    println!(
+    outln!(
         "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  started",
-        "run", "pipeline", "status", "phase", "stored", "failed"
+        "run",
+        "pipeline",
+        "status",
+        "phase",
+        "stored",
+        "failed"
     );
     for d in &docs {
-        println!(
+        outln!(
             "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  {}",
-            d.run_id, d.pipeline, d.status, d.current_phase, d.counts.stored, d.counts.failed, d.started_at
+            d.run_id,
+            d.pipeline,
+            d.status,
+            d.current_phase,
+            d.counts.stored,
+            d.counts.failed,
+            d.started_at
         );
     }
     Ok(code::OK)
@@ -55,43 +66,47 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         print_json(&doc)?;
         return Ok(code::OK);
     }
-    println!("run {} ({})", doc.run_id, doc.pipeline);
-    println!("  status:   {}", doc.status);
-    println!("  phase:    {}", doc.current_phase);
-    println!("  counts:   {}", summary_line(&doc.counts));
+    outln!("run {} ({})", doc.run_id, doc.pipeline);
+    outln!("  status:   {}", doc.status);
+    outln!("  phase:    {}", doc.current_phase);
+    outln!("  counts:   {}", summary_line(&doc.counts));
     if let Some(cp) = &doc.checkpoint {
         // Later phases count apart, in the order they ran.
         let later = cp.phases_done.iter().skip(1).chain(cp.in_later_phase().then_some(&cp.phase));
         for phase in later {
             let counts = cp.phase_counts.get(phase).copied().unwrap_or_default();
             let state = if cp.phase_done(phase) || doc.status == RunStatus::Completed { "done" } else { "in progress" };
-            println!("    {phase} ({state}): {}", summary_line(&counts));
+            outln!("    {phase} ({state}): {}", summary_line(&counts));
         }
     }
     let cost = &doc.cost;
     if cost.llm_calls + cost.embedding_calls + cost.calls_saved > 0 {
-        println!(
+        outln!(
             "  cost:     llm_calls={} embedding_calls={} tokens_in={} tokens_out={} calls_saved={}",
-            cost.llm_calls, cost.embedding_calls, cost.tokens_in, cost.tokens_out, cost.calls_saved
+            cost.llm_calls,
+            cost.embedding_calls,
+            cost.tokens_in,
+            cost.tokens_out,
+            cost.calls_saved
         );
     }
-    println!("  started:  {}", doc.started_at);
-    println!("  updated:  {}", doc.updated_at);
+    outln!("  started:  {}", doc.started_at);
+    outln!("  updated:  {}", doc.updated_at);
     if let Some(finished) = &doc.finished_at {
-        println!("  finished: {finished}");
+        outln!("  finished: {finished}");
     }
     if let Some(error) = &doc.error {
-        println!("  error:    {error}");
+        outln!("  error:    {error}");
     }
     if let Some(cp) = &doc.checkpoint {
-        println!("  checkpoint: {} batches committed", cp.batches);
+        outln!("  checkpoint: {} batches committed", cp.batches);
         for (partition, pos) in &cp.partitions {
             let state =
                 if pos.done { "done".to_string() } else { format!("cursor={:?} skip={}", pos.cursor, pos.skip) };
-            println!("    {partition}: {state}");
+            outln!("    {partition}: {state}");
         }
     } else {
-        println!("  checkpoint: none (nothing committed yet)");
+        outln!("  checkpoint: none (nothing committed yet)");
     }
     Ok(code::OK)
 }
