@@ -246,6 +246,7 @@ mod tests {
         assert_eq!(back.name, f.name);
     }
 
+    #[cfg(feature = "intercom")]
     #[test]
     fn an_intercom_file_saves_its_range_as_dates_and_counts_conversations() {
         use crate::source::intercom::dates::{format_date, today};
@@ -274,6 +275,7 @@ mod tests {
         assert_eq!((dates(&s), s.labels.noun.as_str()), (None, "records"));
     }
 
+    #[cfg(feature = "files")]
     #[test]
     fn watch_needs_a_files_source_and_streaming_mode() {
         let dir = tempfile::tempdir().unwrap();
@@ -296,6 +298,7 @@ mod tests {
         assert!(err.contains("watch = true needs mode = streaming") && err.contains("p.toml"), "{err}");
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn database_url_beats_the_file() {
         let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();

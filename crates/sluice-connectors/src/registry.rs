@@ -4,7 +4,6 @@
 //! type, in its own file ([`SourceKind`], [`StageKind`]). Adding a source or
 //! a stage means its file(s), its `pub mod` line and one line here.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,20 +11,43 @@ use sluice_core::{Sink, Source, StageSpec};
 
 use crate::ConfigError;
 pub use crate::kind::{DateRanged, RunDefaults, SourceKind, StageKind, Watchable};
+// A kind whose feature is off is a stand-in (`crate::lacking`) that says which feature to turn on.
+#[cfg(not(feature = "csv"))]
+use crate::lacking::CsvConfig;
+#[cfg(not(feature = "files"))]
+use crate::lacking::FilesConfig;
+#[cfg(not(feature = "intercom"))]
+use crate::lacking::IntercomConfig;
+#[cfg(not(feature = "jsonl"))]
+use crate::lacking::JsonlConfig;
+#[cfg(not(feature = "postgres"))]
+use crate::lacking::PostgresConfig;
+#[cfg(not(feature = "sqlite"))]
+use crate::lacking::SqliteConfig;
+#[cfg(not(feature = "crawl"))]
+use crate::lacking::{CrawlConfig, ExtractHtmlConfig};
 use crate::sink::items::{ItemsSink, ItemsSinkConfig};
+#[cfg(feature = "crawl")]
 use crate::source::crawl::CrawlConfig;
+#[cfg(feature = "csv")]
 use crate::source::csv::CsvConfig;
+#[cfg(feature = "files")]
 use crate::source::files::FilesConfig;
 use crate::source::generate::GenerateConfig;
+#[cfg(feature = "intercom")]
 use crate::source::intercom::IntercomConfig;
+#[cfg(feature = "jsonl")]
 use crate::source::jsonl::JsonlConfig;
 use crate::stage::chunk::ChunkConfig;
 use crate::stage::classify::ClassifyConfig;
 use crate::stage::embed::EmbedConfig;
+#[cfg(feature = "crawl")]
 use crate::stage::extract_html::ExtractHtmlConfig;
 use crate::stage::filter::FilterConfig;
 use crate::stage::normalize::NormalizeConfig;
+#[cfg(feature = "postgres")]
 use crate::store::postgres::{PostgresConfig, PostgresStore};
+#[cfg(feature = "sqlite")]
 use crate::store::sqlite::SqliteConfig;
 use crate::store::{InspectStore, StoreKind};
 /// Moved to [`crate::util::secret`]; this path is kept for callers of the old one.
@@ -74,7 +96,8 @@ macro_rules! kinds {
 }
 
 kinds! {
-    /// `[source]`: which source, by `kind`, and its settings.
+    /// `[source]`: which source, by `kind`, and its settings. Each but
+    /// `generate` needs the cargo feature of its name (else a stand-in says so).
     pub enum SourceConfig: SourceKind {
         Jsonl(JsonlConfig) = "jsonl",
         Files(FilesConfig) = "files",
@@ -103,7 +126,7 @@ kinds! {
     /// A stage, by `kind`, and its settings.
     pub enum StageConfig: StageKind {
         Normalize(NormalizeConfig) = "normalize",
-        /// A web page's main text, title and description.
+        /// A web page's main text, title and description (`crawl` feature).
         ExtractHtml(ExtractHtmlConfig) = "extract_html",
         Filter(FilterConfig) = "filter",
         /// `provider = "rules"` (default) or `provider = "llm"`.
@@ -114,7 +137,8 @@ kinds! {
 }
 
 /// `[store]`: where documents and runs are kept. SQLite by default;
-/// `kind = "postgres"` with `url = "postgres://..."` for PostgreSQL.
+/// `kind = "postgres"` with `url = "postgres://..."` for PostgreSQL. Each
+/// needs the cargo feature of its name (else a stand-in says so).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
@@ -124,8 +148,19 @@ pub enum StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite(SqliteConfig { path: PathBuf::from("sluice.db") })
+        StoreConfig::Sqlite(sqlite_at("sluice.db"))
     }
+}
+
+/// The SQLite store at `path` (without the `sqlite` feature, its stand-in, which says so when opened).
+#[cfg(feature = "sqlite")]
+fn sqlite_at(path: &str) -> SqliteConfig {
+    SqliteConfig { path: std::path::PathBuf::from(path) }
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_at(path: &str) -> SqliteConfig {
+    SqliteConfig(serde_json::Map::from_iter([("path".to_string(), path.into())]))
 }
 
 impl StoreConfig {
@@ -142,9 +177,7 @@ impl StoreConfig {
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Parsed now, so a malformed URL is refused at start (without its password).
-            PostgresStore::connect_lazy(url).map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
-            return Ok(StoreConfig::Postgres(PostgresConfig { url: url.to_string() }));
+            return postgres_from_url(url);
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() {
@@ -152,8 +185,23 @@ impl StoreConfig {
                 "DATABASE_URL is empty (allowed: sqlite:PATH, postgres://USER@HOST:PORT/DATABASE)".into(),
             ));
         }
-        Ok(StoreConfig::Sqlite(SqliteConfig { path: PathBuf::from(path) }))
+        if cfg!(not(feature = "sqlite")) {
+            return Err(crate::lacking::needs("DATABASE_URL=sqlite:...", "sqlite"));
+        }
+        Ok(StoreConfig::Sqlite(sqlite_at(path)))
     }
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_from_url(url: &str) -> Result<StoreConfig, ConfigError> {
+    // Parsed now, so a malformed URL is refused at start (without its password).
+    PostgresStore::connect_lazy(url).map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
+    Ok(StoreConfig::Postgres(PostgresConfig { url: url.to_string() }))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_from_url(_url: &str) -> Result<StoreConfig, ConfigError> {
+    Err(crate::lacking::needs("DATABASE_URL=postgres://...", "postgres"))
 }
 
 /// `[sink]`: where documents are written besides the store, by `kind`.
@@ -209,6 +257,42 @@ pub async fn open_store_async(config: &StoreConfig) -> Result<Arc<dyn InspectSto
 mod tests {
     use super::*;
 
+    /// A config naming kinds this build lacks still reads, and building says which feature to turn on.
+    #[cfg(not(all(feature = "intercom", feature = "crawl", feature = "postgres")))]
+    #[test]
+    fn a_kind_this_build_lacks_names_its_feature() {
+        let lacks = |result: Result<(), ConfigError>, what: &str, feature: &str| {
+            let err = result.unwrap_err().to_string();
+            let needs = format!("{what} needs sluice-connectors built with the `{feature}` feature");
+            assert!(err.contains(&needs), "{err}");
+        };
+        #[cfg(not(feature = "intercom"))]
+        {
+            let config: SourceConfig = serde_json::from_str(r#"{"kind": "intercom", "days": 3}"#).unwrap();
+            assert_eq!(config.tag(), "intercom");
+            lacks(build_source(&config).map(drop), r#"[source] kind = "intercom""#, "intercom");
+            // Saved with a run and read back, it is the same table.
+            assert_eq!(serde_json::to_value(&config).unwrap(), serde_json::json!({"kind": "intercom", "days": 3}));
+        }
+        #[cfg(not(feature = "crawl"))]
+        {
+            let entry: StageEntry = serde_json::from_str(r#"{"kind": "extract_html"}"#).unwrap();
+            lacks(build_stage(&entry).map(drop), r#"[[stages]] kind = "extract_html""#, "crawl");
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let config: StoreConfig =
+                serde_json::from_str(r#"{"kind": "postgres", "url": "postgres://h/db"}"#).unwrap();
+            lacks(open_store(&config).map(drop), r#"[store] kind = "postgres""#, "postgres");
+            lacks(
+                StoreConfig::from_url("postgres://u:secret@h/db").map(drop),
+                "DATABASE_URL=postgres://...",
+                "postgres",
+            );
+        }
+    }
+
+    #[cfg(all(feature = "sqlite", feature = "postgres"))]
     #[test]
     fn database_url_forms() {
         assert!(
@@ -227,6 +311,7 @@ mod tests {
         assert!(!err.contains("secret") && err.contains("DATABASE_URL"), "{err}");
     }
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn a_saved_postgres_store_config_hides_its_password() {
         let config: StoreConfig =
@@ -236,6 +321,7 @@ mod tests {
         assert!(serde_json::from_str::<StoreConfig>(r#"{"kind": "postgres", "url": "x", "path": "y"}"#).is_err());
     }
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn a_lazily_opened_postgres_store_is_a_store_whose_errors_hide_the_password() {
         let config = StoreConfig::from_url("postgres://u:secret@127.0.0.1:1/db").unwrap();

@@ -1,12 +1,17 @@
-//! Behaviour of the basic sources: jsonl, files, generate.
+//! Behaviour of the basic sources: jsonl, files, generate (each of the
+//! first two with its cargo feature).
 
 use std::collections::BTreeSet;
+#[cfg(any(feature = "jsonl", feature = "files"))]
 use std::fs;
+#[cfg(any(feature = "jsonl", feature = "files"))]
 use std::path::Path;
 
 use serde_json::json;
+#[cfg(feature = "files")]
 use sluice_connectors::source::files::{FilesConfig, FilesSource};
 use sluice_connectors::source::generate::{GenerateConfig, GenerateSource};
+#[cfg(feature = "jsonl")]
 use sluice_connectors::source::jsonl::{JsonlConfig, JsonlSource};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
@@ -49,6 +54,7 @@ fn ids(items: &[SourceItem]) -> Vec<String> {
     items.iter().map(|i| i.id().to_string()).collect()
 }
 
+#[cfg(feature = "jsonl")]
 fn write_jsonl(path: &Path, from: usize, to: usize) {
     let mut text = String::new();
     for i in from..to {
@@ -58,6 +64,7 @@ fn write_jsonl(path: &Path, from: usize, to: usize) {
     fs::write(path, text).unwrap();
 }
 
+#[cfg(feature = "jsonl")]
 fn jsonl(path: &Path, page_size: usize) -> JsonlSource {
     let mut config = JsonlConfig::new(path.to_str().unwrap());
     config.page_size = page_size;
@@ -66,6 +73,7 @@ fn jsonl(path: &Path, page_size: usize) -> JsonlSource {
 
 // ---------------------------------------------------------------- jsonl
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_pages_reach_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,6 +99,7 @@ async fn jsonl_pages_reach_every_record_exactly_once() {
     assert!(!first.fields.contains_key("id") && !first.fields.contains_key("text"));
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_resumes_from_a_mid_file_cursor() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,6 +115,7 @@ async fn jsonl_resumes_from_a_mid_file_cursor() {
     assert_eq!(ids(&items(&first_run[2..])), expected);
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_malformed_lines_become_invalid_items_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,6 +188,7 @@ async fn jsonl_malformed_lines_become_invalid_items_with_line_numbers() {
     }
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_truncates_huge_raw_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +205,7 @@ async fn jsonl_truncates_huge_raw_lines() {
     }
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_glob_gives_one_partition_per_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,6 +230,7 @@ async fn jsonl_glob_gives_one_partition_per_file() {
     ));
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_config_errors_name_the_key_and_value() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,6 +260,7 @@ async fn jsonl_config_errors_name_the_key_and_value() {
     assert!(serde_json::from_value::<JsonlConfig>(json!({"path": "x", "pagesize": 3})).is_err());
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_custom_fields_and_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,6 +278,7 @@ async fn jsonl_custom_fields_and_name() {
     assert_eq!(recs[0].fields.get("text"), Some(&json!("kept as a field")));
 }
 
+#[cfg(feature = "jsonl")]
 #[tokio::test]
 async fn jsonl_unreadable_file_is_fatal_and_bad_cursors_are_invalid() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,12 +305,14 @@ async fn jsonl_unreadable_file_is_fatal_and_bad_cursors_are_invalid() {
 
 // ---------------------------------------------------------------- files
 
+#[cfg(feature = "files")]
 fn files(root: &Path, page_size: usize) -> FilesSource {
     let mut config = FilesConfig::new(root.to_str().unwrap());
     config.page_size = page_size;
     FilesSource::new(config).unwrap()
 }
 
+#[cfg(feature = "files")]
 #[tokio::test]
 async fn files_walks_recursively_with_extensions_titles_and_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -354,6 +371,7 @@ async fn files_walks_recursively_with_extensions_titles_and_json() {
     assert_eq!(ids(&items(&drain(&only, "main").await)), ["a.md", "sub/deep/c.html"]);
 }
 
+#[cfg(feature = "files")]
 #[tokio::test]
 async fn files_unreadable_and_non_utf8_files_are_invalid_items() {
     let dir = tempfile::tempdir().unwrap();
@@ -383,6 +401,7 @@ async fn files_unreadable_and_non_utf8_files_are_invalid_items() {
     assert_eq!(records(&all).len(), 2);
 }
 
+#[cfg(feature = "files")]
 #[tokio::test]
 async fn files_cursor_is_stable_when_files_are_added_before_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,6 +435,7 @@ async fn files_cursor_is_stable_when_files_are_added_before_it() {
     assert_eq!(ids(&items(&relisted)), ["a.txt", "b.txt", "b2.txt", "c2.txt", "d.txt", "e.txt"]);
 }
 
+#[cfg(feature = "files")]
 #[tokio::test]
 async fn files_config_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, Tr
 
 use super::Embedder;
 use crate::ConfigError;
-use crate::remote::http::fnv_hex;
+use crate::util::hash::fnv_hex;
 
 /// The files a model directory must hold.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];

@@ -1,4 +1,5 @@
 //! Embedders: text to vectors. The embed stage calls one in batches.
+//! [`hashing`] is always built; [`openai`] needs the `openai` feature, [`minilm`] the `minilm` one.
 
 use async_trait::async_trait;
 use sluice_core::{Context, StageError};
@@ -6,11 +7,13 @@ use sluice_core::{Context, StageError};
 pub mod hashing;
 #[cfg(feature = "minilm")]
 pub mod minilm;
+#[cfg(feature = "openai")]
 pub mod openai;
 
 pub use hashing::HashingEmbedder;
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLmEmbedder;
+#[cfg(feature = "openai")]
 pub use openai::OpenAiEmbedder;
 
 /// Turns texts into vectors of `dimensions()` floats.

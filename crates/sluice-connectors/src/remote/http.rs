@@ -2,6 +2,9 @@
 //! excerpts of error bodies, and the environment look-ups for base URLs and
 //! keys.
 
+// Each helper serves some of intercom, crawl and openai; a build with fewer leaves some unused.
+#![cfg_attr(not(all(feature = "intercom", feature = "crawl", feature = "openai")), allow(dead_code))]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
@@ -118,25 +121,6 @@ pub(crate) fn transport_error(error: &reqwest::Error) -> String {
     }
 }
 
-/// The 64-bit FNV-1a hash of `bytes`, as 16 hex digits: a cheap, stable
-/// identity for texts (not a security measure).
-pub(crate) fn fnv_hex(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
-/// SHA-256 of `text`, hex, cut to `len` digits.
-pub(crate) fn sha256_hex(text: &str, len: usize) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..len.min(hex.len())].to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use reqwest::header::HeaderValue;
@@ -179,7 +163,5 @@ mod tests {
     fn excerpts_cut_on_characters() {
         assert_eq!(excerpt("héllo", 2), "hé...");
         assert_eq!(excerpt("abc", 3), "abc");
-        assert_eq!(fnv_hex(b""), "cbf29ce484222325");
-        assert_eq!(sha256_hex("abc", 8), "ba7816bf");
     }
 }

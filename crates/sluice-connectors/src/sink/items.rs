@@ -33,7 +33,7 @@ use sluice_core::store::{CommitBatch, RunId};
 use sluice_core::{Chunk, Classification, Document, Record, Sink, StoreError};
 
 use crate::ConfigError;
-use crate::http::fnv_hex;
+use crate::util::hash::fnv_hex;
 
 /// Files written at once.
 const WRITE_CONCURRENCY: usize = 16;

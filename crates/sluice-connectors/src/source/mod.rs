@@ -7,10 +7,18 @@
 //! - [`generate::GenerateSource`]: deterministic synthetic records for tests and benchmarks.
 //! - [`intercom::IntercomSource`]: Intercom conversations by `updated_at` date range.
 //! - [`crawl::CrawlSource`]: a polite, resumable web crawl (the checkpoint is the frontier).
+//!
+//! Each but `generate` is behind the cargo feature of its name (`watch` for
+//! watching a files source).
 
+#[cfg(feature = "crawl")]
 pub mod crawl;
+#[cfg(feature = "csv")]
 pub mod csv;
+#[cfg(feature = "files")]
 pub mod files;
 pub mod generate;
+#[cfg(feature = "intercom")]
 pub mod intercom;
+#[cfg(feature = "jsonl")]
 pub mod jsonl;

@@ -18,9 +18,9 @@ use sluice_core::{Context, Document, Memo, Outcome, Stage, StageCounter, StageEr
 use tokio::sync::Semaphore;
 
 use crate::ConfigError;
-use crate::embedder::{Embedder, HashingEmbedder, OpenAiEmbedder};
-use crate::remote::http::fnv_hex;
-use crate::remote::openai::{OpenAiEndpoint, UNAUTHORIZED};
+use crate::embedder::{Embedder, HashingEmbedder};
+use crate::remote::endpoint::{OpenAiEndpoint, UNAUTHORIZED};
+use crate::util::hash::fnv_hex;
 use crate::util::validate::check_range;
 
 /// The most calls `concurrency` may allow at once.
@@ -139,17 +139,7 @@ impl EmbedStage {
         check_range("embed.concurrency", config.concurrency, 1, MAX_CONCURRENCY)?;
         let embedder: Arc<dyn Embedder> = match config.provider.as_str() {
             "hashing" => Arc::new(HashingEmbedder::new(config.dimensions)?),
-            "openai" => {
-                check_range("embed.timeout_secs", config.endpoint.timeout_secs, 1, 600)?;
-                let api = config.endpoint.api("embed")?;
-                Arc::new(OpenAiEmbedder::new(
-                    api,
-                    config.model.clone(),
-                    config.dimensions,
-                    config.send_dimensions,
-                    config.endpoint.max_attempts,
-                )?)
-            }
+            "openai" => openai_embedder(&config)?,
             "minilm" => minilm_embedder(&config)?,
             other => {
                 return Err(ConfigError(format!(
@@ -197,6 +187,25 @@ impl EmbedStage {
         }
         Ok(vectors)
     }
+}
+
+/// The OpenAI-compatible `/embeddings` the endpoint settings name.
+#[cfg(feature = "openai")]
+fn openai_embedder(config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
+    check_range("embed.timeout_secs", config.endpoint.timeout_secs, 1, 600)?;
+    let api = config.endpoint.api("embed")?;
+    Ok(Arc::new(crate::embedder::OpenAiEmbedder::new(
+        api,
+        config.model.clone(),
+        config.dimensions,
+        config.send_dimensions,
+        config.endpoint.max_attempts,
+    )?))
+}
+
+#[cfg(not(feature = "openai"))]
+fn openai_embedder(_config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
+    Err(crate::lacking::needs("embed.provider = \"openai\"", "openai"))
 }
 
 /// The local model named by `model_dir`. Its vectors have the model's own

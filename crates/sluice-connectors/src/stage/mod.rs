@@ -8,6 +8,9 @@
 //! - [`classify::llm::LlmClassifier`]: an OpenAI-compatible chat model picks the category.
 //! - [`chunk::ChunkStage`]: splits texts into chunks by characters or tokens.
 //! - [`embed::EmbedStage`]: embeds chunks (or whole texts) with an [`crate::embedder::Embedder`].
+//!
+//! `extract_html` comes with the `crawl` feature and the LLM classifier with
+//! `openai`; the others are always built.
 
 use std::borrow::Cow;
 
@@ -16,13 +19,18 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 pub mod chunk;
 pub mod classify;
 pub mod embed;
+#[cfg(feature = "crawl")]
 pub mod extract_html;
 pub mod filter;
 pub mod normalize;
 
-/// The old paths of [`classify::llm`] and [`classify::rules`], kept until every caller uses the new ones.
+/// The old path of [`classify::llm`], kept until every caller uses the new one.
+#[cfg(feature = "openai")]
 #[doc(hidden)]
-pub use classify::{llm as classify_llm, rules as classify_rules};
+pub use classify::llm as classify_llm;
+/// The old path of [`classify::rules`], kept until every caller uses the new one.
+#[doc(hidden)]
+pub use classify::rules as classify_rules;
 
 /// Case-insensitive matching of many keywords in one pass. ASCII letters are
 /// compared case-insensitively by the automaton; when a keyword has non-ASCII

@@ -1,9 +1,13 @@
 //! Stores: implementations of [`sluice_core::Store`], and what they share
 //! (the stored-document view, the embedding encoding, timestamps).
+//! [`sqlite`] and [`postgres`] are behind the cargo features of their names;
+//! the helpers the backends share are unused in a build without both.
 
 // The items sink lived here; the old path still names it.
 pub use crate::sink::items as items_sink;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use sluice_core::{Chunk, Classification, Document, Store, StoreError};
 use crate::ConfigError;
 
 pub use items_sink::{ItemsSink, ItemsSinkConfig};
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresConfig, PostgresStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 /// What the CLI and tests read from a store besides the [`Store`] trait,
@@ -60,21 +66,25 @@ pub const ORPHANED_RUN_ERROR: &str =
     "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
 
 /// A stored value that cannot be read back.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn decode_error(what: impl Into<String>) -> StoreError {
     StoreError::Decode { what: what.into(), source: None }
 }
 
 /// A request the store cannot honour.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn contract_error(message: impl Into<String>) -> StoreError {
     StoreError::Contract { message: message.into() }
 }
 
 /// A database that cannot be opened or set up.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn schema_error(message: impl Into<String>) -> StoreError {
     StoreError::Schema { message: message.into(), source: None }
 }
 
 /// A statement the database refused, with the driver's error underneath.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn database_error(
     message: impl Into<String>,
     source: impl std::error::Error + Send + Sync + 'static,
@@ -84,6 +94,7 @@ pub(crate) fn database_error(
 
 /// `error` with `name` (the store's) before its message, for the errors
 /// whose message the store wrote itself.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn named(name: &str, error: StoreError) -> StoreError {
     match error {
         StoreError::Unavailable(m) => StoreError::Unavailable(format!("{name}: {m}")),
@@ -98,6 +109,7 @@ pub(crate) fn named(name: &str, error: StoreError) -> StoreError {
 }
 
 /// At most 200 characters of `text`, for error messages.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn clip(text: &str) -> String {
     match text.char_indices().nth(200) {
         Some((at, _)) => format!("{}...", &text[..at]),
@@ -133,6 +145,7 @@ pub struct StoredDocument {
 }
 
 /// What the documents table keeps about a row besides the document itself.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) struct RowFacts {
     pub category: Option<String>,
     pub run_id: RunId,
@@ -143,6 +156,7 @@ pub(crate) struct RowFacts {
 
 impl StoredDocument {
     /// The row of `doc` (as a store decoded it, without chunks) with its bookkeeping.
+    #[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn from_row(doc: Document, facts: RowFacts) -> Self {
         let Document { record, content_hash, classification, embedding, annotations, .. } = doc;
         Self {

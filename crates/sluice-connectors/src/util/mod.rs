@@ -6,7 +6,9 @@
 //! - [`html`]: entity decoding and the "is this HTML?" test.
 //! - [`text`]: UTF-8-safe truncation and the raw excerpt of a bad input.
 //! - [`time`]: RFC 3339 timestamps and UTC calendar dates.
+//! - [`hash`]: stable digests of texts (FNV-1a, SHA-256 prefixes).
 
+pub mod hash;
 pub mod html;
 pub mod secret;
 pub mod text;

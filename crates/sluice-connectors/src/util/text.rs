@@ -1,5 +1,8 @@
 //! Cutting texts and bytes to a size without splitting a character.
 
+// Which helpers a build uses depends on the sources it has (their features).
+#![cfg_attr(not(all(feature = "jsonl", feature = "files", feature = "csv", feature = "intercom")), allow(dead_code))]
+
 /// The most bytes of a malformed input kept in `SourceItem::Invalid::raw`.
 pub(crate) const MAX_RAW_BYTES: usize = 64 * 1024;
 

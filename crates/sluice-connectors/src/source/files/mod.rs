@@ -3,11 +3,12 @@
 //! Files are ordered by relative path, and a page's cursor is the relative
 //! path of its first file, so files added or removed before the cursor do not
 //! shift what a resumed run reads next. With `watch = true` the source never
-//! ends: see [`watch`].
+//! ends: see [`watch`] (the `watch` cargo feature).
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "watch")]
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use sluice_core::{Context, Page, Source, SourceError};
 
 use self::listing::{Entry, read_entry, walk};
+#[cfg(feature = "watch")]
 use self::watch::{WatchSettings, Watcher};
 use crate::ConfigError;
 use crate::util::validate::{check_not_empty, check_range};
 
 mod listing;
+#[cfg(feature = "watch")]
 pub mod watch;
 
 /// The single partition of a files source.
@@ -97,6 +100,7 @@ pub struct FilesSource {
     /// The listing of the current walk of the partition; re-made on a fetch of the first page.
     listing: Mutex<Option<Arc<Vec<Entry>>>>,
     /// Set in watch mode: it serves every fetch then.
+    #[cfg(feature = "watch")]
     watcher: Option<Watcher>,
 }
 
@@ -127,6 +131,11 @@ impl FilesSource {
         check_range("files.debounce_ms", config.debounce_ms, 50, 60_000)?;
         check_range("files.rescan_ms", config.rescan_ms, 100, 3_600_000)?;
         let extensions = Arc::new(extensions);
+        #[cfg(not(feature = "watch"))]
+        if config.watch {
+            return Err(crate::lacking::needs("files.watch = true", "watch"));
+        }
+        #[cfg(feature = "watch")]
         let watcher = config.watch.then(|| {
             Watcher::new(WatchSettings {
                 source: config.name.clone(),
@@ -137,7 +146,14 @@ impl FilesSource {
                 rescan: Duration::from_millis(config.rescan_ms),
             })
         });
-        Ok(Self { config, root, extensions, listing: Mutex::new(None), watcher })
+        Ok(Self {
+            config,
+            root,
+            extensions,
+            listing: Mutex::new(None),
+            #[cfg(feature = "watch")]
+            watcher,
+        })
     }
 
     async fn list(&self, fresh: bool) -> Result<Arc<Vec<Entry>>, SourceError> {
@@ -170,9 +186,12 @@ impl Source for FilesSource {
         if partition != PARTITION {
             return Err(SourceError::fatal(format!("files: unknown partition {partition:?}")));
         }
+        #[cfg(feature = "watch")]
         if let Some(watcher) = &self.watcher {
             return watcher.fetch(ctx, cursor).await;
         }
+        #[cfg(not(feature = "watch"))]
+        let _ = ctx;
         let listing = self.list(cursor.is_none()).await?;
         let start = match cursor {
             None => 0,
@@ -190,12 +209,14 @@ impl Source for FilesSource {
     }
 
     async fn estimated_total(&self) -> Option<u64> {
+        #[cfg(feature = "watch")]
         if self.watcher.is_some() {
             return None; // a watch has no end to estimate
         }
         self.list(false).await.ok().map(|listing| listing.len() as u64)
     }
 
+    #[cfg(feature = "watch")]
     fn batch_linger(&self) -> Option<Duration> {
         self.watcher.as_ref().map(|_| Watcher::LINGER)
     }

@@ -43,8 +43,9 @@ use sluice_core::{RetryPolicy, Verdict, with_retries};
 use tokio::sync::Semaphore;
 
 use crate::ConfigError;
-use crate::remote::http::{excerpt, sha256_hex};
+use crate::remote::http::excerpt;
 use crate::remote::openai::{ApiError, OpenAiApi, OpenAiEndpoint};
+use crate::util::hash::sha256_hex;
 use crate::util::validate::check_range;
 
 /// Response formats `response_format` accepts.

@@ -8,9 +8,11 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+#[cfg(feature = "openai")]
 pub mod llm;
 pub mod rules;
 
+#[cfg(feature = "openai")]
 use self::llm::LlmClassifyConfig;
 use self::rules::RulesClassifyConfig;
 
@@ -21,6 +23,8 @@ pub const PROVIDERS: [&str; 2] = ["rules", "llm"];
 #[derive(Clone, Debug)]
 pub enum ClassifyConfig {
     Rules(RulesClassifyConfig),
+    /// Needs the `openai` feature.
+    #[cfg(feature = "openai")]
     Llm(LlmClassifyConfig),
 }
 
@@ -30,6 +34,7 @@ impl From<RulesClassifyConfig> for ClassifyConfig {
     }
 }
 
+#[cfg(feature = "openai")]
 impl From<LlmClassifyConfig> for ClassifyConfig {
     fn from(config: LlmClassifyConfig) -> Self {
         ClassifyConfig::Llm(config)
@@ -40,6 +45,7 @@ impl ClassifyConfig {
     pub fn provider(&self) -> &'static str {
         match self {
             ClassifyConfig::Rules(_) => "rules",
+            #[cfg(feature = "openai")]
             ClassifyConfig::Llm(_) => "llm",
         }
     }
@@ -50,6 +56,7 @@ impl Serialize for ClassifyConfig {
         use serde::ser::Error;
         let inner = match self {
             ClassifyConfig::Rules(c) => serde_json::to_value(c),
+            #[cfg(feature = "openai")]
             ClassifyConfig::Llm(c) => serde_json::to_value(c),
         }
         .map_err(S::Error::custom)?;
@@ -81,9 +88,12 @@ impl<'de> Deserialize<'de> for ClassifyConfig {
             "rules" => serde_json::from_value(rest)
                 .map(ClassifyConfig::Rules)
                 .map_err(|e| D::Error::custom(format!("classify (provider = \"rules\"): {e}"))),
+            #[cfg(feature = "openai")]
             "llm" => serde_json::from_value(rest)
                 .map(ClassifyConfig::Llm)
                 .map_err(|e| D::Error::custom(format!("classify (provider = \"llm\"): {e}"))),
+            #[cfg(not(feature = "openai"))]
+            "llm" => Err(D::Error::custom(crate::lacking::needs("classify.provider = \"llm\"", "openai"))),
             other => Err(D::Error::custom(format!(
                 "classify.provider = {other:?} is not supported (allowed: {})",
                 PROVIDERS.join(", ")
@@ -97,6 +107,7 @@ impl crate::kind::StageKind for ClassifyConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn sluice_core::Stage>, crate::ConfigError> {
         Ok(match self {
             ClassifyConfig::Rules(c) => std::sync::Arc::new(rules::RulesClassifier::new(c.clone())?),
+            #[cfg(feature = "openai")]
             ClassifyConfig::Llm(c) => std::sync::Arc::new(llm::LlmClassifier::new(c.clone())?),
         })
     }
@@ -108,6 +119,7 @@ mod tests {
 
     use super::*;
 
+    #[cfg(feature = "openai")]
     #[test]
     fn rules_is_the_default_provider_and_both_round_trip() {
         let rules: ClassifyConfig =
@@ -131,10 +143,22 @@ mod tests {
     fn bad_providers_and_keys_are_named() {
         let err = serde_json::from_value::<ClassifyConfig>(json!({"provider": "magic"})).unwrap_err().to_string();
         assert!(err.contains("magic") && err.contains("rules, llm"), "{err}");
-        let err =
-            serde_json::from_value::<ClassifyConfig>(json!({"provider": "llm", "categories": ["a"], "modle": "x"}))
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("modle"), "{err}");
+        #[cfg(feature = "openai")]
+        {
+            let err =
+                serde_json::from_value::<ClassifyConfig>(json!({"provider": "llm", "categories": ["a"], "modle": "x"}))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("modle"), "{err}");
+        }
+    }
+
+    #[cfg(not(feature = "openai"))]
+    #[test]
+    fn the_llm_provider_without_its_feature_names_the_feature() {
+        let err = serde_json::from_value::<ClassifyConfig>(json!({"provider": "llm", "categories": ["a"]}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("provider = \"llm\"") && err.contains("`openai` feature"), "{err}");
     }
 }
