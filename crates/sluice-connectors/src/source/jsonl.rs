@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
 use crate::ConfigError;
+use crate::util::paths::match_files;
 use crate::util::text::raw_of;
 use crate::util::time::timestamp_from_value;
 use crate::util::validate::{check_not_empty, check_range};
@@ -88,7 +89,7 @@ impl JsonlSource {
                 config.id_field, config.text_field
             )));
         }
-        let files = match_files(&config.path)?;
+        let files = match_files("jsonl.path", "jsonl", &config.path)?;
         Ok(Self { config: Arc::new(config), files })
     }
 
@@ -96,31 +97,6 @@ impl JsonlSource {
     pub fn files(&self) -> Vec<String> {
         self.files.iter().map(|(name, _)| name.clone()).collect()
     }
-}
-
-/// The files `pattern` names: itself when it is an existing file, else the
-/// files its glob matches, sorted.
-fn match_files(pattern: &str) -> Result<Vec<(String, PathBuf)>, ConfigError> {
-    let plain = Path::new(pattern);
-    if plain.is_file() {
-        return Ok(vec![(pattern.to_string(), plain.to_path_buf())]);
-    }
-    if plain.is_dir() {
-        return Err(ConfigError(format!(
-            "jsonl.path = {pattern:?} is a directory; give a file or a glob such as \"{}/*.jsonl\"",
-            pattern.trim_end_matches('/')
-        )));
-    }
-    let paths =
-        glob::glob(pattern).map_err(|e| ConfigError(format!("jsonl.path = {pattern:?} is not a valid glob: {e}")))?;
-    let mut files: Vec<(String, PathBuf)> =
-        paths.filter_map(Result::ok).filter(|p| p.is_file()).map(|p| (p.to_string_lossy().into_owned(), p)).collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    files.dedup_by(|a, b| a.0 == b.0);
-    if files.is_empty() {
-        return Err(ConfigError(format!("jsonl.path = {pattern:?}: no file matches this path or glob")));
-    }
-    Ok(files)
 }
 
 /// Where a page starts: byte offset of its first line and that line's number (1-based).

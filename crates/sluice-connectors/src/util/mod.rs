@@ -7,9 +7,12 @@
 //! - [`text`]: UTF-8-safe truncation and the raw excerpt of a bad input.
 //! - [`time`]: RFC 3339 timestamps and UTC calendar dates.
 //! - [`hash`]: stable digests of texts (FNV-1a, SHA-256 prefixes).
+//! - `paths`: the files a file source's `path` (a file or a glob) names.
 
 pub mod hash;
 pub mod html;
+#[cfg(any(feature = "jsonl", feature = "csv"))]
+pub(crate) mod paths;
 pub mod secret;
 pub mod text;
 pub mod time;

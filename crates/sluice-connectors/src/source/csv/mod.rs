@@ -9,7 +9,7 @@
 //! (`missing_field`) becomes a `SourceItem::Invalid` with id `<file>:<line>`.
 //! Records are upserted by (source, id): a repeated id overwrites the earlier row.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use sluice_core::{Context, Page, Source, SourceError};
 use self::columns::Wanted;
 use self::reader::{Cursor, ReadSettings};
 use crate::ConfigError;
+use crate::util::paths::match_files;
 use crate::util::validate::{check_not_empty, check_range};
 
 mod columns;
@@ -97,7 +98,7 @@ impl CsvSource {
     /// fine: it has no rows).
     pub fn new(config: CsvConfig) -> Result<Self, ConfigError> {
         let settings = check(&config)?;
-        let files = match_files(&config.path)?;
+        let files = match_files("csv.path", "csv", &config.path)?;
         for (name, path) in &files {
             reader::check_header(name, path, &settings).map_err(ConfigError)?;
         }
@@ -159,31 +160,6 @@ fn check(config: &CsvConfig) -> Result<ReadSettings, ConfigError> {
             updated_at: config.updated_at_column.clone(),
         },
     })
-}
-
-/// The files `pattern` names: itself when it is an existing file, else the
-/// files its glob matches, sorted by name.
-fn match_files(pattern: &str) -> Result<Vec<(String, PathBuf)>, ConfigError> {
-    let plain = Path::new(pattern);
-    if plain.is_file() {
-        return Ok(vec![(pattern.to_string(), plain.to_path_buf())]);
-    }
-    if plain.is_dir() {
-        return Err(ConfigError(format!(
-            "csv.path = {pattern:?} is a directory; give a file or a glob such as \"{}/*.csv\"",
-            pattern.trim_end_matches('/')
-        )));
-    }
-    let paths =
-        glob::glob(pattern).map_err(|e| ConfigError(format!("csv.path = {pattern:?} is not a valid glob: {e}")))?;
-    let mut files: Vec<(String, PathBuf)> =
-        paths.filter_map(Result::ok).filter(|p| p.is_file()).map(|p| (p.to_string_lossy().into_owned(), p)).collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    files.dedup_by(|a, b| a.0 == b.0);
-    if files.is_empty() {
-        return Err(ConfigError(format!("csv.path = {pattern:?}: no file matches this path or glob")));
-    }
-    Ok(files)
 }
 
 #[async_trait]
