@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
 use crate::ConfigError;
+use crate::util::line_cursor::LineCursor as Cursor;
 use crate::util::paths::match_files;
 use crate::util::text::raw_of;
 use crate::util::time::timestamp_from_value;
@@ -99,35 +100,6 @@ impl JsonlSource {
     }
 }
 
-/// Where a page starts: byte offset of its first line and that line's number (1-based).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cursor {
-    offset: u64,
-    line: u64,
-}
-
-impl Cursor {
-    const START: Cursor = Cursor { offset: 0, line: 1 };
-
-    fn parse(cursor: Option<&str>) -> Result<Self, SourceError> {
-        let Some(text) = cursor else { return Ok(Self::START) };
-        let invalid = || SourceError::CursorInvalid {
-            message: format!("jsonl cursor {text:?} is not \"<byte offset>:<line number>\""),
-        };
-        let (offset, line) = text.split_once(':').ok_or_else(invalid)?;
-        let offset = offset.parse::<u64>().map_err(|_| invalid())?;
-        let line = line.parse::<u64>().map_err(|_| invalid())?;
-        if line == 0 || (offset == 0) != (line == 1) {
-            return Err(invalid());
-        }
-        Ok(Self { offset, line })
-    }
-
-    fn render(self) -> String {
-        format!("{}:{}", self.offset, self.line)
-    }
-}
-
 #[async_trait]
 impl Source for JsonlSource {
     fn name(&self) -> &str {
@@ -142,7 +114,7 @@ impl Source for JsonlSource {
         let Some((name, path)) = self.files.iter().find(|(name, _)| name == partition) else {
             return Err(SourceError::fatal(format!("jsonl: unknown partition {partition:?}")));
         };
-        let start = Cursor::parse(cursor)?;
+        let start = Cursor::parse("jsonl", cursor)?;
         let (config, name, path) = (self.config.clone(), name.clone(), path.clone());
         tokio::task::spawn_blocking(move || read_page(&config, &name, &path, start))
             .await
@@ -303,11 +275,11 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {
-        assert_eq!(Cursor::parse(None).unwrap(), Cursor::START);
+        assert_eq!(Cursor::parse("jsonl", None).unwrap(), Cursor::START);
         let c = Cursor { offset: 120, line: 7 };
-        assert_eq!(Cursor::parse(Some(&c.render())).unwrap(), c);
+        assert_eq!(Cursor::parse("jsonl", Some(&c.render())).unwrap(), c);
         for bad in ["", "12", "a:b", "12:0", "0:5", "12:1", "-1:2"] {
-            assert!(matches!(Cursor::parse(Some(bad)), Err(SourceError::CursorInvalid { .. })), "{bad}");
+            assert!(matches!(Cursor::parse("jsonl", Some(bad)), Err(SourceError::CursorInvalid { .. })), "{bad}");
         }
     }
 

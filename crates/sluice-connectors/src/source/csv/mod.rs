@@ -176,7 +176,7 @@ impl Source for CsvSource {
         let Some((name, path)) = self.files.iter().find(|(name, _)| name == partition) else {
             return Err(SourceError::fatal(format!("csv: unknown partition {partition:?}")));
         };
-        let start = Cursor::parse(cursor)?;
+        let start = Cursor::parse("csv", cursor)?;
         let (settings, name, path) = (self.settings.clone(), name.clone(), path.clone());
         tokio::task::spawn_blocking(move || reader::read_page(&settings, &name, &path, start))
             .await

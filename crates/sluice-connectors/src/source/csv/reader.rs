@@ -14,6 +14,7 @@ use sluice_core::{Page, SourceError, SourceItem};
 
 use super::columns::{Columns, Wanted};
 use super::row::{self, BadRow, Locator};
+pub(super) use crate::util::line_cursor::LineCursor as Cursor;
 use crate::util::text::{MAX_RAW_BYTES, raw_of};
 
 /// A page closes early once its rows reach this many bytes, so a page of
@@ -30,37 +31,9 @@ pub(super) struct ReadSettings {
     pub wanted: Wanted,
 }
 
-/// Where a page starts: the byte offset of its first row and that row's line (1-based).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Cursor {
-    pub offset: u64,
-    pub line: u64,
-}
-
-impl Cursor {
-    pub const START: Cursor = Cursor { offset: 0, line: 1 };
-
-    pub fn parse(cursor: Option<&str>) -> Result<Self, SourceError> {
-        let Some(text) = cursor else { return Ok(Self::START) };
-        let invalid = || SourceError::CursorInvalid {
-            message: format!("csv cursor {text:?} is not \"<byte offset>:<line number>\""),
-        };
-        let (offset, line) = text.split_once(':').ok_or_else(invalid)?;
-        let offset = offset.parse::<u64>().map_err(|_| invalid())?;
-        let line = line.parse::<u64>().map_err(|_| invalid())?;
-        if line == 0 || (offset == 0) != (line == 1) {
-            return Err(invalid());
-        }
-        Ok(Self { offset, line })
-    }
-
-    pub fn render(self) -> String {
-        format!("{}:{}", self.offset, self.line)
-    }
-
-    fn of(position: &Position) -> Self {
-        Self { offset: position.byte(), line: position.line() }
-    }
+/// The cursor of the page that starts at `position`.
+fn cursor_of(position: &Position) -> Cursor {
+    Cursor { offset: position.byte(), line: position.line() }
 }
 
 /// The marker of the I/O error [`Bounded`] returns for a row over the limit.
@@ -218,7 +191,7 @@ impl Pager<'_> {
             let read = self.reader.read_byte_record(&mut row);
             if full {
                 // One row past the page, read only to know whether there is one: the next page starts at it.
-                let next = (!matches!(read, Ok(false))).then(|| Cursor::of(&row_start).render());
+                let next = (!matches!(read, Ok(false))).then(|| cursor_of(&row_start).render());
                 return Ok(Page { items, next, dropped: 0 });
             }
             match read {
@@ -234,7 +207,7 @@ impl Pager<'_> {
                     }
                     // The rows before it are handed out first, so their page commits; the next fetch fails.
                     _ if !items.is_empty() => {
-                        return Ok(Page { items, next: Some(Cursor::of(&row_start).render()), dropped: 0 });
+                        return Ok(Page { items, next: Some(cursor_of(&row_start).render()), dropped: 0 });
                     }
                     _ if is_row_too_long(&e) => {
                         let (line, _) = self.raw_row(&row_start);
@@ -302,11 +275,11 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {
-        assert_eq!(Cursor::parse(None).unwrap(), Cursor::START);
+        assert_eq!(Cursor::parse("csv", None).unwrap(), Cursor::START);
         let c = Cursor { offset: 120, line: 7 };
-        assert_eq!(Cursor::parse(Some(&c.render())).unwrap(), c);
+        assert_eq!(Cursor::parse("csv", Some(&c.render())).unwrap(), c);
         for bad in ["", "12", "a:b", "12:0", "0:5", "12:1", "-1:2", "1:2:3"] {
-            assert!(matches!(Cursor::parse(Some(bad)), Err(SourceError::CursorInvalid { .. })), "{bad}");
+            assert!(matches!(Cursor::parse("csv", Some(bad)), Err(SourceError::CursorInvalid { .. })), "{bad}");
         }
     }
 }
