@@ -650,3 +650,69 @@ async fn resuming_a_run_in_a_phase_the_pipeline_does_not_have_fails_with_the_rea
     assert_eq!(second.status, RunStatus::Failed);
     assert!(second.error.unwrap().contains("phase annotation"), "names the phase");
 }
+
+/// A task phase whose store read is cut by an outage the first `outages` times.
+struct CutRead {
+    outages: AtomicU32,
+    runs: AtomicU64,
+}
+
+#[async_trait]
+impl PhaseTask for CutRead {
+    fn name(&self) -> &str {
+        "cut_read"
+    }
+    async fn run(&self, _ctx: &Context, input: PhaseInput<'_>) -> Result<PhaseOutput, EngineError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let mut seen = 0u64;
+        input.for_each_document(|_| seen += 1).await?;
+        if self.outages.load(Ordering::SeqCst) > 0 {
+            self.outages.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::Store(StoreError::Unavailable("connection reset by peer".into())));
+        }
+        Ok(PhaseOutput {
+            results: vec![PhaseResult { kind: "seen".into(), key: "all".into(), value: seen.into() }],
+            counts: Counts { stored: seen, ..Counts::default() },
+            ..PhaseOutput::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_task_phase_whose_read_is_cut_by_an_outage_reads_again_and_commits_once() {
+    let store = Arc::new(MemStore::default());
+    let task = Arc::new(CutRead { outages: AtomicU32::new(2), runs: AtomicU64::new(0) });
+    let pipeline = Pipeline::new(Arc::new(VecSource::new(40, 1, 10)), store.clone())
+        .settings(settings(Mode::Streaming))
+        .phase(PhaseSpec::Task(task.clone()));
+    let events: Vec<Event> = pipeline.stream_events(Start::New).await.unwrap().collect().await;
+    let Some(EventKind::RunFinished { status, .. }) = events.last().map(|e| &e.kind) else {
+        panic!("the last event is RunFinished")
+    };
+    assert_eq!(*status, RunStatus::Completed);
+    assert_eq!(task.runs.load(Ordering::SeqCst), 3, "read again after each of the two outages");
+    let backoffs = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::AdapterStateChange { adapter, .. } if adapter.contains("cut_read")))
+        .count();
+    assert!(backoffs >= 2, "each outage backs off, named after the phase: {backoffs}");
+    let results = store.phase_results(1, "seen").await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].value, serde_json::json!(40), "the whole store read, once committed");
+
+    // An outage that outlasts the retry budget fails the run with the store's error.
+    let store = Arc::new(MemStore::default());
+    let task = Arc::new(CutRead { outages: AtomicU32::new(100), runs: AtomicU64::new(0) });
+    let mut quick = settings(Mode::Streaming);
+    quick.retry = RetryPolicy { max_retries: 2, ..quick.retry };
+    let summary = Pipeline::new(Arc::new(VecSource::new(40, 1, 10)), store.clone())
+        .settings(quick)
+        .phase(PhaseSpec::Task(task.clone()))
+        .run(Start::New)
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert!(summary.error.unwrap_or_default().contains("connection reset"));
+    assert_eq!(task.runs.load(Ordering::SeqCst), 3, "the first try and two retries");
+    assert!(store.phase_results(1, "seen").await.unwrap().is_empty());
+}

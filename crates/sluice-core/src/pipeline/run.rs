@@ -19,6 +19,7 @@ use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
 use crate::phase::{PhaseInput, PhaseSpec, PhaseTask};
 use crate::record::Document;
+use crate::retry::{Verdict, with_retries};
 use crate::store::{ActiveRunGuard, CommitBatch, NewRun, RunStatus};
 
 impl Pipeline {
@@ -299,8 +300,18 @@ async fn run_task(shared: &Arc<Shared>, task: &dyn PhaseTask, mut checkpoint: Ch
     if shared.ctx.stop.is_cancelled() {
         return (checkpoint, false);
     }
-    let input = PhaseInput { store: &shared.store, run_id: shared.run_id, source: shared.source.name() };
-    let output = match task.run(&shared.ctx, input).await {
+    // The task reads the store from the beginning on each attempt, so an
+    // outage in the middle of its read costs the read, not the run.
+    let attempt = || {
+        task.run(&shared.ctx, PhaseInput { store: &shared.store, run_id: shared.run_id, source: shared.source.name() })
+    };
+    let adapter = format!("{} ({})", shared.store.describe(), task.name());
+    let retried =
+        with_retries(&shared.settings.retry, &shared.ctx, &adapter, &shared.abort, attempt, |error| match error {
+            EngineError::Store(StoreError::Unavailable(_)) => Verdict::Retry(None),
+            _ => Verdict::Fatal,
+        });
+    let output = match retried.await {
         Ok(output) => output,
         Err(error) => {
             shared.fail(error);
@@ -343,19 +354,37 @@ async fn mark_stopping(shared: Arc<Shared>) {
     }
 }
 
-/// The final status must land even if the store hiccups; the checkpoint is already safe.
+/// Tries at the final status write, each bounded by [`FINAL_STATUS_TIMEOUT`]:
+/// a store that stays down costs seconds, not a minute of connection timeouts.
+const FINAL_STATUS_TRIES: u32 = 3;
+const FINAL_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The final status should land even if the store hiccups; the checkpoint is
+/// already safe. If the store stays down, the row stays `running` with its
+/// run slot free, which every reader shows as "no live process: resumable".
 async fn finish_status(shared: &Shared, status: RunStatus, error: Option<&str>) {
-    for attempt in 0..10u32 {
-        match shared.store.set_status(shared.run_id, status, error).await {
-            Ok(()) => return,
-            Err(StoreError::Unavailable(message)) => {
-                tracing::warn!(attempt, %message, "could not write final status; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not write final status");
-                return;
-            }
+    for attempt in 1..=FINAL_STATUS_TRIES {
+        let message =
+            match tokio::time::timeout(FINAL_STATUS_TIMEOUT, shared.store.set_status(shared.run_id, status, error))
+                .await
+            {
+                Ok(Ok(())) => return,
+                Ok(Err(StoreError::Unavailable(message))) => message,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not write the final status {status}");
+                    return;
+                }
+                Err(_) => format!("no answer within {} s", FINAL_STATUS_TIMEOUT.as_secs()),
+            };
+        if attempt == FINAL_STATUS_TRIES {
+            tracing::error!(
+                %message,
+                "could not write the final status {status}: the store still says running, \
+                 and shows no live process behind it"
+            );
+            return;
         }
+        tracing::warn!(attempt, %message, "could not write the final status {status}; retrying");
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
     }
 }
