@@ -207,6 +207,13 @@ pub trait Store: Send + Sync {
     /// `failed` (resumable) when the slot is taken.
     async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError>;
 
+    /// Whether some process holds the run slot right now, so readers can tell
+    /// a `running` row with a live process from one left by a dead process;
+    /// `None` when the store cannot tell.
+    async fn run_slot_held(&self) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+
     async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError>;
     async fn get_run(&self, id: RunId) -> Result<Option<RunInfo>, StoreError>;
     /// The latest runs, newest first.

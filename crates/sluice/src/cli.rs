@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// (files source) until Ctrl-C/SIGTERM; same as `watch = true` in `[source]`.
     #[arg(long)]
     pub watch: bool,
+    /// Exit 5 when the run ended with failed records in any phase.
+    #[arg(long)]
+    pub fail_on_failures: bool,
+    /// Resume a run of another pipeline than the one of -c.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +108,9 @@ pub struct RunsArgs {
     pub server: Option<String>,
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
+    /// Only the runs of this pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -1,7 +1,7 @@
 //! The environment variables that override a pipeline file: the legacy
 //! aliases of the runbooks (`PIPELINE_MODE`, `PIPELINE_STREAMING_BATCH`,
-//! `PIPELINE_STREAMING_BATCH_SIZE`, `EMBEDDING_BATCH_SIZE`) and
-//! `DATABASE_URL`. Each bad value is refused with the variable, the value
+//! `PIPELINE_STREAMING_BATCH_SIZE`, `EMBEDDING_BATCH_SIZE`) and the store's
+//! `SLUICE_DATABASE_URL` / `DATABASE_URL`. Each bad value is refused with the variable, the value
 //! and what is allowed.
 
 use sluice_connectors::registry::StoreConfig;
@@ -44,12 +44,44 @@ pub fn apply_env(file: &mut PipelineFile, env: &dyn Fn(&str) -> Option<String>) 
     file.validate()
 }
 
-/// The store to use: `DATABASE_URL` if set, else the file's `[store]`, else `sluice.db`.
+/// Where the store a command uses was named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOrigin {
+    /// `--db`.
+    Flag,
+    /// An environment variable (`SLUICE_DATABASE_URL` or `DATABASE_URL`).
+    Env(&'static str),
+    /// The pipeline file's `[store]`, or the default `sluice.db`.
+    File,
+}
+
+impl StoreOrigin {
+    pub fn describe(self) -> String {
+        match self {
+            StoreOrigin::Flag => "--db".into(),
+            StoreOrigin::Env(var) => format!("${var}"),
+            StoreOrigin::File => "the pipeline file's [store], or the default sluice.db".into(),
+        }
+    }
+}
+
+/// Variables naming the store, the first set winning: `SLUICE_DATABASE_URL`
+/// is sluice's own, so it beats the generic `DATABASE_URL` many apps' `.env` set.
+const STORE_VARS: [&str; 2] = ["SLUICE_DATABASE_URL", "DATABASE_URL"];
+
+/// The store to use: `SLUICE_DATABASE_URL`, else `DATABASE_URL`, else the
+/// file's `[store]`, else `sluice.db`; and where it was named.
 pub fn store_config(
     file: Option<&PipelineFile>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<StoreConfig, ConfigError> {
-    resolve_store(file, env("DATABASE_URL").as_deref())
+) -> Result<(StoreConfig, StoreOrigin), ConfigError> {
+    for var in STORE_VARS {
+        if let Some(url) = env(var).filter(|u| !u.trim().is_empty()) {
+            let config = resolve_store(file, Some(&url)).map_err(|e| ConfigError(e.0.replace("DATABASE_URL", var)))?;
+            return Ok((config, StoreOrigin::Env(var)));
+        }
+    }
+    Ok((resolve_store(file, None)?, StoreOrigin::File))
 }
 
 fn parse_mode(value: &str) -> Result<Mode, ConfigError> {
@@ -142,9 +174,22 @@ mod tests {
     #[test]
     fn database_url_beats_the_file() {
         let f = file(&format!("{MINIMAL}[store]\nkind = \"sqlite\"\npath = \"a.db\"\n")).unwrap();
-        let store = store_config(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
+        let (store, origin) = store_config(Some(&f), &env_of(&[("DATABASE_URL", "sqlite:b.db")])).unwrap();
         assert!(matches!(store, StoreConfig::Sqlite(c) if c.path == Path::new("b.db")));
-        let store = store_config(Some(&f), &env_of(&[])).unwrap();
+        assert_eq!(origin, StoreOrigin::Env("DATABASE_URL"));
+        let (store, origin) = store_config(Some(&f), &env_of(&[])).unwrap();
         assert!(matches!(store, StoreConfig::Sqlite(c) if c.path == Path::new("a.db")));
+        assert_eq!(origin, StoreOrigin::File);
+    }
+
+    #[test]
+    fn sluice_database_url_beats_database_url() {
+        let f = file(MINIMAL).unwrap();
+        let both = env_of(&[("DATABASE_URL", "sqlite:app.db"), ("SLUICE_DATABASE_URL", "sqlite:mine.db")]);
+        let (store, origin) = store_config(Some(&f), &both).unwrap();
+        assert!(matches!(store, StoreConfig::Sqlite(c) if c.path == Path::new("mine.db")));
+        assert_eq!(origin, StoreOrigin::Env("SLUICE_DATABASE_URL"));
+        let err = store_config(Some(&f), &env_of(&[("SLUICE_DATABASE_URL", "sqlite:")])).unwrap_err().to_string();
+        assert!(err.contains("SLUICE_DATABASE_URL is empty"), "{err}");
     }
 }

@@ -12,6 +12,8 @@ pub mod code {
     pub const USAGE: u8 = 2;
     pub const STOPPED: u8 = 3;
     pub const BUSY: u8 = 4;
+    /// `--fail-on-failures`: the run ended, but records failed in some phase.
+    pub const RECORDS_FAILED: u8 = 5;
     pub const ABORTED: u8 = 130;
 }
 

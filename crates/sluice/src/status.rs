@@ -6,7 +6,7 @@ use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_core::{Checkpoint, Counts, RunInfo, RunStatus};
+use sluice_core::{Checkpoint, Counts, RunInfo, RunStatus, Store};
 use utoipa::ToSchema;
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -34,6 +34,22 @@ pub struct RunStatusDoc {
     pub updated_at: String,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// For a `running` or `stopping` run: whether a process holds the
+    /// store's run slot. `false` means the process is gone (the run is
+    /// resumable, or to start anew when nothing was committed); absent when
+    /// the run is not active or the store cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_process: Option<bool>,
+    /// Records that failed, per phase (only phases with failures), so a run
+    /// that lost records never looks clean.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub failed_by_phase: std::collections::BTreeMap<String, u64>,
+    /// Documents that theme_extraction (no embedding) and story_creation
+    /// (theme too small) left out, per phase.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub left_out_by_phase: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunStatusDoc {
@@ -57,6 +73,95 @@ impl RunStatusDoc {
             updated_at: run.updated_at.clone(),
             finished_at: run.finished_at.clone(),
             error: run.error.clone(),
+            live_process: None,
+            failed_by_phase: run.checkpoint.as_ref().map(failures_by_phase).unwrap_or_default().into_iter().collect(),
+            left_out_by_phase: run.checkpoint.as_ref().map(left_out_by_phase).unwrap_or_default().into_iter().collect(),
+        }
+    }
+
+    /// The document of `run`, with whether a process is behind it if it is active.
+    pub async fn read(store: &dyn Store, run: &RunInfo) -> Self {
+        Self::new(run).with_slot(slot_held(store).await)
+    }
+
+    /// Sets [`Self::live_process`] from whether the store's run slot is held (`None`: unknown).
+    pub fn with_slot(mut self, held: Option<bool>) -> Self {
+        self.live_process = if self.status.is_active() { held } else { None };
+        self
+    }
+
+    /// Whether anything was committed, so a resume has something to resume from.
+    pub fn committed_anything(&self) -> bool {
+        self.checkpoint.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// The status as people read it: `running (no live process: resumable)`
+    /// for a run whose process is gone.
+    pub fn status_text(&self) -> String {
+        match self.live_process {
+            Some(false) if self.committed_anything() => format!("{} (no live process: resumable)", self.status),
+            Some(false) => format!("{} (no live process, nothing committed: start a new run)", self.status),
+            _ => self.status.to_string(),
+        }
+    }
+}
+
+/// Records that failed in each phase that failed any, in the order the
+/// phases ran: the first phase's from the checkpoint's counts, each later
+/// one's from its own counts.
+pub fn failures_by_phase(cp: &Checkpoint) -> Vec<(String, u64)> {
+    let first = cp.phases_done.first().cloned().unwrap_or_else(|| cp.phase.clone());
+    let mut phases = vec![(first, cp.counts.failed)];
+    let later = cp.phases_done.iter().skip(1).chain(cp.in_later_phase().then_some(&cp.phase));
+    for phase in later {
+        phases.push((phase.clone(), cp.phase_counts.get(phase).map_or(0, |c| c.failed)));
+    }
+    phases.retain(|(_, failed)| *failed > 0);
+    phases
+}
+
+/// Documents that the whole-store phases (themes, stories) left out, by phase.
+pub fn left_out_by_phase(cp: &Checkpoint) -> Vec<(String, u64)> {
+    ["theme_extraction", "story_creation"]
+        .into_iter()
+        .filter_map(|phase| cp.phase_counts.get(phase).map(|c| (phase.to_string(), c.filtered)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// What a run's end says beyond its counts: the failures per phase and
+/// what themes and stories left out, e.g. `failed: classification=3; left
+/// out: theme_extraction=2 documents`; empty when nothing failed.
+pub fn failure_text(cp: &Checkpoint) -> String {
+    let join = |items: Vec<(String, u64)>| items.iter().map(|(p, n)| format!("{p}={n}")).collect::<Vec<_>>().join(" ");
+    let mut parts = Vec::new();
+    let failed = failures_by_phase(cp);
+    if !failed.is_empty() {
+        parts.push(format!("FAILED records: {}", join(failed)));
+    }
+    let left_out = left_out_by_phase(cp);
+    if !left_out.is_empty() {
+        parts.push(format!("documents left out: {}", join(left_out)));
+    }
+    parts.join("; ")
+}
+
+/// The paid work of a run: `llm_calls=.. embedding_calls=.. tokens_in=.. tokens_out=..`.
+pub fn cost_text(cost: &CostDoc) -> String {
+    format!(
+        "llm_calls={} embedding_calls={} tokens_in={} tokens_out={}",
+        cost.llm_calls, cost.embedding_calls, cost.tokens_in, cost.tokens_out
+    )
+}
+
+/// Whether some process holds the store's run slot; `None` if the store
+/// cannot tell or cannot be asked (a status read must not fail on it).
+pub async fn slot_held(store: &dyn Store) -> Option<bool> {
+    match store.run_slot_held().await {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::debug!(%error, "cannot tell whether a process holds the run slot");
+            None
         }
     }
 }

@@ -66,12 +66,13 @@ impl PhaseTask for StoryCreation {
             })
             .await?;
         let mut results = Vec::new();
-        let mut skipped = 0u64;
+        // Documents of the themes too small for a story: the count the run's end reports as left out.
+        let mut left_out = 0u64;
         for theme in themes {
             let ids: Vec<&str> =
                 theme.value["document_ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             if ids.len() < self.config.min_size {
-                skipped += 1;
+                left_out += ids.len() as u64;
                 continue;
             }
             let label = theme.value["label"].as_str().unwrap_or(&theme.key);
@@ -102,7 +103,7 @@ impl PhaseTask for StoryCreation {
                 }),
             });
         }
-        let counts = Counts { stored: results.len() as u64, filtered: skipped, ..Counts::default() };
+        let counts = Counts { stored: results.len() as u64, filtered: left_out, ..Counts::default() };
         Ok(PhaseOutput { results, counts, ..PhaseOutput::default() })
     }
 }

@@ -65,6 +65,10 @@ pub trait StoreKind: Send + Sync {
 pub const ORPHANED_RUN_ERROR: &str =
     "the process running it ended without finishing (crash or kill); resume it from its checkpoint";
 
+/// The same, for a run that had committed nothing: there is no checkpoint to resume from.
+pub const ORPHANED_EMPTY_RUN_ERROR: &str =
+    "the process running it ended without finishing (crash or kill) before its first commit; start a new run";
+
 /// A stored value that cannot be read back.
 #[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn decode_error(what: impl Into<String>) -> StoreError {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use harness::StoreHarness;
 use serde_json::{Value, json};
-use sluice_connectors::store::ORPHANED_RUN_ERROR;
+use sluice_connectors::store::{ORPHANED_EMPTY_RUN_ERROR, ORPHANED_RUN_ERROR};
 use sluice_core::store::{CommitBatch, DocumentUpdate, Failure, MemoEntry, MemoKey, NewRun, PhaseResult, RunStatus};
 use sluice_core::{Checkpoint, Chunk, Classification, Document, Position, Record, StoreError};
 
@@ -479,10 +479,11 @@ async fn runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acqu
 
     let store = h.open().await;
     let _guard = store.acquire_active().await.unwrap();
-    for id in [orphan.id, stopping.id] {
+    // The run that committed nothing is told to start anew: it has no checkpoint to resume.
+    for (id, error) in [(orphan.id, ORPHANED_RUN_ERROR), (stopping.id, ORPHANED_EMPTY_RUN_ERROR)] {
         let run = store.get_run(id).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Failed, "run {id}");
-        assert_eq!(run.error.as_deref(), Some(ORPHANED_RUN_ERROR));
+        assert_eq!(run.error.as_deref(), Some(error));
         assert!(run.finished_at.is_some());
         assert!(run.status.is_resumable());
     }

@@ -1,22 +1,24 @@
 //! `sluice run`: start or resume a run and follow it to the end.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use sluice_core::{InFlight, Pipeline, RunHandle, RunInfo, RunStatus, RunSummary, Start, Store};
 use tokio_util::sync::CancellationToken;
 
+use sluice_connectors::registry::open_store;
 use sluice_connectors::{PipelineFile, build_pipeline};
 
 use crate::cli::RunArgs;
 use crate::commands::output::print_json;
-use crate::env::{apply_env, env_var};
+use crate::env::{StoreOrigin, apply_env, env_var};
 use crate::error::{CliError, code};
 use crate::progress::{Reporter, summary_line};
 use crate::resume::find_resumable;
 use crate::signals::Signals;
-use crate::store_args::open_store_for;
+use crate::status::{CostDoc, cost_text, failure_text, failures_by_phase};
+use crate::store_args::resolve;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let resuming = args.resume || args.resume_run_id.is_some();
@@ -28,7 +30,13 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         apply_env(&mut file, &env_var)?;
         Some(file)
     };
-    let store: Arc<dyn Store> = open_store_for(args.db.as_deref(), file.as_ref())?;
+    let (store_config, origin) = resolve(args.db.as_deref(), file.as_ref())?;
+    let store: Arc<dyn Store> = open_store(&store_config)?;
+    let from = match origin {
+        StoreOrigin::Env(var) => format!(" (from ${var})"),
+        StoreOrigin::Flag | StoreOrigin::File => String::new(),
+    };
+    let hint = Hint { config: file.is_some().then(|| args.config.clone()), db: args.db.clone(), origin };
 
     let (mut file, start, origin) = if resuming {
         let run = find_run_to_resume(&store, &args, file.as_ref()).await?;
@@ -55,7 +63,42 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         file.per_document_events = Some(false);
     }
     let pipeline = build_pipeline(&file, store.clone()).map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
-    follow(pipeline, start, &args).await
+    follow(pipeline, start, &args, &format!("{}{from}", store.describe()), &hint).await
+}
+
+/// What the commands printed after a run must repeat so that following
+/// them reaches the same store with the same pipeline.
+struct Hint {
+    /// The `-c` file, when the run read one.
+    config: Option<PathBuf>,
+    db: Option<String>,
+    origin: StoreOrigin,
+}
+
+impl Hint {
+    /// `sluice run -c FILE [--db URL]` and then `extra`, with a note when the
+    /// store came from the environment (which must be set again).
+    fn command(&self, extra: &str) -> String {
+        let mut command = "sluice run".to_string();
+        if let Some(config) = &self.config {
+            command.push_str(&format!(" -c {}", quoted(&config.display().to_string())));
+        }
+        if let Some(db) = &self.db {
+            command.push_str(&format!(" --db {}", quoted(db)));
+        }
+        command.push_str(extra);
+        let mut line = format!("`{command}`");
+        if let StoreOrigin::Env(var) = self.origin {
+            line.push_str(&format!(" with the same ${var}"));
+        }
+        line
+    }
+}
+
+/// A shell word: as is when it needs no quoting, else in single quotes.
+fn quoted(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,%".contains(c));
+    if plain { word.to_string() } else { format!("'{}'", word.replace('\'', "'\\''")) }
 }
 
 /// Finds the run `--resume`/`--resume-run-id` means, after marking runs left
@@ -67,7 +110,24 @@ async fn find_run_to_resume(
 ) -> Result<RunInfo, CliError> {
     drop(store.acquire_active().await?);
     if let Some(id) = args.resume_run_id {
-        return store.get_run(id).await?.ok_or_else(|| CliError::usage(format!("run {id} not found")));
+        let run = store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| CliError::usage(format!("run {id} not found in {}", store.describe())))?;
+        // A run resumes with its own saved settings: resuming another pipeline's run by mistake would write
+        // its documents where this pipeline's are expected.
+        if let Some(name) = file.and_then(|f| f.name.as_deref())
+            && name != run.pipeline
+            && !args.force
+        {
+            return Err(CliError::usage(format!(
+                "run {id} belongs to pipeline {:?}, not {name:?} of {}: give its own -c file, or add --force \
+                 to resume it anyway (with its saved settings)",
+                run.pipeline,
+                args.config.display()
+            )));
+        }
+        return Ok(run);
     }
     let name = file.and_then(|f| f.name.clone()).unwrap_or_default();
     find_resumable(store.as_ref(), |run| run.pipeline == name).await?.map_err(|_| {
@@ -77,12 +137,25 @@ async fn find_run_to_resume(
     })
 }
 
-async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, CliError> {
+async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs, store: &str, hint: &Hint) -> Result<u8, CliError> {
     let mut reporter =
         Reporter::new(args.quiet, args.events_out.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let resumed_from = match start {
+        Start::Resume(id) => pipeline.store().get_run(id).await?.and_then(|r| r.checkpoint),
+        Start::New => None,
+    };
     let mut handle: RunHandle = pipeline.start(start).await?;
     let run_id = handle.run_id;
     tracing::info!(run_id, resumed = handle.resumed, store = %pipeline.store().describe(), "run started");
+    match resumed_from {
+        Some(cp) => errln!(
+            "run {run_id} resumed from {} committed records ({} batches, phase {}) in {store}",
+            cp.counts.stored,
+            cp.batches,
+            cp.phase
+        ),
+        None => errln!("run {run_id} (new) in {store}"),
+    }
     let signals = match Signals::new() {
         Ok(signals) => Some(tokio::spawn(stop_on_signals(signals, handle.stop_token(), handle.in_flight()))),
         Err(e) => {
@@ -115,35 +188,52 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs) -> Result<u8, 
         signals.abort();
     }
     reporter.finish().map_err(|e| CliError::runtime(e.to_string()))?;
-    report(&summary, args.json)?;
+    report(&summary, args.json, hint)?;
+    let failed = !failures_by_phase(&summary.checkpoint).is_empty();
     Ok(match summary.status {
+        RunStatus::Completed if failed && args.fail_on_failures => code::RECORDS_FAILED,
         RunStatus::Completed => code::OK,
         RunStatus::Stopped | RunStatus::Stopping => code::STOPPED,
         RunStatus::Failed | RunStatus::Running => code::FAILED,
     })
 }
 
-fn report(summary: &RunSummary, json: bool) -> Result<(), CliError> {
+fn report(summary: &RunSummary, json: bool, hint: &Hint) -> Result<(), CliError> {
     if json {
         print_json(summary)?;
     }
-    errln!(
+    let cp = &summary.checkpoint;
+    let mut line = format!(
         "run {} {} in {:.1}s: {}",
         summary.run_id,
         summary.status,
         summary.duration_seconds,
         summary_line(&summary.counts)
     );
+    let cost = CostDoc::new(cp);
+    if cost.llm_calls + cost.embedding_calls > 0 {
+        line.push_str(&format!("; {}", cost_text(&cost)));
+    }
+    let failures = failure_text(cp);
+    if !failures.is_empty() {
+        line.push_str(&format!("; {failures} (see `sluice failures {}`)", summary.run_id));
+    }
+    let committed = !cp.is_empty();
+    let resume = hint.command(&format!(" --resume-run-id {}", summary.run_id));
+    let anew = hint.command("");
     match summary.status {
-        RunStatus::Failed => errln!(
-            "error: {}\nThe checkpoint is kept: fix the cause and resume with `sluice run --resume-run-id {}`",
+        RunStatus::Failed if committed => errln!(
+            "{line}\nerror: {}\nThe checkpoint is kept: fix the cause and resume with {resume}",
             summary.error.as_deref().unwrap_or("unknown"),
-            summary.run_id
         ),
-        RunStatus::Stopped => {
-            errln!("Resume with `sluice run --resume-run-id {}` (or `sluice run --resume`)", summary.run_id)
-        }
-        _ => {}
+        RunStatus::Failed => errln!(
+            "{line}\nerror: {}\nNothing was committed, so there is nothing to resume: fix the cause and start a new \
+             run with {anew}",
+            summary.error.as_deref().unwrap_or("unknown"),
+        ),
+        RunStatus::Stopped if committed => errln!("{line}\nResume with {resume}"),
+        RunStatus::Stopped => errln!("{line}\nNothing was committed: start a new run with {anew}"),
+        _ => errln!("{line}"),
     }
     Ok(())
 }

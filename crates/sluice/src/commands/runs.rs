@@ -5,18 +5,33 @@ use crate::commands::output::print_json;
 use crate::commands::remote;
 use crate::error::{CliError, code};
 use crate::progress::summary_line;
-use crate::status::RunStatusDoc;
+use crate::status::{RunStatusDoc, cost_text, failure_text, slot_held};
 use crate::store_args::open_store_args;
 use sluice_core::RunStatus;
+
+/// How many recent runs `--pipeline` looks through.
+const RUNS_SEARCHED: usize = 1000;
 
 pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
     let (docs, from) = match &args.server {
         Some(server) => (remote::history(server, args.limit).await?, server.clone()),
         None => {
             let store: std::sync::Arc<dyn sluice_core::Store> = open_store_args(&args.store)?;
-            let runs = store.list_runs(args.limit as usize).await?;
-            (runs.iter().map(RunStatusDoc::new).collect(), store.describe())
+            // A filter looks further back than the limit, so it still finds up to `limit` runs.
+            let wanted = if args.pipeline.is_some() { RUNS_SEARCHED } else { args.limit as usize };
+            let runs = store.list_runs(wanted).await?;
+            let held = slot_held(store.as_ref()).await;
+            (runs.iter().map(|run| RunStatusDoc::new(run).with_slot(held)).collect(), store.describe())
         }
+    };
+    let docs: Vec<RunStatusDoc> = docs
+        .into_iter()
+        .filter(|d| args.pipeline.as_ref().is_none_or(|name| &d.pipeline == name))
+        .take(args.limit as usize)
+        .collect();
+    let from = match &args.pipeline {
+        Some(name) => format!("{from} for pipeline {name:?}"),
+        None => from,
     };
     if args.json {
         print_json(&docs)?;
@@ -26,28 +41,54 @@ pub async fn list(args: RunsArgs) -> Result<u8, CliError> {
         outln!("no runs in {from}");
         return Ok(code::OK);
     }
-    outln!(
-        "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  started",
-        "run",
-        "pipeline",
-        "status",
-        "phase",
-        "stored",
-        "failed"
-    );
-    for d in &docs {
-        outln!(
-            "{:>6}  {:<20} {:<10} {:<22} {:>10} {:>8}  {}",
-            d.run_id,
-            d.pipeline,
-            d.status,
-            d.current_phase,
-            d.counts.stored,
-            d.counts.failed,
-            d.started_at
-        );
+    for line in table(&docs) {
+        outln!("{line}");
     }
     Ok(code::OK)
+}
+
+/// The runs as a table whose columns are as wide as their widest cell.
+fn table(docs: &[RunStatusDoc]) -> Vec<String> {
+    let header = ["run", "pipeline", "status", "phase", "stored", "failed", "started"].map(String::from);
+    let rows: Vec<[String; 7]> = docs
+        .iter()
+        .map(|d| {
+            [
+                d.run_id.to_string(),
+                d.pipeline.clone(),
+                d.status_text(),
+                d.current_phase.clone(),
+                d.counts.stored.to_string(),
+                d.failed_by_phase.values().sum::<u64>().to_string(),
+                d.started_at.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    // Numbers right-aligned, text left-aligned; the last column unpadded.
+    let numeric = [true, false, false, false, true, true, false];
+    std::iter::once(header)
+        .chain(rows)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .zip(numeric)
+                .enumerate()
+                .map(|(i, ((cell, width), right))| match (right, i == 6) {
+                    (true, _) => format!("{cell:>width$}"),
+                    (false, true) => cell.clone(),
+                    (false, false) => format!("{cell:<width$}"),
+                })
+                .collect();
+            cells.join("  ")
+        })
+        .collect()
 }
 
 pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
@@ -59,7 +100,7 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                 .get_run(args.run_id)
                 .await?
                 .ok_or_else(|| CliError::usage(format!("run {} not found in {}", args.run_id, store.describe())))?;
-            RunStatusDoc::new(&run)
+            RunStatusDoc::read(store.as_ref(), &run).await
         }
     };
     if args.json {
@@ -67,7 +108,7 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         return Ok(code::OK);
     }
     outln!("run {} ({})", doc.run_id, doc.pipeline);
-    outln!("  status:   {}", doc.status);
+    outln!("  status:   {}", doc.status_text());
     outln!("  phase:    {}", doc.current_phase);
     outln!("  counts:   {}", summary_line(&doc.counts));
     if let Some(cp) = &doc.checkpoint {
@@ -81,14 +122,13 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     }
     let cost = &doc.cost;
     if cost.llm_calls + cost.embedding_calls + cost.calls_saved > 0 {
-        outln!(
-            "  cost:     llm_calls={} embedding_calls={} tokens_in={} tokens_out={} calls_saved={}",
-            cost.llm_calls,
-            cost.embedding_calls,
-            cost.tokens_in,
-            cost.tokens_out,
-            cost.calls_saved
-        );
+        outln!("  cost:     {} calls_saved={}", cost_text(cost), cost.calls_saved);
+    }
+    if let Some(cp) = &doc.checkpoint {
+        let failures = failure_text(cp);
+        if !failures.is_empty() {
+            outln!("  failures: {failures} (see `sluice failures {}`)", doc.run_id);
+        }
     }
     outln!("  started:  {}", doc.started_at);
     outln!("  updated:  {}", doc.updated_at);
@@ -101,8 +141,11 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     if let Some(cp) = &doc.checkpoint {
         outln!("  checkpoint: {} batches committed", cp.batches);
         for (partition, pos) in &cp.partitions {
-            let state =
-                if pos.done { "done".to_string() } else { format!("cursor={:?} skip={}", pos.cursor, pos.skip) };
+            let state = match (&pos.cursor, pos.done) {
+                (_, true) => "done".to_string(),
+                (Some(cursor), false) => format!("at cursor {cursor}, {} records into its page", pos.skip),
+                (None, false) => format!("on its first page, {} records in", pos.skip),
+            };
             outln!("    {partition}: {state}");
         }
     } else {

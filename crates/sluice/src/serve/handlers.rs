@@ -21,7 +21,7 @@ use super::access::check_token;
 use super::api_doc::CommonErrors;
 use super::error::{ApiError, ErrorBody};
 use super::state::{AppState, RunRequest, RunResponse, busy};
-use crate::status::RunStatusDoc;
+use crate::status::{RunStatusDoc, slot_held};
 
 type Shared = State<Arc<AppState>>;
 
@@ -60,7 +60,7 @@ pub async fn run(State(state): Shared, headers: HeaderMap, body: Bytes) -> Resul
 pub async fn status(State(state): Shared, Path(raw): Path<String>) -> Result<Json<RunStatusDoc>, ApiError> {
     let id = run_id(&raw)?;
     let run = state.store.get_run(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
-    Ok(Json(RunStatusDoc::new(&run)))
+    Ok(Json(RunStatusDoc::read(state.store.as_ref(), &run).await))
 }
 
 /// The same document as `/api/pipeline/status/{run_id}`.
@@ -126,7 +126,8 @@ pub async fn history(
             .ok_or_else(|| ApiError::bad_request(format!("limit = {raw:?} is out of range (allowed: 1-100)")))?,
     };
     let runs = state.store.list_runs(limit).await?;
-    Ok(Json(HistoryResponse { runs: runs.iter().map(RunStatusDoc::new).collect() }))
+    let held = slot_held(state.store.as_ref()).await;
+    Ok(Json(HistoryResponse { runs: runs.iter().map(|run| RunStatusDoc::new(run).with_slot(held)).collect() }))
 }
 
 #[derive(Serialize, ToSchema)]

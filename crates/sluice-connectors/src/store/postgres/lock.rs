@@ -16,7 +16,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::pool::Db;
 use super::runs::active_run_id;
-use crate::store::ORPHANED_RUN_ERROR;
+use crate::store::{ORPHANED_EMPTY_RUN_ERROR, ORPHANED_RUN_ERROR};
 
 /// First key of the advisory lock that is the run slot ("sluc"); the second
 /// is a hash of the schema, so two sluice schemas in one database do not
@@ -104,11 +104,16 @@ pub(super) async fn acquire(db: &Db, releasing: &Arc<Releasing>) -> Result<Activ
     // Nobody held the lock, so a run still marked running/stopping lost its process.
     let orphans: Result<Vec<RunId>, _> = sqlx::query_scalar(
         "UPDATE pipeline_runs
-         SET status = 'failed', error = $1, finished_at = now(), updated_at = now()
+         SET status = 'failed', finished_at = now(), updated_at = now(),
+             error = CASE WHEN checkpoint IS NULL
+                            OR (COALESCE(checkpoint->>'batches', '0') = '0'
+                                AND COALESCE(checkpoint->>'phases_done', '[]') = '[]')
+                          THEN $2 ELSE $1 END
          WHERE status IN ('running', 'stopping')
          RETURNING id",
     )
     .bind(ORPHANED_RUN_ERROR)
+    .bind(ORPHANED_EMPTY_RUN_ERROR)
     .fetch_all(&mut conn)
     .await;
     let orphans = match orphans {

@@ -236,6 +236,11 @@ impl Store for PostgresStore {
         lock::acquire(self.db(), &self.inner.releasing).await
     }
 
+    async fn run_slot_held(&self) -> Result<Option<bool>, StoreError> {
+        self.ready().await?;
+        lock::held(self.db(), &self.inner.releasing).await.map(Some)
+    }
+
     async fn create_run(&self, new: &NewRun) -> Result<RunInfo, StoreError> {
         self.ready().await?;
         runs::create_run(self.db(), new).await

@@ -1,7 +1,7 @@
 //! The run slot: an OS file lock on `<db path>.lock`, so the kernel frees
 //! it when the holding process dies, however it dies.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use sluice_core::StoreError;
@@ -24,4 +24,17 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(path)
         .map_err(|e| database_error(format!("cannot open the run lock file {}: {e}", path.display()), e))
+}
+
+/// Whether some process holds the run lock of `path` now. The check takes a
+/// shared lock for an instant; an `acquire_active` racing with it in that
+/// instant answers `Busy`.
+pub(super) fn held(path: &Path) -> Result<bool, StoreError> {
+    match open_lock_file(path)?.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => {
+            Err(database_error(format!("cannot check the run lock {}: {e}", path.display()), e))
+        }
+    }
 }

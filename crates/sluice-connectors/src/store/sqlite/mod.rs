@@ -37,8 +37,8 @@ use self::read::{ScannedRow, count};
 use self::runs::{RUN_COLUMNS, RawRun, active_run_id, read_run};
 use self::schema::{configure, migrate};
 use super::{
-    InspectStore, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, contract_error, database_error,
-    decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
+    InspectStore, ORPHANED_EMPTY_RUN_ERROR, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, contract_error,
+    database_error, decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
 };
 use crate::ConfigError;
 
@@ -243,19 +243,11 @@ impl InspectStore for SqliteStore {
     /// The run that holds the store's run slot right now: the newest
     /// `running`/`stopping` run, but only while some process holds the lock,
     /// so a run left `running` by a dead process is not reported as active.
-    /// The check takes a shared lock for an instant; an `acquire_active`
-    /// racing with it in that instant answers `Busy`.
+    /// (See [`lock::held`].)
     async fn active_run(&self) -> Result<Option<RunInfo>, StoreError> {
         let lock_path = self.inner.lock_path.clone();
         self.call(move |conn| {
-            let held = match open_lock_file(&lock_path)?.try_lock_shared() {
-                Ok(()) => false,
-                Err(TryLockError::WouldBlock) => true,
-                Err(TryLockError::Error(e)) => {
-                    return Err(database_error(format!("cannot check the run lock {}: {e}", lock_path.display()), e));
-                }
-            };
-            if !held {
+            if !lock::held(&lock_path)? {
                 return Ok(None);
             }
             match active_run_id(conn)? {
@@ -271,6 +263,11 @@ impl InspectStore for SqliteStore {
 impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.inner.path.display())
+    }
+
+    async fn run_slot_held(&self) -> Result<Option<bool>, StoreError> {
+        let lock_path = self.inner.lock_path.clone();
+        self.call(move |_| lock::held(&lock_path).map(Some)).await
     }
 
     async fn acquire_active(&self) -> Result<ActiveRunGuard, StoreError> {
@@ -294,11 +291,17 @@ impl Store for SqliteStore {
             let orphans: Vec<RunId> = conn
                 .prepare_cached(
                     "UPDATE pipeline_runs
-                     SET status = 'failed', error = ?1, finished_at = ?2, updated_at = ?2
+                     SET status = 'failed', finished_at = ?2, updated_at = ?2,
+                         error = CASE WHEN checkpoint IS NULL
+                                        OR (COALESCE(json_extract(checkpoint, '$.batches'), 0) = 0
+                                            AND COALESCE(json_array_length(checkpoint, '$.phases_done'), 0) = 0)
+                                      THEN ?3 ELSE ?1 END
                      WHERE status IN ('running', 'stopping')
                      RETURNING id",
                 )
-                .and_then(|mut stmt| stmt.query_map(params![ORPHANED_RUN_ERROR, now], |r| r.get(0))?.collect())
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![ORPHANED_RUN_ERROR, now, ORPHANED_EMPTY_RUN_ERROR], |r| r.get(0))?.collect()
+                })
                 .map_err(sql("marking runs left by a dead process as failed"))?;
             for id in orphans {
                 tracing::warn!(
