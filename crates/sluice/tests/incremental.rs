@@ -303,3 +303,30 @@ async fn serve_every_starts_incremental_runs_on_schedule_and_skips_while_one_is_
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_names_its_last_phase_done_and_a_resume_in_a_later_phase_asks_the_source_nothing() {
+    let (intercom, openai) = fakes(80, IntercomFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db_path) = (pipeline(dir.path()), dir.path().join("incr.db"));
+    append(&config, "\n[phases.facet_extraction]\n");
+    run(&intercom, &openai, &config, &db_path, &[]).await;
+    let done = text(&db_path, "SELECT json_extract(checkpoint, '$.phases_done') FROM pipeline_runs WHERE id = 1");
+    assert_eq!(done, r#"["classification","facet_extraction"]"#);
+
+    // The same run as if it had died in its facet phase.
+    db(&db_path)
+        .execute(
+            "UPDATE pipeline_runs SET status = 'failed', checkpoint = json_remove(checkpoint, '$.phases_done[1]') \
+             WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    intercom.reset_counters();
+    openai.reset_counters();
+    let log = run(&intercom, &openai, &config, &db_path, &["--resume-run-id", "1"]).await;
+    assert_eq!(intercom.counters().requests(), 0, "no request to Intercom from a later phase: {log}");
+    assert_eq!(openai.counters().chat_completions, 0);
+    let done = text(&db_path, "SELECT json_extract(checkpoint, '$.phases_done') FROM pipeline_runs WHERE id = 1");
+    assert_eq!(done, r#"["classification","facet_extraction"]"#);
+}
