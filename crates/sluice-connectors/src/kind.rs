@@ -37,6 +37,11 @@ pub trait SourceKind {
     fn watchable(&mut self) -> Option<&mut dyn Watchable> {
         None
     }
+
+    /// The source's incremental settings, for sources that read by `updated_at`.
+    fn incremental(&mut self) -> Option<&mut dyn Incremental> {
+        None
+    }
 }
 
 /// What a run of a source uses where the pipeline file says nothing.
@@ -71,6 +76,24 @@ pub trait Watchable {
     fn watching(&self) -> bool;
 
     fn set_watching(&mut self, on: bool);
+}
+
+/// A source whose runs can start from the pipeline's high-water mark
+/// (see [`crate::incremental`]).
+pub trait Incremental {
+    /// `incremental = true`: every new run is incremental.
+    fn incremental(&self) -> bool;
+
+    fn set_incremental(&mut self, on: bool);
+
+    /// Seconds before the high-water mark that are read again.
+    fn overlap_secs(&self) -> u64;
+
+    /// The `source` its documents are stored under.
+    fn record_source(&self) -> &str;
+
+    /// Reads exactly `start <= updated_at < end` (epoch seconds).
+    fn set_span(&mut self, start: i64, end: i64) -> Result<(), ConfigError>;
 }
 
 /// A `[[stages]]` entry's configuration.

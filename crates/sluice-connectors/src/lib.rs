@@ -7,6 +7,7 @@
 //! `generate` source, the phases and the items sink are always built.
 
 pub mod embedder;
+pub mod incremental;
 pub mod kind;
 mod lacking;
 pub mod phase;

@@ -133,9 +133,17 @@ impl Checkpoint {
         self.batches == 0 && self.partitions.values().all(Position::is_start) && self.phases_done.is_empty()
     }
 
-    /// Whether the run is past its first phase.
+    /// Whether the run is past its first phase (the first phase done and
+    /// another one current; a completed run keeps its last phase current).
     pub fn in_later_phase(&self) -> bool {
-        !self.phases_done.is_empty()
+        self.phases_done.first().is_some_and(|first| *first != self.phase)
+    }
+
+    /// Marks the current phase done, at the end of a run.
+    pub fn finish_phase(&mut self) {
+        if !self.phases_done.contains(&self.phase) {
+            self.phases_done.push(self.phase.clone());
+        }
     }
 
     /// The counts the current phase adds to.

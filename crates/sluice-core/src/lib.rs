@@ -39,6 +39,6 @@ pub use source::{Page, Source, SourceItem};
 pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
 pub use store::RunWindow;
 pub use store::{
-    CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
-    RunStatus, Store,
+    CommitBatch, DocumentUpdate, Failure, FailureRow, HighWaterMark, MemoEntry, MemoKey, NewRun, PhaseResult, RunId,
+    RunInfo, RunStatus, Store,
 };

@@ -194,6 +194,15 @@ pub struct MemoEntry {
     pub value: Value,
 }
 
+/// Where an incremental run of a pipeline starts: its last completed run,
+/// and the greatest `updated_at` of the documents that run or an earlier run
+/// of the pipeline wrote (`None`: they wrote none with a time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HighWaterMark {
+    pub run: RunInfo,
+    pub updated_at: Option<i64>,
+}
+
 /// Held while a run is active; dropping it frees the store's run slot.
 pub type ActiveRunGuard = Box<dyn Any + Send + Sync>;
 
@@ -254,6 +263,15 @@ pub trait Store: Send + Sync {
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         let _ = (run, kind);
         Ok(Vec::new())
+    }
+
+    /// The high-water mark of pipeline `pipeline` over the documents of
+    /// `source`; `None` when the pipeline has no completed run.
+    async fn high_water_mark(&self, pipeline: &str, source: &str) -> Result<Option<HighWaterMark>, StoreError> {
+        let _ = (pipeline, source);
+        Err(StoreError::Contract {
+            message: format!("{} keeps no high-water mark for incremental runs", self.describe()),
+        })
     }
 
     /// The failures recorded by a run, oldest first.

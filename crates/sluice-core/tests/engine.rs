@@ -325,7 +325,8 @@ async fn store_outage_is_retried_and_nothing_is_lost() {
     let summary = pipeline.run(Start::New).await.unwrap();
     assert_eq!(summary.status, RunStatus::Completed);
     assert_eq!(store.doc_ids(), ids(95));
-    assert_eq!(store.state.lock().unwrap().commits, 10);
+    // 10 batches, each once despite the retries, and the final checkpoint naming the phase done (#11.8).
+    assert_eq!(store.state.lock().unwrap().commits, 10 + 1);
 }
 
 #[tokio::test]
@@ -593,7 +594,7 @@ async fn later_phases_run_in_order_over_the_stored_documents_and_write_what_they
         let run = store.get_run(1).await.unwrap().unwrap();
         let checkpoint = run.checkpoint.unwrap();
         assert_eq!(checkpoint.phase, "tally");
-        assert_eq!(checkpoint.phases_done, ["classification", "annotation"]);
+        assert_eq!(checkpoint.phases_done, ["classification", "annotation", "tally"], "the last phase too (#11.8)");
         assert_eq!(checkpoint.phase_counts["annotation"].stored, stored);
         assert_eq!(checkpoint.counts.stored, stored, "the first phase keeps its own counts");
         let tallies = store.phase_results(1, "tally").await.unwrap();

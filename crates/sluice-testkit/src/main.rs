@@ -123,6 +123,9 @@ struct IntercomArgs {
     /// Also send Retry-After with 429s.
     #[arg(long)]
     retry_after: bool,
+    /// Read `>`/`<` on timestamps as "greater/less (or equal) than".
+    #[arg(long)]
+    inclusive_comparisons: bool,
     /// Endpoints the faults apply to.
     #[arg(long, value_enum, default_value_t = IntercomTargetArg::All)]
     fault_endpoints: IntercomTargetArg,
@@ -196,6 +199,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 script: Vec::new(),
                 cursor_ttl_secs: a.cursor_ttl_secs,
                 retry_after: a.retry_after,
+                inclusive_comparisons: a.inclusive_comparisons,
             };
             let config = IntercomConfig {
                 dataset: DatasetSpec {

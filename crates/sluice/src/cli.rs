@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// Resume a run of another pipeline than the one of -c.
     #[arg(long)]
     pub force: bool,
+    /// Read only what changed since the pipeline's last completed run (from
+    /// its high-water mark, minus the overlap, up to now); same as
+    /// `incremental = true` in `[source]`. See docs/incremental.md.
+    #[arg(long, conflicts_with_all = ["resume", "resume_run_id", "watch"])]
+    pub incremental: bool,
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +191,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// Start an incremental run of the pipeline at this interval (`15m`, `1h`,
+    /// `30s`); a tick while a run is active is skipped. See docs/incremental.md.
+    #[arg(long)]
+    pub every: Option<String>,
 }
 
 /// Seconds, possibly fractional, from 0.1 to a day.

@@ -274,7 +274,7 @@ async fn backfill_through_faults_stores_each_conversation_once_and_pays_once() {
     assert_eq!(status["conversations_classified"], status["conversations_stored"]);
     assert_eq!(
         status["checkpoint"]["phases_done"],
-        json!(["classification", "embedding_generation", "facet_extraction", "theme_extraction"])
+        json!(["classification", "embedding_generation", "facet_extraction", "theme_extraction", "story_creation"])
     );
     for phase in ["embedding_generation", "facet_extraction", "theme_extraction"] {
         assert_eq!(status["checkpoint"]["phase_counts"][phase]["stored"], quality.len(), "{phase}: {status}");

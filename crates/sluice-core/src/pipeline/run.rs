@@ -153,7 +153,10 @@ async fn execute(
             "Resuming from checkpoint"
         );
     }
-    shared.progress.set_estimated_total(shared.source.estimated_total().await);
+    // A run past its first phase reads only the store: not one request to the source.
+    if !checkpoint.in_later_phase() {
+        shared.progress.set_estimated_total(shared.source.estimated_total().await);
+    }
 
     let stopping = tokio::spawn(mark_stopping(shared.clone()));
     // Tasks catch their own panics; this is the last resort, so the run still ends `failed`
@@ -206,8 +209,11 @@ async fn run_phases(
     let events = &shared.ctx.events;
     if !checkpoint.in_later_phase() {
         let (cp, reached_end) = run_first_phase(shared, checkpoint).await;
-        if !reached_end || phases.is_empty() || shared.abort.is_cancelled() {
+        if !reached_end || shared.abort.is_cancelled() {
             return (cp, reached_end);
+        }
+        if phases.is_empty() {
+            return finish_last_phase(shared, cp).await;
         }
         checkpoint = cp;
         events.emit(EventKind::PhaseFinished { phase: checkpoint.phase.clone(), counts: checkpoint.counts }).await;
@@ -264,7 +270,22 @@ async fn run_phases(
         );
         events.emit(EventKind::PhaseFinished { phase: spec.name().to_string(), counts }).await;
     }
-    (checkpoint, true)
+    finish_last_phase(shared, checkpoint).await
+}
+
+/// Commits the last phase as done, so a completed run's `phases_done` names every phase it ran.
+async fn finish_last_phase(shared: &Arc<Shared>, mut checkpoint: Checkpoint) -> (Checkpoint, bool) {
+    if checkpoint.phase_done(&checkpoint.phase) {
+        return (checkpoint, true);
+    }
+    checkpoint.finish_phase();
+    match commit_with_retries(shared, &CommitBatch::default(), &checkpoint).await {
+        Ok(()) => (checkpoint, true),
+        Err(error) => {
+            shared.fail(error);
+            (checkpoint, false)
+        }
+    }
 }
 
 /// The partition of a phase that reads the store.

@@ -50,6 +50,9 @@ pub struct IntercomFaults {
     /// Also send `Retry-After` (seconds) with every 429, injected or real.
     /// Real Intercom sends only `X-RateLimit-Reset`.
     pub retry_after: bool,
+    /// Compare timestamps with `>` as "greater (or equal) than" and `<` as
+    /// "less (or equal) than", one reading of Intercom's reference.
+    pub inclusive_comparisons: bool,
 }
 
 impl FaultSettings for IntercomFaults {

@@ -65,6 +65,27 @@ pub(super) async fn tk_log(State(shared): State<Arc<Shared>>) -> Response {
     plain_json(StatusCode::OK, &json!(log))
 }
 
+/// `POST /_testkit/conversations` with a [`super::dataset::Change`] (or a
+/// list of them): adds or updates conversations; answers their ids.
+pub(super) async fn tk_change(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    use super::dataset::Change;
+    let changes: Vec<Change> = match serde_json::from_slice::<Value>(&body) {
+        Ok(v @ Value::Array(_)) => match serde_json::from_value(v) {
+            Ok(list) => list,
+            Err(e) => return plain_json(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+        },
+        Ok(v) => match serde_json::from_value(v) {
+            Ok(one) => vec![one],
+            Err(e) => return plain_json(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+        },
+        Err(e) => return plain_json(StatusCode::BAD_REQUEST, &json!({"error": format!("not JSON: {e}")})),
+    };
+    match shared.apply(&changes) {
+        Ok(ids) => plain_json(StatusCode::OK, &json!({"ids": ids})),
+        Err(unknown) => plain_json(StatusCode::NOT_FOUND, &json!({"error": format!("no conversation {unknown:?}")})),
+    }
+}
+
 pub(super) async fn tk_invalidate(State(shared): State<Arc<Shared>>) -> Response {
     let now = shared.clock.now_ms();
     shared.lock().cursors_valid_from_ms = now + 1;

@@ -320,6 +320,58 @@ impl Dataset {
     }
 }
 
+/// A change to the workspace while the fake runs (`POST /_testkit/conversations`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The conversation to update; `None`: a new one (the next free id).
+    #[serde(default)]
+    pub id: Option<String>,
+    pub updated_at: i64,
+    /// Its new first message (HTML); a new conversation without one gets a
+    /// copy of the first quality conversation's, with its id appended.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+impl Dataset {
+    /// Applies a change: updates a known conversation, or adds one modelled
+    /// on the first quality conversation. Answers the id, or `None` for an
+    /// unknown id (or a dataset without a quality conversation to copy).
+    pub fn apply(&mut self, change: &Change) -> Option<String> {
+        let mut all = std::mem::take(&mut self.conversations);
+        let id = match &change.id {
+            Some(id) => {
+                let c = all.iter_mut().find(|c| &c.id == id);
+                if let Some(c) = c {
+                    c.updated_at = change.updated_at;
+                    if let Some(body) = &change.body {
+                        c.body = body.clone();
+                    }
+                    Some(id.clone())
+                } else {
+                    None
+                }
+            }
+            None => {
+                let next = all.iter().map(Conversation::id_num).max().unwrap_or(0) + 1;
+                let template = all.iter().find(|c| !c.is_short()).cloned();
+                template.map(|mut c| {
+                    c.id = next.to_string();
+                    c.body = change.body.clone().unwrap_or_else(|| format!("{} (conversation {next})", c.body));
+                    c.created_at = change.updated_at;
+                    c.updated_at = change.updated_at;
+                    c.parts.clear();
+                    all.push(c);
+                    next.to_string()
+                })
+            }
+        };
+        *self = Dataset::from_conversations(all);
+        id
+    }
+}
+
 const ADMIN_IDS: [&str; 3] = ["991267001", "991267002", "991267003"];
 const ADMIN_NAMES: [&str; 3] = ["Ciara Support", "Mateo Support", "Priya Support"];
 

@@ -67,7 +67,9 @@
 //! - `GET /_testkit/dataset`: `[{id, created_at, updated_at, theme, short}]`;
 //! - `GET /_testkit/log`: the request log;
 //! - `POST /_testkit/invalidate-cursors`: every cursor issued so far is
-//!   rejected from now on.
+//!   rejected from now on;
+//! - `POST /_testkit/conversations`: `{"id"?, "updated_at", "body"?}` (or a
+//!   list): updates a conversation, or adds one without `id`; answers `{"ids"}`.
 
 pub mod dataset;
 pub(crate) mod query;
@@ -87,7 +89,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use self::config::{IntercomConfig, IntercomFaults, IntercomTarget};
-pub use self::dataset::{Conversation, Dataset, DatasetSpec, Part, Person};
+pub use self::dataset::{Change, Conversation, Dataset, DatasetSpec, Part, Person};
 pub use self::log::{Endpoint, RequestRecord};
 use self::routes::router;
 pub use self::state::IntercomCounters;
@@ -170,6 +172,12 @@ impl FakeIntercom {
         let found = ds.touch(id, updated_at);
         *guard = Arc::new(ds);
         found
+    }
+
+    /// Adds or updates conversations at once, as if they were written now;
+    /// answers their ids. `Err`: an unknown id (nothing changed).
+    pub fn apply(&self, changes: &[Change]) -> Result<Vec<String>, String> {
+        self.shared.apply(changes)
     }
 
     /// The current fault settings (`script`: what remains of it).

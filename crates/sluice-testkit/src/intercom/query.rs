@@ -68,6 +68,17 @@ impl Query {
         }
     }
 
+    /// The query with `>`/`<` on timestamps read as `>=`/`<=`.
+    pub fn inclusive(self) -> Query {
+        match self {
+            Query::And(qs) => Query::And(qs.into_iter().map(Query::inclusive).collect()),
+            Query::Or(qs) => Query::Or(qs.into_iter().map(Query::inclusive).collect()),
+            Query::Time { field, op: Cmp::Gt, value } => Query::Time { field, op: Cmp::Ge, value },
+            Query::Time { field, op: Cmp::Lt, value } => Query::Time { field, op: Cmp::Le, value },
+            other => other,
+        }
+    }
+
     pub fn matches(&self, c: &Conversation) -> bool {
         match self {
             Query::And(qs) => qs.iter().all(|q| q.matches(c)),

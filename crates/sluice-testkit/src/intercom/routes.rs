@@ -9,7 +9,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::control::{tk_counters, tk_dataset, tk_get_faults, tk_invalidate, tk_log, tk_reset, tk_set_faults};
+use super::control::{
+    tk_change, tk_counters, tk_dataset, tk_get_faults, tk_invalidate, tk_log, tk_reset, tk_set_faults,
+};
 use super::log::{Endpoint, empty_record};
 use super::pipeline::{Effect, Outcome, handle};
 use super::search::search_handler;
@@ -26,6 +28,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_testkit/dataset", get(tk_dataset))
         .route("/_testkit/log", get(tk_log))
         .route("/_testkit/invalidate-cursors", post(tk_invalidate))
+        .route("/_testkit/conversations", post(tk_change))
         .fallback(fallback_handler)
         .method_not_allowed_fallback(fallback_handler)
         .with_state(shared)

@@ -79,6 +79,7 @@ fn search(shared: &Shared, rid: &str, body: Option<Value>) -> Outcome {
         Ok(q) => q,
         Err(e) => return bad("parameter_invalid", &format!("Invalid query: {e}")),
     };
+    let q = if shared.lock().faults.settings().inclusive_comparisons { q.inclusive() } else { q };
     let sort = match parse_sort(body.get("sort")) {
         Ok(s) => s,
         Err(e) => return bad("parameter_invalid", &e),

@@ -78,4 +78,16 @@ impl Shared {
     pub fn dataset(&self) -> Arc<Dataset> {
         self.dataset.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Applies changes to the served data, all or none; `Err`: an unknown id.
+    pub fn apply(&self, changes: &[super::dataset::Change]) -> Result<Vec<String>, String> {
+        let mut guard = self.dataset.write().unwrap_or_else(|e| e.into_inner());
+        let mut ds = (**guard).clone();
+        let mut ids = Vec::with_capacity(changes.len());
+        for change in changes {
+            ids.push(ds.apply(change).ok_or_else(|| change.id.clone().unwrap_or_default())?);
+        }
+        *guard = Arc::new(ds);
+        Ok(ids)
+    }
 }

@@ -56,6 +56,9 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         let flag = if file.can_watch() { "--watch" } else { "--watch needs a files source" };
         file.enable_watch().map_err(|e| CliError::usage(format!("{flag}: {e} (in {origin})")))?;
     }
+    if !resuming && (args.incremental || sluice_connectors::incremental::is_incremental(&file)) {
+        plan_incremental(&mut file, &store, &origin).await?;
+    }
     if args.max_records.is_some() {
         file.max_records = args.max_records;
     }
@@ -99,6 +102,17 @@ impl Hint {
 fn quoted(word: &str) -> String {
     let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,%".contains(c));
     if plain { word.to_string() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+}
+
+/// Sets the span of an incremental run from the pipeline's high-water mark.
+async fn plan_incremental(file: &mut PipelineFile, store: &Arc<dyn Store>, origin: &str) -> Result<(), CliError> {
+    use sluice_connectors::incremental;
+    let usage = |e: sluice_connectors::ConfigError| CliError::usage(format!("--incremental: {e} (in {origin})"));
+    let (pipeline, source) = incremental::target(file).map_err(usage)?;
+    let mark = store.high_water_mark(&pipeline, &source).await?;
+    let plan = incremental::apply(file, mark.as_ref(), incremental::now()).map_err(usage)?;
+    tracing::info!(after_run = plan.after_run, "{}", plan.message);
+    Ok(())
 }
 
 /// Finds the run `--resume`/`--resume-run-id` means, after marking runs left

@@ -113,7 +113,8 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     outln!("  counts:   {}", summary_line(&doc.counts));
     if let Some(cp) = &doc.checkpoint {
         // Later phases count apart, in the order they ran.
-        let later = cp.phases_done.iter().skip(1).chain(cp.in_later_phase().then_some(&cp.phase));
+        let current = (cp.in_later_phase() && !cp.phase_done(&cp.phase)).then_some(&cp.phase);
+        let later = cp.phases_done.iter().skip(1).chain(current);
         for phase in later {
             let counts = cp.phase_counts.get(phase).copied().unwrap_or_default();
             let state = if cp.phase_done(phase) || doc.status == RunStatus::Completed { "done" } else { "in progress" };

@@ -77,6 +77,9 @@ pub struct ActiveResponse {
     pub run_id: Option<RunId>,
     /// The active run's status document, when there is one.
     pub run: Option<RunStatusDoc>,
+    /// `sluice serve --every`: the interval and the next tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::schedule::ScheduleDoc>,
 }
 
 /// Whether a run is active on this store (in this process or another), and which.
@@ -98,7 +101,7 @@ pub async fn active(State(state): Shared) -> Result<Json<ActiveResponse>, ApiErr
         Some(id) => state.store.get_run(id).await?.map(|r| RunStatusDoc::new(&r)),
         None => None,
     };
-    Ok(Json(ActiveResponse { active: run_id.is_some(), run_id, run }))
+    Ok(Json(ActiveResponse { active: run_id.is_some(), run_id, run, schedule: state.schedule() }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,6 +12,7 @@ mod metrics;
 mod rejection;
 mod request;
 mod resume;
+mod schedule;
 mod state;
 
 use std::net::SocketAddr;
@@ -87,6 +88,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         idle_timeout: args.idle_timeout_secs,
         max_connections: args.max_connections as usize,
     };
+    let every = args.every.as_deref().map(schedule::parse_every).transpose().map_err(CliError::usage)?;
     let mut file = PipelineFile::load(&args.config)?;
     crate::env::apply_env(&mut file, &env_var)?;
     let store: Arc<dyn sluice_core::Store> = open_store_for(args.db.as_deref(), Some(&file))?;
@@ -124,6 +126,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         shutdown_state.shutdown().await;
         stop_serving.cancel();
     });
+    if let Some(every) = every {
+        schedule::spawn(state.clone(), every, shutdown.clone());
+    }
     listener::serve(listener, app(state, access, limits), limits, shutdown).await;
     Ok(code::OK)
 }

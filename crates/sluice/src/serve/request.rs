@@ -21,6 +21,9 @@ pub struct RunRequest {
     pub resume_run_id: Option<i64>,
     /// Stop after this many conversations in total (counted across resumes).
     pub max_conversations: Option<i64>,
+    /// Read only what changed since the pipeline's last completed run
+    /// (docs/incremental.md); not with `resume` or a date range.
+    pub incremental: Option<bool>,
     /// Check the request and the configuration, start nothing.
     pub dry_run: Option<bool>,
 }

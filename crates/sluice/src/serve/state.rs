@@ -19,6 +19,7 @@ use super::dates::{parse_day, range_for_days};
 use super::error::ApiError;
 use super::metrics::RunMetrics;
 pub use super::request::RunRequest;
+use super::schedule::ScheduleDoc;
 use crate::resume::{find_resumable, why_not_resumable};
 
 /// Event channels kept for runs that ended, so a late subscriber still gets their history.
@@ -37,6 +38,8 @@ pub struct AppState {
     channels: Mutex<BTreeMap<RunId, Arc<RunChannel>>>,
     /// Serializes starts in this process (the store's lock serializes processes).
     starting: tokio::sync::Mutex<()>,
+    /// `--every`: the incremental runs on schedule.
+    schedule: Mutex<Option<ScheduleDoc>>,
 }
 
 /// The run this process drives.
@@ -101,6 +104,21 @@ impl AppState {
             active: Mutex::new(None),
             channels: Mutex::new(BTreeMap::new()),
             starting: tokio::sync::Mutex::new(()),
+            schedule: Mutex::new(None),
+        }
+    }
+
+    pub fn schedule(&self) -> Option<ScheduleDoc> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_schedule(&self, doc: ScheduleDoc) {
+        *self.schedule.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc);
+    }
+
+    pub fn edit_schedule(&self, edit: impl FnOnce(&mut ScheduleDoc)) {
+        if let Some(doc) = self.schedule.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            edit(doc);
         }
     }
 
@@ -143,6 +161,11 @@ impl AppState {
                 && let Some(dated) = file.source.kind_mut().dated()
             {
                 dated.set_range(from, to)?;
+            }
+            if request.incremental.unwrap_or(false)
+                || (range.is_none() && sluice_connectors::incremental::is_incremental(&file))
+            {
+                super::schedule::plan_incremental(self.store.as_ref(), &mut file).await?;
             }
             (file, Start::New, range.map_or((None, None), |(f, t)| (Some(f), Some(t))), "started")
         };
@@ -306,6 +329,16 @@ fn validate(r: &RunRequest) -> Result<Option<(String, String)>, ApiError> {
         && max < 1
     {
         return Err(ApiError::bad_request(format!("max_conversations = {max} must be at least 1")));
+    }
+    if r.incremental == Some(true) {
+        if r.resume == Some(true) {
+            return Err(ApiError::bad_request("incremental=true starts a new run: not with resume=true"));
+        }
+        if r.days.is_some() || r.date_from.is_some() || r.date_to.is_some() {
+            return Err(ApiError::bad_request(
+                "incremental=true reads from the pipeline's high-water mark: give no days or date_from/date_to",
+            ));
+        }
     }
     if let Some(id) = r.resume_run_id {
         if id < 1 {

@@ -4,12 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dates::{self, DateRange};
+use super::dates::{self, DateRange, Span};
 use crate::ConfigError;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.intercom.io";
 pub const BASE_URL_ENV: &str = "INTERCOM_BASE_URL";
 pub const DEFAULT_TOKEN_ENV: &str = "INTERCOM_ACCESS_TOKEN";
+/// Five minutes: Intercom's clocks and late writes, re-read but not re-paid (the memo).
+pub const DEFAULT_OVERLAP_SECS: u64 = 300;
 
 /// `[source] kind = "intercom"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,6 +26,20 @@ pub struct IntercomConfig {
     /// Last day, `YYYY-MM-DD` (UTC), included. Default: today.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date_to: Option<String>,
+    /// Exact span instead of the dates: from this RFC 3339 time (included)...
+    /// An incremental run sets both (see `incremental`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_from: Option<String>,
+    /// ...to this one (excluded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_to: Option<String>,
+    /// A new run starts from the pipeline's high-water mark (the greatest
+    /// `updated_at` its last completed run stored) minus `overlap_secs`, up
+    /// to now, instead of the date range (docs/incremental.md). Default false.
+    pub incremental: bool,
+    /// Seconds before the high-water mark an incremental run reads again,
+    /// for clock skew and late writes (0..=604800). Default 300.
+    pub overlap_secs: u64,
     /// API base URL; default `INTERCOM_BASE_URL`, else `https://api.intercom.io`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
@@ -59,6 +75,10 @@ impl Default for IntercomConfig {
             days: None,
             date_from: None,
             date_to: None,
+            updated_from: None,
+            updated_to: None,
+            incremental: false,
+            overlap_secs: DEFAULT_OVERLAP_SECS,
             base_url: None,
             token_env: DEFAULT_TOKEN_ENV.to_string(),
             intercom_version: "2.11".to_string(),
@@ -85,10 +105,30 @@ impl IntercomConfig {
         dates::resolve(self.days, self.date_from.as_deref(), self.date_to.as_deref(), today)
     }
 
-    /// The date range as of now, as `(date_from, date_to)`, both `YYYY-MM-DD`, both included.
+    /// The seconds a run reads: `updated_from..updated_to` when set, else the date range.
+    pub fn span_at(&self, today: i64) -> Result<Span, ConfigError> {
+        match dates::resolve_span(self.updated_from.as_deref(), self.updated_to.as_deref())? {
+            Some(span) => Ok(span),
+            None => Ok(Span::of(self.date_range_at(today)?)),
+        }
+    }
+
+    /// The range as of now, as a run records it: `(date_from, date_to)`,
+    /// both `YYYY-MM-DD`, both included; or, for an exact span, its
+    /// `(updated_from, updated_to)` as RFC 3339 UTC, the end excluded.
     pub fn date_range(&self) -> Result<(String, String), ConfigError> {
+        if let Some(span) = dates::resolve_span(self.updated_from.as_deref(), self.updated_to.as_deref())? {
+            return Ok((dates::format_timestamp(span.start), dates::format_timestamp(span.end)));
+        }
         let range = self.date_range_at(dates::today())?;
         Ok((range.from_str(), range.to_str()))
+    }
+
+    /// Reads exactly `start <= updated_at < end` (epoch seconds) instead of the dates.
+    pub fn set_span(&mut self, start: i64, end: i64) -> Result<(), ConfigError> {
+        self.updated_from = Some(dates::format_timestamp(start));
+        self.updated_to = Some(dates::format_timestamp(end));
+        dates::resolve_span(self.updated_from.as_deref(), self.updated_to.as_deref()).map(|_| ())
     }
 
     /// Replaces `days` by the explicit dates it means today, so that the
@@ -102,6 +142,8 @@ impl IntercomConfig {
     pub fn set_dates(&mut self, date_from: &str, date_to: &str) -> Result<(), ConfigError> {
         let range = dates::resolve(None, Some(date_from), Some(date_to), dates::today())?;
         self.days = None;
+        self.updated_from = None;
+        self.updated_to = None;
         self.date_from = Some(range.from_str());
         self.date_to = Some(range.to_str());
         Ok(())
@@ -134,5 +176,18 @@ mod tests {
         c.set_dates("2025-11-01", "2025-11-30").unwrap();
         assert_eq!((c.date_from.as_deref(), c.date_to.as_deref()), (Some("2025-11-01"), Some("2025-11-30")));
         assert!(c.set_dates("2025-11-30", "2025-11-01").is_err());
+    }
+
+    #[test]
+    fn a_span_replaces_the_dates_and_is_recorded_as_timestamps() {
+        let mut c = IntercomConfig::last_days(90);
+        let today = dates::parse_date("k", "2025-12-30").unwrap();
+        assert_eq!(c.span_at(today).unwrap(), Span::of(c.date_range_at(today).unwrap()));
+        c.set_span(1_767_052_800, 1_767_056_400).unwrap();
+        assert_eq!(c.span_at(today).unwrap(), Span { start: 1_767_052_800, end: 1_767_056_400 });
+        assert_eq!(c.date_range().unwrap(), ("2025-12-30T00:00:00Z".into(), "2025-12-30T01:00:00Z".into()));
+        assert!(c.set_span(5, 5).is_err(), "an empty span is refused");
+        c.set_dates("2025-11-01", "2025-11-30").unwrap();
+        assert_eq!(c.updated_from, None, "explicit dates replace the span");
     }
 }

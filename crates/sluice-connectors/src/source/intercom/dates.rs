@@ -11,6 +11,9 @@
 //! `date_to`, and its saved settings hold them instead of `days`, so a resume
 //! on a later day reads the same range. Resolving `days` again on the same
 //! UTC day gives the same dates, which is how a resume by `days` finds it.
+//!
+//! An incremental run reads an exact [`Span`] of seconds instead
+//! (`updated_from`/`updated_to`, RFC 3339), which it saves the same way.
 
 use crate::ConfigError;
 /// The calendar helpers, from [`crate::util::time`] (this path is kept for their callers).
@@ -40,6 +43,49 @@ impl DateRange {
 
     pub fn to_str(&self) -> String {
         format_date(self.to)
+    }
+}
+
+/// The exact time span a run reads: `start <= updated_at < end`, epoch seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Span {
+    /// The span of a range of days.
+    pub fn of(range: DateRange) -> Self {
+        Self { start: range.start_ts(), end: range.end_ts() }
+    }
+
+    /// Whether a conversation updated at `ts` belongs to the span.
+    pub fn contains(&self, ts: i64) -> bool {
+        self.start <= ts && ts < self.end
+    }
+}
+
+/// The span `updated_from`/`updated_to` name (RFC 3339, end excluded).
+pub fn resolve_span(from: Option<&str>, to: Option<&str>) -> Result<Option<Span>, ConfigError> {
+    let parse = |key: &str, value: &str| {
+        crate::util::time::parse_rfc3339(value).ok_or_else(|| {
+            ConfigError(format!(
+                "source.{key} = {value:?} is not a timestamp (allowed: RFC 3339, e.g. 2025-12-30T08:00:00Z)"
+            ))
+        })
+    };
+    match (from, to) {
+        (None, None) => Ok(None),
+        (Some(from), Some(to)) => {
+            let span = Span { start: parse("updated_from", from)?, end: parse("updated_to", to)? };
+            if span.end <= span.start {
+                return Err(ConfigError(format!(
+                    "source.updated_to = {to:?} is not after source.updated_from = {from:?}"
+                )));
+            }
+            Ok(Some(span))
+        }
+        _ => Err(ConfigError("source.updated_from and source.updated_to go together".into())),
     }
 }
 
@@ -102,6 +148,24 @@ mod tests {
         // The pinned dates read back to the same range.
         assert_eq!(resolve(None, Some("2025-10-01"), Some("2025-12-30"), today + 5).unwrap(), r);
         assert_eq!(resolve(None, Some("2025-10-01"), None, today).unwrap(), r);
+    }
+
+    #[test]
+    fn spans_are_exact_and_checked() {
+        let span = resolve_span(Some("2025-12-30T08:00:00Z"), Some("2025-12-30T09:00:00Z")).unwrap().unwrap();
+        assert_eq!(span.end - span.start, 3600);
+        assert!(span.contains(span.start) && !span.contains(span.end) && !span.contains(span.start - 1));
+        assert_eq!(resolve_span(None, None).unwrap(), None);
+        for (from, to, needle) in [
+            (Some("2025-12-30"), Some("2025-12-30T09:00:00Z"), "not a timestamp"),
+            (Some("2025-12-30T09:00:00Z"), Some("2025-12-30T09:00:00Z"), "not after"),
+            (Some("2025-12-30T09:00:00Z"), None, "go together"),
+        ] {
+            let err = resolve_span(from, to).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let day = DateRange { from: 20_000, to: 20_000 };
+        assert_eq!(Span::of(day), Span { start: day.start_ts(), end: day.end_ts() });
     }
 
     #[test]

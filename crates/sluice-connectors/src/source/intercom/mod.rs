@@ -2,7 +2,8 @@
 //!
 //! Each page is `POST /conversations/search` with
 //! `updated_at > start - 1 AND updated_at < end` for the partition's slice of
-//! the date range (see [`dates`]), sorted by `updated_at` ascending,
+//! the date range (see [`dates`]; an incremental run reads an exact span),
+//! sorted by `updated_at` ascending,
 //! `pagination.per_page` (default 150, Intercom's maximum) and
 //! `pagination.starting_after` = the cursor. The next page's cursor is
 //! `pages.next.starting_after`; a page without `pages.next` (or with a null
@@ -38,6 +39,11 @@
 //! `author_domain` (the domain of the author's email only), `tags` (names),
 //! `created_at`, and `parts` (how many, with parts); `updated_at`.
 //!
+//! The range is exact whatever the API's comparison: Intercom's reference
+//! reads `>` as "greater (or equal) than", so a conversation of the page
+//! whose `updated_at` is outside the slice (`start - 1`, `end`) is dropped
+//! (counted with the page's dropped, logged at debug).
+//!
 //! Quality filter and counters: see [`quality`].
 
 pub mod client;
@@ -57,7 +63,7 @@ use sluice_core::{RetryPolicy, Verdict, with_retries};
 
 use self::client::IntercomClient;
 pub use self::config::{BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TOKEN_ENV, IntercomConfig};
-use self::dates::{DateRange, format_timestamp};
+use self::dates::{Span, format_timestamp};
 use self::quality::is_quality;
 use self::record::conversation_id;
 pub use self::record::conversation_record;
@@ -82,7 +88,7 @@ struct Slice {
 pub struct IntercomSource {
     config: IntercomConfig,
     client: Arc<IntercomClient>,
-    range: DateRange,
+    span: Span,
     slices: Vec<Slice>,
     parts_retry: RetryPolicy,
 }
@@ -128,8 +134,10 @@ impl IntercomSource {
                 None => DEFAULT_BASE_URL.to_string(),
             },
         };
-        let range = config.date_range_at(dates::today())?;
-        let slices = slices(range, config.partitions);
+        check_range("source.overlap_secs", config.overlap_secs, 0, 7 * dates::SECS_PER_DAY as u64)?;
+        let span = config.span_at(dates::today())?;
+        let (from, to) = config.date_range()?;
+        let slices = slices(span, &format!("{from}..{to}"), config.partitions);
         let client = IntercomClient::new(
             base_url,
             token,
@@ -140,12 +148,12 @@ impl IntercomSource {
         )?;
         let parts_retry =
             RetryPolicy { max_retries: 6, min_delay: Duration::from_millis(250), max_delay: Duration::from_secs(30) };
-        Ok(Self { config, client: Arc::new(client), range, slices, parts_retry })
+        Ok(Self { config, client: Arc::new(client), span, slices, parts_retry })
     }
 
-    /// The resolved date range.
-    pub fn range(&self) -> DateRange {
-        self.range
+    /// The resolved span of seconds read.
+    pub fn span(&self) -> Span {
+        self.span
     }
 
     /// The base URL requests go to.
@@ -241,16 +249,13 @@ impl IntercomSource {
     }
 }
 
-/// Cuts a range into `n` equal time slices, named for the checkpoint.
-fn slices(range: DateRange, n: usize) -> Vec<Slice> {
+/// Cuts a span into `n` equal time slices, named for the checkpoint (one
+/// slice by `name`, the range as the run records it).
+fn slices(span: Span, name: &str, n: usize) -> Vec<Slice> {
     if n <= 1 {
-        return vec![Slice {
-            name: format!("{}..{}", range.from_str(), range.to_str()),
-            start: range.start_ts(),
-            end: range.end_ts(),
-        }];
+        return vec![Slice { name: name.to_string(), start: span.start, end: span.end }];
     }
-    let (start, span) = (range.start_ts(), range.end_ts() - range.start_ts());
+    let (start, span) = (span.start, span.end - span.start);
     let at = |i: usize| start + (i128::from(span) * i as i128 / n as i128) as i64;
     (0..n)
         .map(|i| Slice {
@@ -268,6 +273,14 @@ fn invalid(c: &Value, fallback_id: String, error_type: &str, error: String) -> S
         error_type: error_type.into(),
         error,
     }
+}
+
+/// Drops the records updated outside the slice; returns how many.
+fn outside(items: &mut Vec<SourceItem>, slice: &Slice) -> u64 {
+    let before = items.len();
+    let span = Span { start: slice.start, end: slice.end };
+    items.retain(|item| !matches!(item, SourceItem::Record(r) if r.updated_at.is_some_and(|t| !span.contains(t))));
+    (before - items.len()) as u64
 }
 
 /// The cursor of the next page: `pages.next.starting_after`, if any.
@@ -294,8 +307,8 @@ impl Source for IntercomSource {
         let slice = self.slices.iter().find(|s| s.name == partition).ok_or_else(|| {
             SourceError::fatal(format!(
                 "partition {partition:?} is not a slice of this source's range {}..{} in {} partitions",
-                self.range.from_str(),
-                self.range.to_str(),
+                format_timestamp(self.span.start),
+                format_timestamp(self.span.end),
                 self.slices.len()
             ))
         })?;
@@ -309,7 +322,14 @@ impl Source for IntercomSource {
         };
         let next = next_cursor(&answer);
         let mut items = self.items(ctx, conversations, cursor).await?;
-        let mut dropped = 0;
+        let mut dropped = outside(&mut items, slice);
+        if dropped > 0 {
+            tracing::debug!(
+                partition,
+                dropped,
+                "conversations outside the range dropped (the API compared inclusively)"
+            );
+        }
         if self.config.min_chars > 0 {
             items.retain(|item| match item {
                 SourceItem::Record(r) if !is_quality(&r.text, self.config.min_chars) => {
@@ -326,7 +346,7 @@ impl Source for IntercomSource {
     /// no retries; `None` when it fails): the raw total, short conversations
     /// included, since they are only dropped page by page (README says so).
     async fn estimated_total(&self) -> Option<u64> {
-        let whole = Slice { name: String::new(), start: self.range.start_ts(), end: self.range.end_ts() };
+        let whole = Slice { name: String::new(), start: self.span.start, end: self.span.end };
         let body = self.search_body(&whole, None, 1);
         let answer = self.client.search(&Context::detached(), &body, false).await.ok()?;
         answer.get("total_count").and_then(Value::as_u64)
@@ -355,6 +375,32 @@ impl crate::kind::SourceKind for IntercomConfig {
     fn dated(&mut self) -> Option<&mut dyn crate::kind::DateRanged> {
         Some(self)
     }
+
+    fn incremental(&mut self) -> Option<&mut dyn crate::kind::Incremental> {
+        Some(self)
+    }
+}
+
+impl crate::kind::Incremental for IntercomConfig {
+    fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    fn set_incremental(&mut self, on: bool) {
+        self.incremental = on;
+    }
+
+    fn overlap_secs(&self) -> u64 {
+        self.overlap_secs
+    }
+
+    fn record_source(&self) -> &str {
+        &self.name
+    }
+
+    fn set_span(&mut self, start: i64, end: i64) -> Result<(), ConfigError> {
+        IntercomConfig::set_span(self, start, end)
+    }
 }
 
 impl crate::kind::DateRanged for IntercomConfig {
@@ -369,15 +415,16 @@ impl crate::kind::DateRanged for IntercomConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::dates::DateRange;
     use super::*;
 
     #[test]
     fn slices_cover_the_range_without_gaps() {
         let range = DateRange { from: 20_362, to: 20_451 };
-        let one = slices(range, 1);
+        let one = slices(Span::of(range), "2025-10-01..2025-12-29", 1);
         assert_eq!(one[0].name, "2025-10-01..2025-12-29");
         assert_eq!((one[0].start, one[0].end), (range.start_ts(), range.end_ts()));
-        let four = slices(range, 4);
+        let four = slices(Span::of(range), "", 4);
         assert_eq!(four.len(), 4);
         assert_eq!(four[0].start, range.start_ts());
         assert_eq!(four[3].end, range.end_ts());
@@ -385,6 +432,21 @@ mod tests {
             assert_eq!(pair[0].end, pair[1].start);
         }
         assert!(four[1].name.starts_with("2/4 2025-"), "{}", four[1].name);
+    }
+
+    #[test]
+    fn records_outside_the_slice_are_dropped() {
+        let slice = Slice { name: String::new(), start: 100, end: 200 };
+        let at = |id: &str, t: Option<i64>| {
+            let mut r = Record::new("intercom", id, "text");
+            r.updated_at = t;
+            SourceItem::Record(r)
+        };
+        let mut items =
+            vec![at("a", Some(99)), at("b", Some(100)), at("c", Some(199)), at("d", Some(200)), at("e", None)];
+        assert_eq!(outside(&mut items, &slice), 2);
+        let ids: Vec<&str> = items.iter().map(SourceItem::id).collect();
+        assert_eq!(ids, ["b", "c", "e"]);
     }
 
     #[test]

@@ -59,6 +59,7 @@
 mod commit;
 mod encode;
 mod errors;
+mod high_water;
 mod lock;
 mod pool;
 mod read;
@@ -78,7 +79,7 @@ use serde_json::Value;
 use sluice_core::store::{
     ActiveRunGuard, CommitBatch, FailureRow, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, Document, StoreError};
+use sluice_core::{Checkpoint, Chunk, Document, HighWaterMark, StoreError};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
@@ -292,6 +293,11 @@ impl Store for PostgresStore {
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         self.ready().await?;
         read::phase_results(self.db(), run, kind).await
+    }
+
+    async fn high_water_mark(&self, pipeline: &str, source: &str) -> Result<Option<HighWaterMark>, StoreError> {
+        self.ready().await?;
+        high_water::high_water_mark(self.db(), pipeline, source).await
     }
 
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {

@@ -118,6 +118,11 @@ pub(super) const SCAN_DOCUMENTS_AFTER: &str = scan_documents!(" AND id COLLATE \
 
 pub(super) const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM pipeline_runs WHERE id = $1");
 pub(super) const LIST_RUNS: &str = concat!("SELECT ", run_columns!(), " FROM pipeline_runs ORDER BY id DESC LIMIT $1");
+pub(super) const LAST_COMPLETED_RUN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM pipeline_runs WHERE pipeline = $1 AND status = 'completed' ORDER BY id DESC LIMIT 1"
+);
 pub(super) const CREATE_RUN: &str = concat!(
     "INSERT INTO pipeline_runs (pipeline, status, phase, config, date_from, date_to)
      VALUES ($1, 'running', $2, $3, $4, $5)

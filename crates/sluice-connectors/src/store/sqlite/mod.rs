@@ -9,6 +9,7 @@
 
 mod commit;
 mod errors;
+mod high_water;
 mod lock;
 mod read;
 mod runs;
@@ -26,7 +27,7 @@ use serde_json::Value;
 use sluice_core::store::{
     ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, Document, PhaseResult, StoreError};
+use sluice_core::{Checkpoint, Chunk, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
     apply_updates, encode_batch, encode_updates, insert_failures, upsert_memos, upsert_results, write_batch,
@@ -530,6 +531,11 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
+    }
+
+    async fn high_water_mark(&self, pipeline: &str, source: &str) -> Result<Option<HighWaterMark>, StoreError> {
+        let (pipeline, source) = (pipeline.to_string(), source.to_string());
+        self.call(move |conn| high_water::high_water_mark(conn, &pipeline, &source)).await
     }
 
     async fn failures(&self, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
