@@ -36,6 +36,49 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask the active run of a server to stop at the next batch boundary.
     Stop(StopArgs),
+    /// Write a commented pipeline.toml to start from (and .env.example where secrets are needed).
+    Init(InitArgs),
+    /// Validate a pipeline file, its environment, store and remote services, changing nothing.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// What the pipeline reads.
+    #[arg(value_enum, default_value_t = Template::Jsonl)]
+    pub template: Template,
+    /// The pipeline file to write, relative to --dir.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub output: PathBuf,
+    /// The directory to write into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite the pipeline file (and .env.example) if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The starting points of `sluice init`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Template {
+    /// JSON lines from a local file, embedded offline (writes a sample data/records.jsonl).
+    Jsonl,
+    /// The text, Markdown and HTML files of a directory (writes a sample docs-in/).
+    Files,
+    /// A web site, crawled politely.
+    Crawl,
+    /// Intercom conversations classified by an LLM (writes .env.example).
+    Intercom,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Pipeline file.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Store URL or path, overriding the file and DATABASE_URL.
+    #[arg(long)]
+    pub db: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -24,6 +24,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let file = if args.resume_run_id.is_some() && !args.config.exists() {
         None
     } else {
+        if !args.config.exists() {
+            return Err(CliError::usage(format!(
+                "no pipeline file {}: `sluice init` writes one (or give -c FILE)",
+                args.config.display()
+            )));
+        }
         let mut file = PipelineFile::load(&args.config)?;
         apply_env(&mut file, &env_var)?;
         Some(file)
