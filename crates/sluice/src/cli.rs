@@ -10,6 +10,12 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Colour in logs and the progress bar: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// More logs: -v debug, -vv trace (SLUICE_LOG, when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -18,6 +24,13 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,7 +140,7 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar or progress lines.
+    /// No progress bar or progress lines, and only warnings and errors in the logs.
     #[arg(long, short)]
     pub quiet: bool,
     /// Keep running after the first pass and pick up new and changed files

@@ -255,7 +255,11 @@ fn services(file: &Value) -> Vec<Service> {
         let url = format!("{}/models", base.trim_end_matches('/'));
         let secret_env = table["api_key_env"].as_str().unwrap_or("OPENAI_API_KEY").to_string();
         match found.iter_mut().find(|s| s.url == url && s.secret_env == secret_env) {
-            Some(same) => same.label.push_str(&format!(", {what}")),
+            Some(same) => {
+                // "openai (classify)" -> "openai (classify, embed)".
+                same.label.pop();
+                same.label.push_str(&format!(", {what})"));
+            }
             None => found.push(Service {
                 label: format!("openai ({what})"),
                 url,

@@ -161,6 +161,7 @@ async fn stop_on_signals(mut signals: Signals, stop: CancellationToken, in_fligh
     let at = Instant::now();
     stop.cancel();
     let batches = in_flight.batches();
+    crate::progress::note_stopping(batches);
     let noun = if batches == 1 { "batch" } else { "batches" };
     errln!("stopping: {batches} {noun} in flight; a second signal aborts");
     signals.next_after(first, at).await;
