@@ -10,6 +10,12 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Colour in logs and the progress bar: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// More logs: -v debug, -vv trace (SLUICE_LOG, when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -18,6 +24,13 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +49,49 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask the active run of a server to stop at the next batch boundary.
     Stop(StopArgs),
+    /// Write a commented pipeline.toml to start from (and .env.example where secrets are needed).
+    Init(InitArgs),
+    /// Validate a pipeline file, its environment, store and remote services, changing nothing.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// What the pipeline reads.
+    #[arg(value_enum, default_value_t = Template::Jsonl)]
+    pub template: Template,
+    /// The pipeline file to write, relative to --dir.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub output: PathBuf,
+    /// The directory to write into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite the pipeline file (and .env.example) if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The starting points of `sluice init`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Template {
+    /// JSON lines from a local file, embedded offline (writes a sample data/records.jsonl).
+    Jsonl,
+    /// The text, Markdown and HTML files of a directory (writes a sample docs-in/).
+    Files,
+    /// A web site, crawled politely.
+    Crawl,
+    /// Intercom conversations classified by an LLM (writes .env.example).
+    Intercom,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Pipeline file.
+    #[arg(short, long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Store URL or path, overriding the file and DATABASE_URL.
+    #[arg(long)]
+    pub db: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -84,7 +140,7 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar or progress lines.
+    /// No progress bar or progress lines, and only warnings and errors in the logs.
     #[arg(long, short)]
     pub quiet: bool,
     /// Keep running after the first pass and pick up new and changed files

@@ -30,6 +30,8 @@
 //!   [`FakeIntercom::touch`] to test that).
 //! - `GET /conversations/{id}` (optional `?display_as=plaintext`): the full
 //!   conversation with `conversation_parts`; unknown id: 404 `not_found`.
+//! - `GET /me`: the admin of the token and its `app` (counted as an other
+//!   request; what `sluice check` calls).
 //! - Anything else: 404 `not_found` (Intercom also answers 404 to a wrong
 //!   method).
 //!

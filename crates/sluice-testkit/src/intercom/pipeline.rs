@@ -37,8 +37,12 @@ pub(super) enum Effect {
     Page,
     Fetched,
     NotFound,
-    CursorRejected { expired: bool },
+    CursorRejected {
+        expired: bool,
+    },
     BadRequest,
+    /// `GET /me`: counted as an other request only.
+    Identified,
 }
 
 impl Outcome {
@@ -231,6 +235,7 @@ pub(super) async fn handle(
                 }
             }
             Effect::BadRequest => c.bad_requests += 1,
+            Effect::Identified => {}
         }
     }
     finish(&mut m, record);

@@ -22,6 +22,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/conversations/search", post(search_handler))
         .route("/conversations/{id}", get(get_handler))
+        .route("/me", get(me_handler))
         .route("/_testkit/faults", get(tk_get_faults).post(tk_set_faults))
         .route("/_testkit/counters", get(tk_counters))
         .route("/_testkit/reset", post(tk_reset))
@@ -62,6 +63,38 @@ async fn get_handler(
             },
             None => Outcome::error(StatusCode::NOT_FOUND, rid, "not_found", "Resource Not Found", Effect::NotFound),
         }
+    })
+    .await
+}
+
+/// `GET /me`: the admin the token belongs to, and its workspace (Intercom's
+/// "identify an admin" shape), after the common checks (auth, accept, version,
+/// rate limit, faults of "all" endpoints).
+async fn me_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    handle(shared, Endpoint::Other, headers, empty_record(Endpoint::Other), |_, _| Outcome {
+        status: StatusCode::OK,
+        body: serde_json::json!({
+            "type": "admin",
+            "id": "991267460",
+            "email": "admin@example.com",
+            "name": "Test Admin",
+            "email_verified": true,
+            "app": {
+                "type": "app",
+                "id_code": "testkit",
+                "name": "sluice testkit",
+                "created_at": 1_700_000_000,
+                "secure": false,
+                "identity_verification": false,
+                "timezone": "UTC",
+                "region": "US"
+            },
+            "has_inbox_seat": true
+        }),
+        effect: Effect::Identified,
+        page: None,
+        returned: 0,
+        next: None,
     })
     .await
 }

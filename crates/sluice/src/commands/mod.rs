@@ -1,5 +1,7 @@
+pub mod check;
 pub mod events;
 pub mod failures;
+pub mod init;
 pub mod output;
 pub mod remote;
 pub mod run;
@@ -17,5 +19,7 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Failures(args) => failures::failures(args).await,
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Stop(args) => remote::stop(args).await,
+        Command::Init(args) => init::init(args),
+        Command::Check(args) => check::check(args).await,
     }
 }

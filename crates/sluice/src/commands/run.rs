@@ -26,6 +26,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     let file = if args.resume_run_id.is_some() && !args.config.exists() {
         None
     } else {
+        if !args.config.exists() {
+            return Err(CliError::usage(format!(
+                "no pipeline file {}: `sluice init` writes one (or give -c FILE)",
+                args.config.display()
+            )));
+        }
         let mut file = PipelineFile::load(&args.config)?;
         apply_env(&mut file, &env_var)?;
         Some(file)
@@ -259,6 +265,7 @@ async fn stop_on_signals(mut signals: Signals, stop: CancellationToken, in_fligh
     let at = Instant::now();
     stop.cancel();
     let batches = in_flight.batches();
+    crate::progress::note_stopping(batches);
     let noun = if batches == 1 { "batch" } else { "batches" };
     errln!("stopping: {batches} {noun} in flight; a second signal aborts");
     signals.next_after(first, at).await;
