@@ -36,6 +36,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask the active run of a server to stop at the next batch boundary.
     Stop(StopArgs),
+    /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
+    Worker(crate::commands::worker::WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +45,11 @@ pub struct StopArgs {
     /// The server, e.g. http://127.0.0.1:8000.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub server: String,
+    /// Stop distributed run --run-id of this PostgreSQL store instead (all its workers).
+    #[arg(long, requires = "run_id")]
+    pub db: Option<String>,
+    #[arg(long, requires = "db")]
+    pub run_id: Option<i64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -91,6 +98,12 @@ pub struct RunArgs {
     /// (files source) until Ctrl-C/SIGTERM; same as `watch = true` in `[source]`.
     #[arg(long)]
     pub watch: bool,
+    /// Create a distributed run (PostgreSQL store) for `sluice worker`s and exit; see docs/distributed.md.
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: also work on the run in this process until it ends.
+    #[arg(long, requires = "distributed")]
+    pub work: bool,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@ pub mod output;
 pub mod remote;
 pub mod run;
 pub mod runs;
+pub mod worker;
 
 use crate::cli::Command;
 use crate::error::CliError;
@@ -17,5 +18,6 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Failures(args) => failures::failures(args).await,
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Stop(args) => remote::stop(args).await,
+        Command::Worker(args) => worker::worker(args).await,
     }
 }

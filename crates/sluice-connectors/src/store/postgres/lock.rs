@@ -105,7 +105,7 @@ pub(super) async fn acquire(db: &Db, releasing: &Arc<Releasing>) -> Result<Activ
     let orphans: Result<Vec<RunId>, _> = sqlx::query_scalar(
         "UPDATE pipeline_runs
          SET status = 'failed', error = $1, finished_at = now(), updated_at = now()
-         WHERE status IN ('running', 'stopping')
+         WHERE status IN ('running', 'stopping') AND NOT distributed -- leased by workers, not this slot
          RETURNING id",
     )
     .bind(ORPHANED_RUN_ERROR)
