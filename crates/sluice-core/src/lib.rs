@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod context;
+pub mod distributed;
 pub mod error;
 pub mod event;
 pub mod mode;

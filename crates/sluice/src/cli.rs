@@ -92,6 +92,8 @@ pub struct CheckArgs {
     /// Store URL or path, overriding the file and DATABASE_URL.
     #[arg(long)]
     pub db: Option<String>,
+    /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
+    Worker(crate::commands::worker::WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +101,11 @@ pub struct StopArgs {
     /// The server, e.g. http://127.0.0.1:8000.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub server: String,
+    /// Stop distributed run --run-id of this PostgreSQL store instead (all its workers).
+    #[arg(long, requires = "run_id")]
+    pub db: Option<String>,
+    #[arg(long, requires = "db")]
+    pub run_id: Option<i64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -158,6 +165,12 @@ pub struct RunArgs {
     /// `incremental = true` in `[source]`. See docs/incremental.md.
     #[arg(long, conflicts_with_all = ["resume", "resume_run_id", "watch"])]
     pub incremental: bool,
+    /// Create a distributed run (PostgreSQL store) for `sluice worker`s and exit; see docs/distributed.md.
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: also work on the run in this process until it ends.
+    #[arg(long, requires = "distributed")]
+    pub work: bool,
 }
 
 #[derive(Args, Debug)]

@@ -156,4 +156,21 @@ impl Pipeline {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
+
+    /// The source (a distributed run asks it for its partitions).
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// The names of the phases after the first, in order.
+    pub fn phase_names(&self) -> Vec<String> {
+        self.phases.iter().map(|p| p.name().to_string()).collect()
+    }
+
+    /// The same pipeline without its later phases (a distributed worker
+    /// runs a source partition with it; the later phases are a task of their own).
+    pub fn without_phases(mut self) -> Self {
+        self.phases.clear();
+        self
+    }
 }

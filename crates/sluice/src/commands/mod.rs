@@ -6,6 +6,7 @@ pub mod output;
 pub mod remote;
 pub mod run;
 pub mod runs;
+pub mod worker;
 
 use crate::cli::Command;
 use crate::error::CliError;
@@ -21,5 +22,6 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Stop(args) => remote::stop(args).await,
         Command::Init(args) => init::init(args),
         Command::Check(args) => check::check(args).await,
+        Command::Worker(args) => worker::worker(args).await,
     }
 }

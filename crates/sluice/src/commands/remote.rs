@@ -58,6 +58,9 @@ pub async fn history(server: &str, limit: u32) -> Result<Vec<RunStatusDoc>, CliE
 }
 
 pub async fn stop(args: StopArgs) -> Result<u8, CliError> {
+    if let (Some(db), Some(run_id)) = (&args.db, args.run_id) {
+        return crate::commands::worker::stop(db, run_id, args.json).await;
+    }
     let request = client()?.post(url(&args.server, "/api/pipeline/stop"));
     let answer: Value = call(request, &args.server).await?;
     if args.json {

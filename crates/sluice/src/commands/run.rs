@@ -21,6 +21,9 @@ use crate::status::{CostDoc, cost_text, failure_text, failures_by_phase};
 use crate::store_args::resolve;
 
 pub async fn run(args: RunArgs) -> Result<u8, CliError> {
+    if args.distributed {
+        return crate::commands::worker::run_distributed(&args).await;
+    }
     let resuming = args.resume || args.resume_run_id.is_some();
     // A resume by id needs no pipeline file: the run carries its settings.
     let file = if args.resume_run_id.is_some() && !args.config.exists() {

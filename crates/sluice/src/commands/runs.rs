@@ -103,8 +103,18 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
             RunStatusDoc::read(store.as_ref(), &run).await
         }
     };
+    let distributed = match &args.server {
+        None => crate::commands::worker::distributed_details(&args.store, args.run_id).await?,
+        Some(_) => None,
+    };
     if args.json {
-        print_json(&doc)?;
+        match &distributed {
+            Some((parts, workers)) => {
+                let doc = serde_json::to_value(&doc).map_err(|e| CliError::runtime(e.to_string()))?;
+                print_json(&crate::commands::worker::details_json(doc, parts, workers))?;
+            }
+            None => print_json(&doc)?,
+        }
         return Ok(code::OK);
     }
     outln!("run {} ({})", doc.run_id, doc.pipeline);
@@ -151,6 +161,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         }
     } else {
         outln!("  checkpoint: none (nothing committed yet)");
+    }
+    if let Some((parts, workers)) = &distributed {
+        crate::commands::worker::print_details(parts, workers);
     }
     Ok(code::OK)
 }

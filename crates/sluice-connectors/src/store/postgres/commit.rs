@@ -10,6 +10,7 @@ use sluice_core::store::{CommitBatch, RunId};
 use sluice_core::{Checkpoint, StoreError};
 use sqlx::types::Json;
 
+use super::distributed::fence::Fence;
 use super::encode::{EncodedBatch, encode_batch};
 use super::errors::is_transient;
 use super::pool::Db;
@@ -43,6 +44,7 @@ pub(super) async fn commit(
     run: RunId,
     batch: &CommitBatch,
     checkpoint: &Checkpoint,
+    fence: Option<&Fence>,
 ) -> Result<(), StoreError> {
     let (n_docs, n_failures) = (batch.documents.len(), batch.failures.len());
     let mut what = format!("commit of run {run} ({n_docs} documents, {n_failures} failures");
@@ -59,7 +61,10 @@ pub(super) async fn commit(
 
     // The previous attempt of this very commit lost its connection at COMMIT: did it land?
     if uncertain.is(run, &checkpoint_value) {
-        let landed = checkpoint_is(db, run, &checkpoint_value).await?;
+        let landed = match fence {
+            Some(fence) => fence.landed(db, &checkpoint_value).await?,
+            None => checkpoint_is(db, run, &checkpoint_value).await?,
+        };
         uncertain.set(None);
         if landed {
             tracing::info!(
@@ -79,6 +84,7 @@ pub(super) async fn commit(
         run,
         &rows,
         &CheckpointJson { value: &checkpoint_value, counts: &counts, phase: &checkpoint.phase },
+        fence,
         &what,
     )
     .await
@@ -113,10 +119,34 @@ async fn write_commit(
     run: RunId,
     rows: &EncodedBatch,
     checkpoint: &CheckpointJson<'_>,
+    fence: Option<&Fence>,
     what: &str,
 ) -> Result<(), CommitError> {
     let stage = |e: sqlx::Error| CommitError::Before(db.sql(what)(e));
     let mut tx = db.pool().begin().await.map_err(stage)?;
+    if let Some(fence) = fence {
+        // Distributed: the partition row, not the run row, and first, so a stale epoch writes nothing.
+        if !fence.pass(&mut tx, checkpoint.value).await.map_err(stage)? {
+            return Err(CommitError::Before(StoreError::Contract { message: fence.refusal() }));
+        }
+    } else {
+        run_row(db, &mut tx, run, checkpoint, what).await?;
+    }
+    write_rows(db, setup, &mut tx, run, rows, what).await?;
+    tx.commit().await.map_err(|e| {
+        if is_transient(&e) { CommitError::Uncertain(db.sql(what)(e)) } else { CommitError::Before(db.sql(what)(e)) }
+    })
+}
+
+/// The single-process commit's first statement: the run's checkpoint, under its row lock.
+async fn run_row(
+    db: &Db,
+    tx: &mut sqlx::PgTransaction<'_>,
+    run: RunId,
+    checkpoint: &CheckpointJson<'_>,
+    what: &str,
+) -> Result<(), CommitError> {
+    let stage = |e: sqlx::Error| CommitError::Before(db.sql(what)(e));
     let status: Option<String> = sqlx::query_scalar(
         "UPDATE pipeline_runs AS r SET checkpoint = $2, counts = $3, phase = $4, updated_at = now()
          FROM (SELECT id, status FROM pipeline_runs WHERE id = $1 FOR UPDATE) AS old
@@ -127,7 +157,7 @@ async fn write_commit(
     .bind(Json(checkpoint.value))
     .bind(Json(checkpoint.counts))
     .bind(checkpoint.phase)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(stage)?;
     match status.as_deref() {
@@ -142,6 +172,19 @@ async fn write_commit(
             ))));
         }
     }
+    Ok(())
+}
+
+/// Everything of a commit after its first statement: documents, chunks, failures, memos, updates, results.
+async fn write_rows(
+    db: &Db,
+    setup: &Setup,
+    tx: &mut sqlx::PgTransaction<'_>,
+    run: RunId,
+    rows: &EncodedBatch,
+    what: &str,
+) -> Result<(), CommitError> {
+    let stage = |e: sqlx::Error| CommitError::Before(db.sql(what)(e));
     let vector = setup.storage == EmbeddingStorage::Vector;
     let docs = &rows.docs;
     if !docs.source.is_empty() {
@@ -151,7 +194,7 @@ async fn write_commit(
         )
         .bind(&docs.source)
         .bind(&docs.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(stage)?;
         sqlx::query(if vector { UPSERT_DOCUMENTS_VECTOR } else { UPSERT_DOCUMENTS_REAL })
@@ -168,7 +211,7 @@ async fn write_commit(
             .bind(&docs.embedding.flat)
             .bind(run)
             .bind(&docs.writes)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(stage)?;
     }
@@ -183,7 +226,7 @@ async fn write_commit(
             .bind(&chunks.embedding.offset)
             .bind(&chunks.embedding.len)
             .bind(&chunks.embedding.flat)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(stage)?;
     }
@@ -210,7 +253,7 @@ async fn write_commit(
         .bind(&f.retry_count)
         .bind(&f.payload)
         .bind(&f.has_record)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(stage)?;
     }
@@ -231,7 +274,7 @@ async fn write_commit(
         .bind(&m.fingerprint)
         .bind(&m.content_hash)
         .bind(&m.value)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(stage)?;
     }
@@ -244,7 +287,7 @@ async fn write_commit(
             .bind(&u.embedding.offset)
             .bind(&u.embedding.len)
             .bind(&u.embedding.flat)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(stage)?;
     }
@@ -260,13 +303,11 @@ async fn write_commit(
         .bind(&r.kind)
         .bind(&r.key)
         .bind(&r.value)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(stage)?;
     }
-    tx.commit().await.map_err(|e| {
-        if is_transient(&e) { CommitError::Uncertain(db.sql(what)(e)) } else { CommitError::Before(db.sql(what)(e)) }
-    })
+    Ok(())
 }
 
 /// A checkpoint as the commit writes it.

@@ -109,7 +109,7 @@ pub(super) async fn acquire(db: &Db, releasing: &Arc<Releasing>) -> Result<Activ
                             OR (COALESCE(checkpoint->>'batches', '0') = '0'
                                 AND COALESCE(checkpoint->>'phases_done', '[]') = '[]')
                           THEN $2 ELSE $1 END
-         WHERE status IN ('running', 'stopping')
+         WHERE status IN ('running', 'stopping') AND NOT distributed -- leased by workers, not this slot
          RETURNING id",
     )
     .bind(ORPHANED_RUN_ERROR)

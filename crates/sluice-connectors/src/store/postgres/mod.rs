@@ -57,6 +57,7 @@
 //! errors or logs: the store names itself by its redacted URL.
 
 mod commit;
+pub mod distributed;
 mod encode;
 mod errors;
 mod high_water;
@@ -142,12 +143,18 @@ impl PostgresStore {
     /// Parses `url` and prepares a pool without connecting: the first call
     /// connects and sets the schema up. For callers that cannot wait here.
     pub fn connect_lazy(url: &str) -> Result<PostgresStore, StoreError> {
+        Self::connect_lazy_with(url, &[])
+    }
+
+    /// [`Self::connect_lazy`] with session settings for every connection
+    /// (a distributed worker's `idle_in_transaction_session_timeout`).
+    pub fn connect_lazy_with(url: &str, settings: &[(&str, &str)]) -> Result<PostgresStore, StoreError> {
         let describe = describe(url.trim());
         let options = PgConnectOptions::from_str(url.trim()).map_err(|e| {
             let message = format!("{describe}: not a valid PostgreSQL URL: {}", redact_error(&e.to_string(), url));
             StoreError::Schema { message, source: None }
         })?;
-        let options = options.application_name("sluice");
+        let options = options.application_name("sluice").options(settings.iter().copied());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 db: Db::new(describe, options),
@@ -264,7 +271,7 @@ impl Store for PostgresStore {
 
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let setup = self.ready().await?;
-        commit::commit(self.db(), setup, &self.inner.uncertain, run, batch, checkpoint).await
+        commit::commit(self.db(), setup, &self.inner.uncertain, run, batch, checkpoint, None).await
     }
 
     async fn memo_lookup(

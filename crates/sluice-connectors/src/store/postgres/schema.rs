@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_stage_results.sql")),
     (3, include_str!("../../../migrations/postgres/0003_phases.sql")),
+    (5, include_str!("../../../migrations/postgres/0005_distributed.sql")),
 ];
 
 /// First key of the transaction-level advisory lock serializing schema changes ("slum").
