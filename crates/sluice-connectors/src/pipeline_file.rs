@@ -42,6 +42,19 @@ pub struct PipelineFile {
     /// Where documents are also written, e.g. `[sink] kind = "items"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<SinkConfig>,
+    /// `[prices."MODEL"]`: what a model costs per million tokens, to price
+    /// a run's tokens (defaults exist for common OpenAI models).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prices: std::collections::BTreeMap<String, ModelPrice>,
+}
+
+/// `[prices."MODEL"]`: US dollars per million tokens sent and received.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_1m: f64,
+    #[serde(default)]
+    pub output_per_1m: f64,
 }
 
 impl PipelineFile {

@@ -83,6 +83,13 @@ pub struct CostLedger {
     pub embedding_calls: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
+    /// The part of `tokens_in` sent to embedding models (priced apart from the LLM's).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub embedding_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CostLedger {
@@ -91,6 +98,7 @@ impl CostLedger {
         self.embedding_calls += other.embedding_calls;
         self.tokens_in += other.tokens_in;
         self.tokens_out += other.tokens_out;
+        self.embedding_tokens += other.embedding_tokens;
     }
 }
 

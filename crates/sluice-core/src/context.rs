@@ -28,6 +28,7 @@ pub struct UsageMeter {
     embedding_calls: AtomicU64,
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
+    embedding_tokens: AtomicU64,
 }
 
 impl UsageMeter {
@@ -37,6 +38,7 @@ impl UsageMeter {
             embedding_calls: AtomicU64::new(seed.embedding_calls),
             tokens_in: AtomicU64::new(seed.tokens_in),
             tokens_out: AtomicU64::new(seed.tokens_out),
+            embedding_tokens: AtomicU64::new(seed.embedding_tokens),
         }
     }
 
@@ -47,6 +49,7 @@ impl UsageMeter {
 
     pub fn embedding_call(&self, tokens_in: u64) {
         self.embedding_calls.fetch_add(1, Ordering::Relaxed);
+        self.embedding_tokens.fetch_add(tokens_in, Ordering::Relaxed);
         self.tokens(tokens_in, 0);
     }
 
@@ -61,6 +64,7 @@ impl UsageMeter {
             embedding_calls: self.embedding_calls.load(Ordering::Relaxed),
             tokens_in: self.tokens_in.load(Ordering::Relaxed),
             tokens_out: self.tokens_out.load(Ordering::Relaxed),
+            embedding_tokens: self.embedding_tokens.load(Ordering::Relaxed),
         }
     }
 }

@@ -428,7 +428,7 @@ async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes()
     assert_eq!(summary.counts.skipped_unchanged, 0);
     assert_eq!(
         summary.checkpoint.cost,
-        CostLedger { llm_calls: 120, embedding_calls: 0, tokens_in: 1200, tokens_out: 240 }
+        CostLedger { llm_calls: 120, embedding_calls: 0, tokens_in: 1200, tokens_out: 240, ..CostLedger::default() }
     );
 
     let (again, stage) = run_with("model-a");

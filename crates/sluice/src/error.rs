@@ -4,8 +4,9 @@ use std::fmt;
 
 /// Exit codes: 0 completed, 1 the run failed or an error at run time,
 /// 2 bad input (arguments, configuration, files), 3 the run stopped before
-/// the end (resumable), 4 another run is active on the store, 130 aborted by
-/// a second signal (resumable from the last committed checkpoint).
+/// the end (resumable), 4 another run is active on the store, 5 the run
+/// completed with failed records and `--fail-on-failures` was given, 130
+/// aborted by a second signal (resumable from the last committed checkpoint).
 pub mod code {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod env;
 mod error;
+mod prices;
 mod progress;
 mod resume;
 mod serve;

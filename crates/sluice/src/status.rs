@@ -9,6 +9,8 @@ use serde_json::Value;
 use sluice_core::{Checkpoint, Counts, RunInfo, RunStatus, Store};
 use utoipa::ToSchema;
 
+use crate::prices::{Money, money};
+
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunStatusDoc {
     pub run_id: i64,
@@ -50,11 +52,19 @@ pub struct RunStatusDoc {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub left_out_by_phase: std::collections::BTreeMap<String, u64>,
+    /// What the tokens cost in US dollars, by the pipeline file's `[prices]`
+    /// or the default list prices; absent when nothing was paid or a model has no price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The cost as the CLI prints it, or why it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_text: Option<String>,
 }
 
 impl RunStatusDoc {
     pub fn new(run: &RunInfo) -> Self {
         let counts = run.checkpoint.as_ref().map(|c| c.counts).unwrap_or_default();
+        let cost = run.checkpoint.as_ref().map(|c| c.cost).unwrap_or_default();
         Self {
             run_id: run.id,
             pipeline: run.pipeline.clone(),
@@ -74,6 +84,11 @@ impl RunStatusDoc {
             finished_at: run.finished_at.clone(),
             error: run.error.clone(),
             live_process: None,
+            cost_usd: match money(&run.config, &cost) {
+                Money::Usd { amount, .. } => Some(amount),
+                Money::Free | Money::Unpriced(_) => None,
+            },
+            cost_text: money(&run.config, &cost).text(),
             failed_by_phase: run.checkpoint.as_ref().map(failures_by_phase).unwrap_or_default().into_iter().collect(),
             left_out_by_phase: run.checkpoint.as_ref().map(left_out_by_phase).unwrap_or_default().into_iter().collect(),
         }
@@ -258,7 +273,13 @@ mod tests {
         let mut cp = Checkpoint::new("classification");
         cp.batches = 2;
         cp.counts.skipped_unchanged = 5;
-        cp.cost = CostLedger { llm_calls: 95, embedding_calls: 0, tokens_in: 9000, tokens_out: 1200 };
+        cp.cost = CostLedger {
+            llm_calls: 95,
+            embedding_calls: 0,
+            tokens_in: 9000,
+            tokens_out: 1200,
+            ..CostLedger::default()
+        };
         cp.partitions
             .insert("2025-10-01..2025-12-30".into(), Position { cursor: Some("abc".into()), ..Position::default() });
         let doc = RunStatusDoc::new(&run(json!({"source": {"kind": "intercom"}}), cp.clone()));

@@ -269,6 +269,8 @@ fn an_unwritable_store_path_is_a_clear_error() {
 fn unknown_run_and_unreadable_events_file_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("e.db");
+    // A store with a run in it (read-only commands refuse a store that does not exist).
+    run_ok(sluice().args(["run", "-q", "-c"]).arg(generate_pipeline(dir.path(), 10, 10, 0)).arg("--db").arg(&db_path));
     let out = sluice().args(["status", "42", "--db"]).arg(&db_path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("run 42 not found"), "{}", stderr(&out));

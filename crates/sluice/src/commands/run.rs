@@ -14,6 +14,7 @@ use crate::cli::RunArgs;
 use crate::commands::output::print_json;
 use crate::env::{StoreOrigin, apply_env, env_var};
 use crate::error::{CliError, code};
+use crate::prices::money;
 use crate::progress::{Reporter, summary_line};
 use crate::resume::find_resumable;
 use crate::signals::Signals;
@@ -75,7 +76,15 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
         file.per_document_events = Some(false);
     }
     let pipeline = build_pipeline(&file, store.clone()).map_err(|e| CliError::usage(format!("{e} (in {origin})")))?;
-    follow(pipeline, start, &args, &format!("{}{from}", store.describe()), &hint).await
+    let saved = serde_json::to_value(&file).map_err(|e| CliError::runtime(e.to_string()))?;
+    follow(pipeline, start, &args, &format!("{}{from}", store.describe()), &Ending { hint, saved }).await
+}
+
+/// What the last lines of a run need besides its summary.
+struct Ending {
+    hint: Hint,
+    /// The pipeline file as the run saved it (its models and `[prices]`).
+    saved: serde_json::Value,
 }
 
 /// What the commands printed after a run must repeat so that following
@@ -160,13 +169,21 @@ async fn find_run_to_resume(
     })
 }
 
-async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs, store: &str, hint: &Hint) -> Result<u8, CliError> {
+async fn follow(
+    pipeline: Pipeline,
+    start: Start,
+    args: &RunArgs,
+    store: &str,
+    ending: &Ending,
+) -> Result<u8, CliError> {
     let mut reporter =
         Reporter::new(args.quiet, args.events_out.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
     let resumed_from = match start {
         Start::Resume(id) => pipeline.store().get_run(id).await?.and_then(|r| r.checkpoint),
         Start::New => None,
     };
+    // Before the run exists, so a signal from the moment its row is written stops it gracefully.
+    let signals = Signals::new();
     let mut handle: RunHandle = pipeline.start(start).await?;
     let run_id = handle.run_id;
     tracing::info!(run_id, resumed = handle.resumed, store = %pipeline.store().describe(), "run started");
@@ -179,7 +196,7 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs, store: &str, h
         ),
         None => errln!("run {run_id} (new) in {store}"),
     }
-    let signals = match Signals::new() {
+    let signals = match signals {
         Ok(signals) => Some(tokio::spawn(stop_on_signals(signals, handle.stop_token(), handle.in_flight()))),
         Err(e) => {
             tracing::warn!(error = %e, "signals not handled: a signal ends the process at once");
@@ -211,7 +228,7 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs, store: &str, h
         signals.abort();
     }
     reporter.finish().map_err(|e| CliError::runtime(e.to_string()))?;
-    report(&summary, args.json, hint)?;
+    report(&summary, args.json, ending)?;
     let failed = !failures_by_phase(&summary.checkpoint).is_empty();
     Ok(match summary.status {
         RunStatus::Completed if failed && args.fail_on_failures => code::RECORDS_FAILED,
@@ -221,7 +238,8 @@ async fn follow(pipeline: Pipeline, start: Start, args: &RunArgs, store: &str, h
     })
 }
 
-fn report(summary: &RunSummary, json: bool, hint: &Hint) -> Result<(), CliError> {
+fn report(summary: &RunSummary, json: bool, ending: &Ending) -> Result<(), CliError> {
+    let hint = &ending.hint;
     if json {
         print_json(summary)?;
     }
@@ -236,6 +254,9 @@ fn report(summary: &RunSummary, json: bool, hint: &Hint) -> Result<(), CliError>
     let cost = CostDoc::new(cp);
     if cost.llm_calls + cost.embedding_calls > 0 {
         line.push_str(&format!("; {}", cost_text(&cost)));
+        if let Some(money) = money(&ending.saved, &cp.cost).text() {
+            line.push_str(&format!("; {money}"));
+        }
     }
     let failures = failure_text(cp);
     if !failures.is_empty() {

@@ -135,6 +135,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     if cost.llm_calls + cost.embedding_calls + cost.calls_saved > 0 {
         outln!("  cost:     {} calls_saved={}", cost_text(cost), cost.calls_saved);
     }
+    if let Some(money) = &doc.cost_text {
+        outln!("            {money}");
+    }
     if let Some(cp) = &doc.checkpoint {
         let failures = failure_text(cp);
         if !failures.is_empty() {
