@@ -79,7 +79,7 @@ pub struct ActiveResponse {
     pub run: Option<RunStatusDoc>,
     /// `sluice serve --every`: the interval and the next tick.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<super::schedule::ScheduleDoc>,
+    pub schedule: Option<super::incremental::ScheduleDoc>,
 }
 
 /// Whether a run is active on this store (in this process or another), and which.

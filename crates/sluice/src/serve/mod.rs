@@ -6,6 +6,7 @@ mod api_doc;
 mod dates;
 mod error;
 mod handlers;
+mod incremental;
 mod limits;
 mod listener;
 mod metrics;

@@ -6,37 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
-use serde::Serialize;
-use sluice_connectors::{PipelineFile, incremental};
-use sluice_core::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::incremental::ScheduleDoc;
 use super::request::RunRequest;
 use super::state::AppState;
-
-/// The schedule, as `/api/pipeline/active` shows it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ScheduleDoc {
-    /// Seconds between ticks.
-    pub every_secs: u64,
-    /// When the next incremental run starts (RFC 3339 UTC).
-    pub next_tick: Option<String>,
-    /// Ticks that started a run, and ticks skipped while one was active.
-    pub started: u64,
-    pub skipped: u64,
-}
-
-/// Sets the span of an incremental run of `file` from the pipeline's high-water mark.
-pub async fn plan_incremental(store: &dyn Store, file: &mut PipelineFile) -> Result<(), ApiError> {
-    let (pipeline, source) = incremental::target(file)?;
-    let mark = store.high_water_mark(&pipeline, &source).await?;
-    let plan = incremental::apply(file, mark.as_ref(), incremental::now())?;
-    tracing::info!(after_run = plan.after_run, "{}", plan.message);
-    Ok(())
-}
 
 /// `15m`, `30s`, `2h`, `1d` or plain seconds; at least one second.
 pub fn parse_every(text: &str) -> Result<Duration, String> {

@@ -17,9 +17,9 @@ use utoipa::ToSchema;
 
 use super::dates::{parse_day, range_for_days};
 use super::error::ApiError;
+use super::incremental::ScheduleDoc;
 use super::metrics::RunMetrics;
 pub use super::request::RunRequest;
-use super::schedule::ScheduleDoc;
 use crate::resume::{find_resumable, why_not_resumable};
 
 /// Event channels kept for runs that ended, so a late subscriber still gets their history.
@@ -165,7 +165,7 @@ impl AppState {
             if request.incremental.unwrap_or(false)
                 || (range.is_none() && sluice_connectors::incremental::is_incremental(&file))
             {
-                super::schedule::plan_incremental(self.store.as_ref(), &mut file).await?;
+                super::incremental::plan_incremental(self.store.as_ref(), &mut file).await?;
             }
             (file, Start::New, range.map_or((None, None), |(f, t)| (Some(f), Some(t))), "started")
         };
