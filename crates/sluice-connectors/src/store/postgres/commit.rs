@@ -62,7 +62,7 @@ pub(super) async fn commit(
     // The previous attempt of this very commit lost its connection at COMMIT: did it land?
     if uncertain.is(run, &checkpoint_value) {
         let landed = match fence {
-            Some(fence) => fence.landed(db, &checkpoint_value).await?,
+            Some(fence) => fence_landed(db, fence, &checkpoint_value).await?,
             None => checkpoint_is(db, run, &checkpoint_value).await?,
         };
         uncertain.set(None);
@@ -110,6 +110,21 @@ async fn checkpoint_is(db: &Db, run: RunId, checkpoint: &Value) -> Result<bool, 
             .fetch_optional(db.pool())
             .await
             .map_err(db.sql(format!("checking whether the last commit of run {run} landed")))?;
+    Ok(same.unwrap_or(false))
+}
+
+/// After a fenced COMMIT that got no answer: whether it landed (the
+/// partition row still has this epoch and carries this very checkpoint).
+async fn fence_landed(db: &Db, fence: &Fence, checkpoint: &Value) -> Result<bool, StoreError> {
+    let same: Option<bool> =
+        sqlx::query_scalar("SELECT epoch = $3 AND checkpoint = $4 FROM run_partitions WHERE run_id = $1 AND name = $2")
+            .bind(fence.run)
+            .bind(&fence.partition)
+            .bind(fence.epoch)
+            .bind(Json(checkpoint))
+            .fetch_optional(db.pool())
+            .await
+            .map_err(db.sql(format!("checking whether the last commit of {} landed", fence.describe())))?;
     Ok(same.unwrap_or(false))
 }
 
