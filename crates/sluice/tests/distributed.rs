@@ -296,6 +296,7 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
 
     let zombie_log = std::fs::read_to_string(log(0, 0)).unwrap();
     assert!(zombie_log.contains("commit refused, lease lost"), "the refusal is in the thawed worker's log");
+    assert!(zombie_log.contains("paid results of the refused batch kept as memos"), "the refused batch's LLM results");
     assert_exactly_once(db, run, &quality);
     let refused_total = sc(db, "SELECT sum(refused_commits)::bigint FROM workers").unwrap_or(0);
     assert!(refused_total >= 1);
