@@ -378,6 +378,116 @@ async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task()
     off_runtime(|| owned.cleanup());
 }
 
+/// A TCP proxy to PostgreSQL that can be cut: while cut it stops
+/// forwarding in both directions without closing anything (a network
+/// partition, not a reset), and forwards what it held once healed.
+struct CutProxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    async fn start(upstream: std::net::SocketAddr) -> CutProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in
+                    [(cr, sw), (sr, cw)].map(|(r, w)| (Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, w))
+                {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown().await;
+                    });
+                }
+            }
+        });
+        CutProxy { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_by_a_proxy_loses_its_partitions_and_writes_nothing_twice() {
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let (intercom, openai) = fakes(1_200, 60).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), false);
+    let url = match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+    let run = submit(&intercom, &openai, &config, &url);
+    // The cut worker reaches PostgreSQL through the proxy; the other one directly.
+    let (userinfo, rest) = url.split_once('@').expect("a postgres://user@host:port/db URL");
+    let (hostport, database) = rest.split_once('/').unwrap();
+    let upstream = tokio::net::lookup_host(hostport).await.unwrap().next().unwrap();
+    let proxy = CutProxy::start(upstream).await;
+    let via_proxy = format!("{userinfo}@127.0.0.1:{}/{database}", proxy.port);
+    let cut_log = dir.path().join("cut.log");
+    let mut workers = vec![
+        spawn_worker(&intercom, &openai, &via_proxy, &cut_log, Some(300)),
+        spawn_worker(&intercom, &openai, &url, &dir.path().join("direct.log"), None),
+    ];
+    let cut_pid = workers[0].id().unwrap();
+    let held = format!(
+        "SELECT string_agg(name || '|' || epoch, ',') FROM run_partitions
+         WHERE owner LIKE '%:{cut_pid}:%' AND NOT done AND lease_until > now()"
+    );
+    wait_for(60, "the cut worker to hold a partition", || tx(db, &held).is_some()).await;
+    let before = tx(db, &held).unwrap();
+    proxy.set_cut(true);
+    let taken_over = || {
+        before.split(',').any(|p| {
+            let (name, epoch) = p.rsplit_once('|').unwrap();
+            sc(
+                db,
+                &format!(
+                    "SELECT count(*) FROM run_partitions WHERE run_id = {run} AND name = '{name}' AND epoch > {epoch}"
+                ),
+            ) == Some(1)
+        })
+    };
+    wait_for(30, "the direct worker to take a partition of the cut one over", taken_over).await;
+    proxy.set_cut(false);
+    wait_for(120, "the run to complete", || status_of(db, run) == "completed").await;
+    stop_workers(&mut workers).await;
+    assert_exactly_once(db, run, &quality);
+    let log = std::fs::read_to_string(&cut_log).unwrap();
+    eprintln!(
+        "cut worker: refused commits {:?}, lease lost in log: {}",
+        sc(db, &format!("SELECT refused_commits FROM workers WHERE pid = {cut_pid}")),
+        log.contains("lease lost")
+    );
+    assert!(log.contains("lease lost"), "the healed worker found its lease gone");
+    off_runtime(|| owned.cleanup());
+}
+
 #[test]
 fn sqlite_refuses_to_distribute() {
     let dir = tempfile::tempdir().unwrap();
