@@ -5,12 +5,14 @@
 //! cargo run --release -p sluice-bench -- rss RECORDS          # one size per process: peak RSS is per process
 //! cargo run --release -p sluice-bench -- modes
 //! cargo run --release -p sluice-bench -- intercom [CONVERSATIONS] [CONCURRENCY...]  # see intercom.rs
+//! cargo run --release -p sluice-bench -- distributed [CONVERSATIONS] [WORKERS...]  # see distributed.rs
 //! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
 //! ```
 
 mod crawl;
+mod distributed;
 mod intercom;
 mod postgres;
 
@@ -52,6 +54,11 @@ fn main() {
             number(2, 16) as usize,
             std::path::Path::new(args.get(3).map_or("bench.db", String::as_str)),
         )),
+        Some("distributed") => {
+            let workers: Vec<usize> = args.iter().skip(2).filter_map(|s| s.parse().ok()).collect();
+            let workers = if workers.is_empty() { vec![1, 2, 4] } else { workers };
+            runtime.block_on(distributed::distributed(number(1, 4_000) as usize, workers))
+        }
         Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
         Some("crawl") => runtime.block_on(crawl::crawl(number(1, 300) as usize, number(2, 20), number(3, 40))),
         Some("crawl-site") => runtime.block_on(crawl::crawl_site(
@@ -59,7 +66,7 @@ fn main() {
             number(2, 8) as usize,
         )),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY]"
         ),
     }
 }

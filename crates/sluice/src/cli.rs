@@ -93,7 +93,33 @@ pub struct CheckArgs {
     #[arg(long)]
     pub db: Option<String>,
     /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
-    Worker(crate::commands::worker::WorkerArgs),
+    Worker(WorkerArgs),
+}
+
+/// `sluice worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The PostgreSQL store the runs are in (postgres://USER@HOST:PORT/DATABASE); else DATABASE_URL.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Partitions worked on at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots: u32,
+    /// Seconds a lease lasts without a heartbeat (heartbeats come every third of it): how long
+    /// the partitions of a killed or cut-off worker wait before another worker takes them over.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_lease)]
+    pub lease_secs: f64,
+    /// Exit once no distributed run is open (instead of waiting for new runs).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+fn parse_lease(text: &str) -> Result<f64, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(1.0..=3600.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range (allowed: 1 to 3600)"));
+    }
+    Ok(secs)
 }
 
 #[derive(Args, Debug)]

@@ -22,37 +22,11 @@ use sluice_core::{Checkpoint, NewRun, Pipeline, RunStatus, Start, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{RunArgs, StoreArgs};
+use crate::cli::{RunArgs, StoreArgs, WorkerArgs};
 use crate::commands::output::print_json;
 use crate::env::{apply_env, env_var, store_config};
 use crate::error::{CliError, code};
 use crate::signals::Signals;
-
-/// `sluice worker`.
-#[derive(clap::Args, Debug)]
-pub struct WorkerArgs {
-    /// The PostgreSQL store the runs are in (postgres://USER@HOST:PORT/DATABASE); else DATABASE_URL.
-    #[arg(long)]
-    pub store: Option<String>,
-    /// Partitions worked on at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub slots: u32,
-    /// Seconds a lease lasts without a heartbeat (heartbeats come every third of it): how long
-    /// the partitions of a killed or cut-off worker wait before another worker takes them over.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_lease)]
-    pub lease_secs: f64,
-    /// Exit once no distributed run is open (instead of waiting for new runs).
-    #[arg(long)]
-    pub exit_when_idle: bool,
-}
-
-fn parse_lease(text: &str) -> Result<f64, String> {
-    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(1.0..=3600.0).contains(&secs) {
-        return Err(format!("{secs} s is out of range (allowed: 1 to 3600)"));
-    }
-    Ok(secs)
-}
 
 /// How often an idle worker looks for a partition to claim.
 const POLL: Duration = Duration::from_millis(250);

@@ -62,7 +62,7 @@ pub(super) async fn commit(
     // The previous attempt of this very commit lost its connection at COMMIT: did it land?
     if uncertain.is(run, &checkpoint_value) {
         let landed = match fence {
-            Some(fence) => fence.landed(db, &checkpoint_value).await?,
+            Some(fence) => fence_landed(db, fence, &checkpoint_value).await?,
             None => checkpoint_is(db, run, &checkpoint_value).await?,
         };
         uncertain.set(None);
@@ -110,6 +110,42 @@ async fn checkpoint_is(db: &Db, run: RunId, checkpoint: &Value) -> Result<bool, 
             .fetch_optional(db.pool())
             .await
             .map_err(db.sql(format!("checking whether the last commit of run {run} landed")))?;
+    Ok(same.unwrap_or(false))
+}
+
+/// Writes only the memos (paid stage results) of a batch whose fenced
+/// commit was refused, so the partition's new owner reuses them instead of
+/// paying again. Memos are keyed by content and fingerprint: harmless from
+/// any writer, so this needs no fence.
+pub(super) async fn salvage_memos(db: &Db, setup: &Setup, batch: &CommitBatch) -> Result<usize, StoreError> {
+    if batch.memos.is_empty() {
+        return Ok(0);
+    }
+    let what = format!("salvaging {} paid results of a refused commit", batch.memos.len());
+    let memos = CommitBatch { memos: batch.memos.clone(), ..CommitBatch::default() };
+    let rows = encode_batch(&memos, setup.storage == EmbeddingStorage::Vector)
+        .map_err(|e| db.contract(format!("{what}: {e}")))?;
+    let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
+    let written = write_rows(db, setup, &mut tx, 0, &rows, &what).await;
+    match written {
+        Ok(()) => tx.commit().await.map_err(db.sql(&what))?,
+        Err(CommitError::Before(e) | CommitError::Uncertain(e)) => return Err(e),
+    }
+    Ok(batch.memos.len())
+}
+
+/// After a fenced COMMIT that got no answer: whether it landed (the
+/// partition row still has this epoch and carries this very checkpoint).
+async fn fence_landed(db: &Db, fence: &Fence, checkpoint: &Value) -> Result<bool, StoreError> {
+    let same: Option<bool> =
+        sqlx::query_scalar("SELECT epoch = $3 AND checkpoint = $4 FROM run_partitions WHERE run_id = $1 AND name = $2")
+            .bind(fence.run)
+            .bind(&fence.partition)
+            .bind(fence.epoch)
+            .bind(Json(checkpoint))
+            .fetch_optional(db.pool())
+            .await
+            .map_err(db.sql(format!("checking whether the last commit of {} landed", fence.describe())))?;
     Ok(same.unwrap_or(false))
 }
 

@@ -5,12 +5,9 @@
 //! whole transaction back.
 
 use serde_json::Value;
-use sluice_core::StoreError;
 use sluice_core::store::RunId;
 use sqlx::PgTransaction;
 use sqlx::types::Json;
-
-use super::super::pool::Db;
 
 /// Which partition a commit belongs to and the epoch of the claim it is made under.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,11 +21,7 @@ pub struct Fence {
 
 impl Fence {
     /// Runs the fenced update (and its audit row) in `tx`; false: the lease moved, nothing may be written.
-    pub(in crate::store::postgres) async fn pass(
-        &self,
-        tx: &mut PgTransaction<'_>,
-        checkpoint: &Value,
-    ) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn pass(&self, tx: &mut PgTransaction<'_>, checkpoint: &Value) -> Result<bool, sqlx::Error> {
         let seq: Option<i64> = sqlx::query_scalar(
             "WITH fenced AS (
                  UPDATE run_partitions SET commit_seq = commit_seq + 1, checkpoint = $4, updated_at = now()
@@ -49,28 +42,12 @@ impl Fence {
     }
 
     /// What a refused commit says (the lease is lost for good: not retried).
-    pub(in crate::store::postgres) fn refusal(&self) -> String {
+    pub(crate) fn refusal(&self) -> String {
         format!("{} {}", LEASE_LOST, self.describe())
     }
 
     pub fn describe(&self) -> String {
         format!("partition {:?} of run {} (epoch {})", self.partition, self.run, self.epoch)
-    }
-
-    /// After a COMMIT that got no answer: whether it landed (the partition
-    /// row still has this epoch and carries this very checkpoint).
-    pub(in crate::store::postgres) async fn landed(&self, db: &Db, checkpoint: &Value) -> Result<bool, StoreError> {
-        let same: Option<bool> = sqlx::query_scalar(
-            "SELECT epoch = $3 AND checkpoint = $4 FROM run_partitions WHERE run_id = $1 AND name = $2",
-        )
-        .bind(self.run)
-        .bind(&self.partition)
-        .bind(self.epoch)
-        .bind(Json(checkpoint))
-        .fetch_optional(db.pool())
-        .await
-        .map_err(db.sql(format!("checking whether the last commit of {} landed", self.describe())))?;
-        Ok(same.unwrap_or(false))
     }
 }
 

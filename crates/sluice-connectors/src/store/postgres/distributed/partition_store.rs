@@ -14,7 +14,7 @@ use sluice_core::store::{
 use sluice_core::{Checkpoint, Document, StoreError};
 
 use super::super::PostgresStore;
-use super::super::commit::{Uncertain, commit};
+use super::super::commit::{Uncertain, commit, salvage_memos};
 use super::super::runs::read_run;
 use super::fence::{Fence, LEASE_LOST};
 use super::lease::Claim;
@@ -108,6 +108,11 @@ impl Store for PartitionStore {
             );
             if let Err(e) = self.store.note_refused_commit(&self.fence.owner).await {
                 tracing::warn!(error = %e, "could not count the refused commit");
+            }
+            match salvage_memos(self.store.db(), setup, batch).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(run_id = run, salvaged = n, "paid results of the refused batch kept as memos"),
+                Err(e) => tracing::warn!(error = %e, "could not salvage the paid results of the refused batch"),
             }
         }
         result
