@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod context;
 pub mod error;
 pub mod event;
+pub mod memo;
 pub mod mode;
 pub mod phase;
 pub mod pipeline;
@@ -29,6 +30,7 @@ pub use checkpoint::{Checkpoint, CostLedger, Counts, Position};
 pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
+pub use memo::WriteAhead;
 pub use mode::Mode;
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
 pub use pipeline::{InFlight, Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
@@ -36,7 +38,7 @@ pub use record::{Chunk, Classification, Document, Record};
 pub use retry::{RetryPolicy, Verdict, with_retries};
 pub use sink::Sink;
 pub use source::{Page, Source, SourceItem};
-pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
+pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec, hand_over, write_ahead};
 pub use store::RunWindow;
 pub use store::{
     CommitBatch, DocumentUpdate, Failure, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo,
