@@ -72,6 +72,7 @@ fn events_ctx() -> (Context, mpsc::Receiver<Event>) {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             usage: Arc::default(),
+            ..Context::detached()
         },
         rx,
     )

@@ -100,6 +100,17 @@ impl CostLedger {
         self.tokens_out += other.tokens_out;
         self.embedding_tokens += other.embedding_tokens;
     }
+
+    /// Each field the larger of the two: two snapshots of one growing ledger
+    /// merged, whatever order they were stored in.
+    pub fn max(&self, other: &CostLedger) -> CostLedger {
+        CostLedger {
+            llm_calls: self.llm_calls.max(other.llm_calls),
+            embedding_calls: self.embedding_calls.max(other.embedding_calls),
+            tokens_in: self.tokens_in.max(other.tokens_in),
+            tokens_out: self.tokens_out.max(other.tokens_out),
+        }
+    }
 }
 
 /// What a run commits with each batch.

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CostLedger;
 use crate::event::{EventKind, EventSink};
+use crate::memo::WriteAhead;
 
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -18,6 +19,8 @@ pub struct Context {
     pub abort: CancellationToken,
     /// Where stages record the remote calls and tokens they pay for.
     pub usage: Arc<UsageMeter>,
+    /// Where stages hand each paid result as soon as it arrives (see [`crate::stage::write_ahead`]).
+    pub write_ahead: WriteAhead,
 }
 
 /// Counts paid calls as they happen; the engine writes a snapshot into every
@@ -29,6 +32,8 @@ pub struct UsageMeter {
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     embedding_tokens: AtomicU64,
+    /// Woken at every paid call, so the write-ahead stores the ledger at once.
+    changed: tokio::sync::Notify,
 }
 
 impl UsageMeter {
@@ -39,23 +44,31 @@ impl UsageMeter {
             tokens_in: AtomicU64::new(seed.tokens_in),
             tokens_out: AtomicU64::new(seed.tokens_out),
             embedding_tokens: AtomicU64::new(seed.embedding_tokens),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
     pub fn llm_call(&self, tokens_in: u64, tokens_out: u64) {
         self.llm_calls.fetch_add(1, Ordering::Relaxed);
         self.tokens(tokens_in, tokens_out);
+        self.changed.notify_one();
     }
 
     pub fn embedding_call(&self, tokens_in: u64) {
         self.embedding_calls.fetch_add(1, Ordering::Relaxed);
         self.embedding_tokens.fetch_add(tokens_in, Ordering::Relaxed);
         self.tokens(tokens_in, 0);
+        self.changed.notify_one();
     }
 
     fn tokens(&self, tokens_in: u64, tokens_out: u64) {
         self.tokens_in.fetch_add(tokens_in, Ordering::Relaxed);
         self.tokens_out.fetch_add(tokens_out, Ordering::Relaxed);
+    }
+
+    /// Returns after the next paid call (at once if one was made since the last wait).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn snapshot(&self) -> CostLedger {
@@ -76,6 +89,7 @@ impl Context {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             usage: Arc::default(),
+            write_ahead: WriteAhead::default(),
         }
     }
 

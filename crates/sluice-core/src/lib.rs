@@ -14,6 +14,7 @@ pub mod context;
 pub mod distributed;
 pub mod error;
 pub mod event;
+pub mod memo;
 pub mod mode;
 pub mod phase;
 pub mod pipeline;
@@ -30,6 +31,7 @@ pub use checkpoint::{Checkpoint, CostLedger, Counts, Position};
 pub use context::{Context, UsageMeter};
 pub use error::{EngineError, SourceError, StageError, StoreError};
 pub use event::{Event, EventKind, EventSink};
+pub use memo::WriteAhead;
 pub use mode::Mode;
 pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
 pub use pipeline::{InFlight, Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
@@ -37,7 +39,7 @@ pub use record::{Chunk, Classification, Document, Record};
 pub use retry::{RetryPolicy, Verdict, with_retries};
 pub use sink::Sink;
 pub use source::{Page, Source, SourceItem};
-pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec};
+pub use stage::{Memo, Outcome, Stage, StageCounter, StageSpec, hand_over, write_ahead};
 pub use store::RunWindow;
 pub use store::{
     CommitBatch, DocumentUpdate, Failure, FailureRow, HighWaterMark, MemoEntry, MemoKey, NewRun, PhaseResult, RunId,

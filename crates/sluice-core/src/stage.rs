@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::StageError;
 use crate::record::Document;
+use crate::store::MemoEntry;
 
 /// What a stage did with one document.
 #[derive(Debug)]
@@ -62,6 +63,33 @@ pub trait Memo: Send + Sync {
     /// Puts a remembered result back on a document; false if it does not fit
     /// (the document then goes through `process`).
     fn apply(&self, doc: &mut Document, value: &serde_json::Value) -> bool;
+}
+
+/// Stores `doc`'s result through the run's write-ahead, if `stage`
+/// remembers its results, and returns once it is stored: a memoising stage
+/// calls it for each document the moment the paid answer for it is in
+/// (before the rest of its batch is done), so a crash does not throw that
+/// answer away. Outside a run, or with the write-ahead off, it does nothing.
+pub async fn write_ahead(ctx: &Context, stage: &dyn Stage, doc: &Document) {
+    hand_over(ctx, stage, doc);
+    ctx.write_ahead.flush().await;
+}
+
+/// As [`write_ahead`], without waiting for it to be stored.
+pub fn hand_over(ctx: &Context, stage: &dyn Stage, doc: &Document) {
+    if !ctx.write_ahead.is_enabled() {
+        return;
+    }
+    let Some(memo) = stage.memo() else { return };
+    let Some(value) = memo.value(doc) else { return };
+    ctx.write_ahead.remember(MemoEntry {
+        source: doc.source().to_string(),
+        id: doc.id().to_string(),
+        stage: stage.name().to_string(),
+        fingerprint: memo.fingerprint(),
+        content_hash: doc.content_hash.clone(),
+        value,
+    });
 }
 
 /// A stage with its scheduling knobs.

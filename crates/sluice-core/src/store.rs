@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CostLedger};
 use crate::error::StoreError;
 use crate::record::Document;
 
@@ -230,7 +230,8 @@ pub trait Store: Send + Sync {
     async fn set_status(&self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<(), StoreError>;
 
     /// Upserts the documents by `(source, id)`, inserts the failures and writes
-    /// the checkpoint, all in one transaction.
+    /// the checkpoint, all in one transaction. The checkpoint's `cost` never
+    /// lowers a stored one (see [`write_ahead`](Store::write_ahead)).
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
     /// Stored results of `stage` for these records, where the content hash and
@@ -244,6 +245,17 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Option<Value>>, StoreError> {
         let _ = (stage, fingerprint);
         Ok(vec![None; keys.len()])
+    }
+
+    /// Stores stage results the moment they are paid for, ahead of their
+    /// batch, in a short transaction of its own, together with the run's
+    /// cost ledger `cost` (kept in its checkpoint). The stored ledger only
+    /// grows: each field becomes the larger of the stored one and `cost`, here
+    /// and in [`commit`](Store::commit), whichever lands first. Stores that
+    /// keep no memo store only the ledger, or nothing.
+    async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+        let _ = (run, memos, cost);
+        Ok(())
     }
 
     /// Up to `limit` stored documents of `source` with ids after `after`, in

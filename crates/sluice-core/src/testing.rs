@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CostLedger};
 use crate::context::Context;
 use crate::error::{SourceError, StoreError};
 use crate::record::{Document, Record};
@@ -184,7 +184,18 @@ impl Store for MemStore {
         }
         s.commits += 1;
         let run = s.runs.iter_mut().find(|r| r.id == run).ok_or(StoreError::NotFound(run.to_string()))?;
-        run.checkpoint = Some(checkpoint.clone());
+        let stored = run.checkpoint.as_ref().map(|c| c.cost).unwrap_or_default();
+        run.checkpoint = Some(Checkpoint { cost: checkpoint.cost.max(&stored), ..checkpoint.clone() });
+        Ok(())
+    }
+    async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+        let mut s = self.state();
+        for memo in memos {
+            s.memos.insert((memo.source.clone(), memo.id.clone(), memo.stage.clone()), memo.clone());
+        }
+        let run = s.runs.iter_mut().find(|r| r.id == run).ok_or(StoreError::NotFound(run.to_string()))?;
+        let checkpoint = run.checkpoint.get_or_insert_with(|| Checkpoint::new(run.phase.clone()));
+        checkpoint.cost = checkpoint.cost.max(cost);
         Ok(())
     }
     async fn memo_lookup(

@@ -317,3 +317,212 @@ fn postgres_restarted_mid_run_the_run_completes_with_every_record_once() {
     eprintln!("restarted with {before} stored; {backoffs} backoff state changes; log:\n{log}");
     store.cleanup();
 }
+
+/// LLM calls in flight at once in the paid-work tests below (`classify.concurrency`).
+const LLM_CONCURRENCY: u64 = 8;
+
+/// A classification run over the fake Intercom and the fake OpenAI, into SQLite.
+fn paid_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("paid.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "paid"
+batch_size = 50
+phase = "classification"
+
+[source]
+kind = "intercom"
+date_from = "2025-12-01"
+date_to = "2025-12-31"
+per_page = 100
+
+[[stages]]
+kind = "normalize"
+
+[[stages]]
+kind = "classify"
+provider = "llm"
+workers = 2
+model = "test-model"
+concurrency = {LLM_CONCURRENCY}
+categories = ["billing", "bug", "account", "feature_request", "other"]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `sluice run` on the paid pipeline, with the fakes' URLs and keys.
+fn paid_run(
+    intercom: &sluice_testkit::FakeIntercom,
+    openai: &sluice_testkit::FakeOpenAi,
+    config: &std::path::Path,
+    db: &std::path::Path,
+) -> tokio::process::Command {
+    let mut cmd = sluice();
+    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key())
+        .args(["run", "-q", "-c"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// The cost ledger of every run in the store: LLM calls, summed.
+fn ledger_llm_calls(db_path: &std::path::Path) -> u64 {
+    let conn = db(db_path);
+    count(&conn, "SELECT COALESCE(SUM(json_extract(checkpoint, '$.cost.llm_calls')), 0) FROM pipeline_runs") as u64
+}
+
+/// Whether the newest run committed a batch (so it can be resumed).
+fn newest_run_committed(db_path: &std::path::Path) -> bool {
+    let conn = db(db_path);
+    count(
+        &conn,
+        "SELECT COALESCE(json_extract(checkpoint, '$.batches'), 0) FROM pipeline_runs ORDER BY id DESC LIMIT 1",
+    ) > 0
+}
+
+/// What one series of kills measured.
+#[derive(Default)]
+struct PaidKills {
+    kills: u64,
+    /// Answered calls paid again because of each kill.
+    repaid: Vec<u64>,
+    /// Calls the fake answered at each kill that no ledger counts (answers
+    /// on their way to the dead process).
+    unbilled: Vec<u64>,
+}
+
+/// Kills classification runs at random moments (SIGKILL) and resumes them,
+/// `kills` times in all, over a fresh store whenever one completes; the
+/// last run goes to its end. With `quiesce`, each kill comes once no answer
+/// is on its way (the fake answers every new call 500 for a moment), so the
+/// ledger must equal the fake's count of answered calls exactly; without it
+/// the kill lands anywhere, and answers still on their way to the dead
+/// process are paid for and lost.
+async fn kill_paid_runs(kills: u64, quiesce: bool, seed: u64) -> PaidKills {
+    use sluice_testkit::{FakeIntercom, FakeOpenAi, IntercomConfig, OpenAiConfig, OpenAiFaults};
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = PaidKills::default();
+    // Answered calls minus distinct inputs: the calls paid twice so far.
+    let repeats = |c: &sluice_testkit::openai::OpenAiCounters| c.chat_completions - c.distinct_chat_inputs;
+    while out.kills < kills {
+        let config = IntercomConfig::default().with_conversations(3_000).with_days(45).with_rate_limit(1_000);
+        let intercom = FakeIntercom::start(config).await.expect("fake intercom starts");
+        let calm = OpenAiFaults { latency_ms: 15, ..OpenAiFaults::default() };
+        let openai = FakeOpenAi::start(OpenAiConfig::default().with_faults(calm.clone())).await.expect("fake openai");
+        let dir = tempfile::tempdir().unwrap();
+        let config = paid_pipeline(dir.path());
+        let db_path = dir.path().join("paid.db");
+        let (mut resume, mut killed_before, mut chain_unbilled) = (false, false, 0);
+        loop {
+            let mut cmd = paid_run(&intercom, &openai, &config, &db_path);
+            if resume {
+                cmd.arg("--resume");
+            }
+            let repeats_before = repeats(&openai.counters());
+            let mut child = cmd.spawn().unwrap();
+            let kill_after = Duration::from_millis(rng.u64(300..1_500));
+            if out.kills >= kills || tokio::time::timeout(kill_after, child.wait()).await.is_ok() {
+                let status = tokio::time::timeout(Duration::from_secs(300), child.wait()).await.unwrap().unwrap();
+                assert!(status.success(), "the last run of the series ends well");
+                if killed_before {
+                    out.repaid.push(repeats(&openai.counters()) - repeats_before);
+                }
+                break;
+            }
+            if quiesce {
+                openai.set_faults(OpenAiFaults { fail_every: Some(1), ..calm.clone() });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            child.start_kill().unwrap(); // SIGKILL: no chance to clean up
+            child.wait().await.unwrap();
+            out.kills += 1;
+            // Calls the dead process had in flight are still answered (and paid): let them land.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            openai.set_faults(calm.clone());
+            let llm = openai.counters();
+            if killed_before {
+                out.repaid.push(repeats(&llm) - repeats_before);
+            }
+            let ledger = ledger_llm_calls(&db_path);
+            assert!(ledger <= llm.chat_completions, "ledger {ledger} > {} answered", llm.chat_completions);
+            let gap = llm.chat_completions - ledger;
+            out.unbilled.push(gap - chain_unbilled);
+            chain_unbilled = gap;
+            if quiesce {
+                assert_eq!(ledger, llm.chat_completions, "kill {}: the ledger matches the bill", out.kills);
+            }
+            killed_before = true;
+            resume = newest_run_committed(&db_path);
+        }
+        assert_eq!(
+            ledger_llm_calls(&db_path) + chain_unbilled,
+            openai.counters().chat_completions,
+            "the ledger counts every call answered to a live process"
+        );
+        intercom.shutdown().await;
+        openai.shutdown().await;
+    }
+    out
+}
+
+/// Kills per test: `SLUICE_CRASH_KILLS` (the benchmark's 50), else `default`.
+fn kills_or(default: u64) -> u64 {
+    std::env::var("SLUICE_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn report(label: &str, r: &PaidKills) {
+    let total: u64 = r.repaid.iter().sum();
+    let unbilled: u64 = r.unbilled.iter().sum();
+    eprintln!(
+        "{label}: {} kills; re-paid per kill: mean {:.2}, max {} (total {total}); unbilled per kill: max {} \
+         (total {unbilled}); llm concurrency {LLM_CONCURRENCY}",
+        r.kills,
+        total as f64 / r.kills.max(1) as f64,
+        r.repaid.iter().max().copied().unwrap_or(0),
+        r.unbilled.iter().max().copied().unwrap_or(0),
+    );
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill points seeded with SLUICE_TEST_SEED={seed}");
+    seed
+}
+
+/// Killed once nothing is on its way: no answered call is paid twice, and
+/// after every kill the ledger equals the API's count of answered calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_classifying_loses_no_answer_and_the_ledger_matches_the_bill() {
+    let r = kill_paid_runs(kills_or(4), true, seed()).await;
+    report("quiesced kills", &r);
+    for (kill, repaid) in r.repaid.iter().enumerate() {
+        assert!(*repaid <= LLM_CONCURRENCY, "kill {}: {repaid} calls paid twice", kill + 1);
+    }
+    assert_eq!(r.unbilled.iter().sum::<u64>(), 0);
+}
+
+/// Killed anywhere: at most the calls in flight (the LLM concurrency) are
+/// paid twice per kill, and only those go unbilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_anywhere_while_classifying_repays_at_most_the_llm_concurrency() {
+    let r = kill_paid_runs(kills_or(4), false, seed()).await;
+    report("random kills", &r);
+    for (kill, repaid) in r.repaid.iter().enumerate() {
+        assert!(*repaid <= LLM_CONCURRENCY, "kill {}: {repaid} calls paid twice", kill + 1);
+    }
+    for (kill, unbilled) in r.unbilled.iter().enumerate() {
+        assert!(*unbilled <= LLM_CONCURRENCY, "kill {}: {unbilled} answered calls not in the ledger", kill + 1);
+    }
+}

@@ -336,16 +336,14 @@ async fn sigkill_during_classification_then_resume_pays_only_for_what_was_not_co
             committed,
             "the store holds what the checkpoint says"
         );
-        assert_eq!(remembered, committed, "every committed classification is remembered with it");
+        // Written ahead of their batch: the committed ones, and those of the batches in flight.
+        assert!(remembered >= committed, "every committed classification is remembered ({remembered} < {committed})");
         drop(conn);
-        // Paid for but not committed: classified in batches that were in flight at the kill.
+        // Paid for but not remembered: the calls in flight at the kill (the write-ahead stores
+        // each answer before its call's slot is freed).
         let lost = paid_before as i64 - remembered;
         assert!(lost >= 0);
-        assert!(
-            lost <= 12 * BATCH as i64,
-            "round {round}: {lost} classifications lost in flight (bound: classify's 2 workers + hand-off + \
-             the committer's queue of 4 and group of 5 = 12 batches)"
-        );
+        assert!(lost <= 4, "round {round}: {lost} classifications lost in flight (bound: classify's concurrency of 4)");
 
         // Resume by id (round 0), after the cursors expired (round 1), by pipeline name (round 2).
         let mut resume = sluice_for(&intercom, &openai);

@@ -4,9 +4,11 @@
 //! With a paid embedder (`provider = "openai"`) the stage remembers the
 //! vectors of each document with its content hash (the engine's memo), so
 //! unchanged content is not embedded again after a crash, a cursor fallback
-//! or a re-run. The fingerprint is the embedder's (provider, model,
-//! dimensions); a remembered result is only put back when the document's
-//! chunks are the same texts as when it was made.
+//! or a re-run; each document's vectors go to the run's write-ahead as soon
+//! as its last call is answered, so a crash re-pays only unanswered calls.
+//! The fingerprint is the embedder's (provider, model, dimensions); a
+//! remembered result is only put back when the document's chunks are the
+//! same texts as when it was made.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::{Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
+use sluice_core::{Context, Document, Memo, Outcome, Stage, StageCounter, StageError, hand_over};
 use tokio::sync::Semaphore;
 
 use crate::ConfigError;
@@ -189,6 +191,23 @@ impl EmbedStage {
     }
 }
 
+impl EmbedStage {
+    /// Hands the vectors of document `d`, all in, to the run's write-ahead
+    /// (stored now, not with the batch: a crash must not throw paid vectors away).
+    fn write_ahead_doc(&self, ctx: &Context, doc: &Document, d: usize, embedded: &[(Vec<Target>, Vec<Vec<f32>>)]) {
+        let mut doc = doc.clone();
+        for (call, vectors) in embedded {
+            for (target, vector) in call.iter().zip(vectors).filter(|(t, _)| t.doc == d) {
+                match target.chunk {
+                    Some(c) => doc.chunks[c].embedding = Some(vector.clone()),
+                    None => doc.embedding = Some(vector.clone()),
+                }
+            }
+        }
+        hand_over(ctx, self, &doc);
+    }
+}
+
 /// The OpenAI-compatible `/embeddings` the endpoint settings name.
 #[cfg(feature = "openai")]
 fn openai_embedder(config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
@@ -273,6 +292,10 @@ impl Stage for EmbedStage {
         // earlier call already failed are left out (with `concurrency = 1`,
         // exactly as if the calls ran one after another).
         let failed: Mutex<Vec<Option<StageError>>> = Mutex::new(vec![None; docs.len()]);
+        // Texts of each document not embedded yet: at 0 its vectors go to the write-ahead.
+        let ahead = ctx.write_ahead.is_enabled() && self.memo().is_some();
+        let mut remaining = vec![0usize; docs.len()];
+        targets.iter().for_each(|t| remaining[t.doc] += 1);
         let mut pending = targets.into_iter();
         let docs_ref = &docs;
         let next_call = || {
@@ -304,6 +327,19 @@ impl Stage for EmbedStage {
         let mut embedded: Vec<(Vec<Target>, Vec<Vec<f32>>)> = Vec::new();
         while let Some((call, result)) = calls.next().await {
             match result {
+                Ok(vectors) if ahead => {
+                    let done: Vec<usize> = call
+                        .iter()
+                        .filter_map(|t| {
+                            remaining[t.doc] -= 1;
+                            (remaining[t.doc] == 0).then_some(t.doc)
+                        })
+                        .collect();
+                    embedded.push((call, vectors));
+                    for d in done {
+                        self.write_ahead_doc(ctx, &docs_ref[d], d, &embedded);
+                    }
+                }
                 Ok(vectors) => embedded.push((call, vectors)),
                 // A refused key: every call would fail the same way; fail the batch (and the run).
                 Err(error) if error.error_type == UNAUTHORIZED => return Err(error),

@@ -5,6 +5,7 @@
 
 // The items sink lived here; the old path still names it.
 pub use crate::sink::items as items_sink;
+pub mod memo_vectors;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

@@ -6,6 +6,7 @@
 //! `tests/sqlite_store.rs` and in `postgres_only.rs` here.
 
 mod harness;
+mod memo;
 mod postgres_only;
 
 use std::time::{Duration, Instant};
@@ -58,7 +59,14 @@ suite!(
     memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fingerprint,
     embeddings_round_trip_exactly,
     later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run,
+    results_written_ahead_are_found_and_the_ledger_only_grows,
+    an_old_store_with_vectors_in_json_is_migrated_without_losing_a_memo_hit,
 );
+
+use memo::{
+    an_old_store_with_vectors_in_json_is_migrated_without_losing_a_memo_hit,
+    results_written_ahead_are_found_and_the_ledger_only_grows,
+};
 
 pub fn new_run(pipeline: &str) -> NewRun {
     NewRun {

@@ -11,6 +11,7 @@ mod run;
 mod stages;
 mod state;
 mod streaming;
+mod write_ahead;
 
 use std::sync::Arc;
 
@@ -57,6 +58,10 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Capacity of the event channel to the consumer.
     pub event_buffer: usize,
+    /// Paid results are stored as they arrive, ahead of their batch (see
+    /// [`crate::memo`]). On unless `SLUICE_WRITE_AHEAD=off`, which is there
+    /// to measure what it costs.
+    pub write_ahead: bool,
 }
 
 impl Default for Settings {
@@ -75,6 +80,7 @@ impl Default for Settings {
             labels: RunLabels::default(),
             retry: RetryPolicy::default(),
             event_buffer: 1024,
+            write_ahead: write_ahead::enabled_by_env(),
         }
     }
 }

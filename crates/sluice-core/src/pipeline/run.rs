@@ -12,11 +12,12 @@ use super::commit::{COMMIT_QUEUE, commit_with_retries};
 use super::handle::{RunHandle, RunSummary};
 use super::panics::catch_panic;
 use super::state::Shared;
-use super::{Mode, Pipeline, Start, legacy, streaming};
+use super::{Mode, Pipeline, Start, legacy, streaming, write_ahead};
 use crate::checkpoint::Checkpoint;
 use crate::context::{Context, UsageMeter};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
+use crate::memo::WriteAhead;
 use crate::phase::{PhaseInput, PhaseSpec, PhaseTask};
 use crate::record::Document;
 use crate::retry::{Verdict, with_retries};
@@ -70,11 +71,18 @@ impl Pipeline {
 
         let (tx, rx) = mpsc::channel(self.settings.event_buffer.max(16));
         let stop = CancellationToken::new();
+        let usage = Arc::new(UsageMeter::new(checkpoint.cost));
+        let write_ahead = if self.settings.write_ahead {
+            write_ahead::start(self.store.clone(), run_id, usage.clone())
+        } else {
+            WriteAhead::default()
+        };
         let ctx = Context {
             events: EventSink::new(run_id, self.settings.per_document_events, tx),
             stop: stop.clone(),
             abort: CancellationToken::new(),
-            usage: Arc::new(UsageMeter::new(checkpoint.cost)),
+            usage,
+            write_ahead,
         };
         let shared = Arc::new(Shared::new(run_id, self, ctx, checkpoint.counts));
         let in_flight = shared.in_flight.clone();
@@ -170,6 +178,8 @@ async fn execute(
         }
     };
     stopping.abort();
+    // What was paid for is stored before the run says it ended.
+    shared.ctx.write_ahead.flush().await;
 
     let error = shared.take_error().map(|e| e.to_string());
     let status = if error.is_some() {

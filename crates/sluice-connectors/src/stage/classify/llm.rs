@@ -26,7 +26,11 @@
 //! - The content-hash memo: the fingerprint hashes model, prompt, category
 //!   list and the other settings that shape the answer, so the engine reuses
 //!   a stored classification for unchanged content and re-asks when any of
-//!   them changes. Results made earlier in the same process but not yet
+//!   them changes. Each classification is stored through the run's
+//!   write-ahead the moment its answer is in, before its call's slot is
+//!   freed (with the ledger, also for unusable answers), so a crash re-pays
+//!   at most the `concurrency` calls in flight.
+//!   Results made earlier in the same process but not yet
 //!   committed (a cursor fallback re-reads pages that are still in flight)
 //!   are reused from a bounded in-memory cache.
 
@@ -39,7 +43,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::{Classification, Context, Document, Memo, Outcome, Stage, StageCounter, StageError};
-use sluice_core::{RetryPolicy, Verdict, with_retries};
+use sluice_core::{RetryPolicy, Verdict, with_retries, write_ahead};
 use tokio::sync::Semaphore;
 
 use crate::ConfigError;
@@ -315,10 +319,21 @@ impl LlmClassifier {
             )
             .await;
             match answer {
+                // Stored before the call's slot is freed, so the calls paid and not
+                // stored are never more than `concurrency`: a crash re-pays at most those.
                 Ok(answer) => match self.read_answer(ctx, &answer) {
-                    Ok(classification) => return Ok(Ok(classification)),
+                    Ok(classification) => {
+                        if ctx.write_ahead.is_enabled() {
+                            let mut kept = doc.clone();
+                            kept.classification = Some(classification.clone());
+                            write_ahead(ctx, self, &kept).await;
+                        }
+                        return Ok(Ok(classification));
+                    }
                     Err(error) => {
                         tracing::warn!(doc_id = doc.id(), error = %error, "unusable LLM answer");
+                        // Billed all the same: its count goes to the ledger now.
+                        ctx.write_ahead.flush().await;
                         last = Some(error);
                     }
                 },

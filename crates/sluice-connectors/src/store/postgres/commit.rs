@@ -6,12 +6,13 @@
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
-use sluice_core::store::{CommitBatch, RunId};
-use sluice_core::{Checkpoint, StoreError};
+use sluice_core::store::{CommitBatch, MemoEntry, RunId};
+use sluice_core::{Checkpoint, CostLedger, StoreError};
+use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 
 use super::distributed::fence::Fence;
-use super::encode::{EncodedBatch, encode_batch};
+use super::encode::{EncodedBatch, MemoColumns, encode_batch};
 use super::errors::is_transient;
 use super::pool::Db;
 use super::schema::{EmbeddingStorage, Setup, fix_dimensions};
@@ -104,7 +105,10 @@ pub(super) async fn commit(
 /// Whether the run's stored checkpoint is `checkpoint` (the commit that carried it landed).
 async fn checkpoint_is(db: &Db, run: RunId, checkpoint: &Value) -> Result<bool, StoreError> {
     let same: Option<bool> =
-        sqlx::query_scalar("SELECT checkpoint IS NOT NULL AND checkpoint = $2 FROM pipeline_runs WHERE id = $1")
+        // The cost may have been raised since by the write-ahead: the rest tells the commit.
+        sqlx::query_scalar(
+            "SELECT checkpoint IS NOT NULL AND checkpoint - 'cost' = $2::jsonb - 'cost' FROM pipeline_runs WHERE id = $1",
+        )
             .bind(run)
             .bind(Json(checkpoint))
             .fetch_optional(db.pool())
@@ -183,12 +187,13 @@ async fn run_row(
     what: &str,
 ) -> Result<(), CommitError> {
     let stage = |e: sqlx::Error| CommitError::Before(db.sql(what)(e));
-    let status: Option<String> = sqlx::query_scalar(
-        "UPDATE pipeline_runs AS r SET checkpoint = $2, counts = $3, phase = $4, updated_at = now()
-         FROM (SELECT id, status FROM pipeline_runs WHERE id = $1 FOR UPDATE) AS old
-         WHERE r.id = old.id
-         RETURNING old.status",
-    )
+    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE pipeline_runs AS r SET checkpoint = {}, counts = $3, phase = $4, updated_at = now()
+             FROM (SELECT id, status, checkpoint FROM pipeline_runs WHERE id = $1 FOR UPDATE) AS old
+             WHERE r.id = old.id
+             RETURNING old.status",
+        raised_cost("$2::jsonb", "old.checkpoint")
+    )))
     .bind(run)
     .bind(Json(checkpoint.value))
     .bind(Json(checkpoint.counts))
@@ -293,27 +298,7 @@ async fn write_rows(
         .await
         .map_err(stage)?;
     }
-    let m = &rows.memos;
-    if !m.source.is_empty() {
-        sqlx::query(
-            "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, stored_at)
-             SELECT u.source, u.id, u.stage, u.fingerprint, u.content_hash, u.value::jsonb, now()
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                  AS u(source, id, stage, fingerprint, content_hash, value)
-             ON CONFLICT (source, id, stage) DO UPDATE SET
-                 fingerprint = EXCLUDED.fingerprint, content_hash = EXCLUDED.content_hash,
-                 value = EXCLUDED.value, stored_at = EXCLUDED.stored_at",
-        )
-        .bind(&m.source)
-        .bind(&m.id)
-        .bind(&m.stage)
-        .bind(&m.fingerprint)
-        .bind(&m.content_hash)
-        .bind(&m.value)
-        .execute(&mut **tx)
-        .await
-        .map_err(stage)?;
-    }
+    insert_memos(&mut **tx, &rows.memos).await.map_err(stage)?;
     let u = &rows.updates;
     if !u.source.is_empty() {
         sqlx::query(if vector { UPDATE_DOCUMENTS_VECTOR } else { UPDATE_DOCUMENTS_REAL })
@@ -344,6 +329,73 @@ async fn write_rows(
         .map_err(stage)?;
     }
     Ok(())
+}
+
+/// Upserts the memos (stage results) of a commit or a write-ahead.
+async fn insert_memos(tx: &mut PgConnection, m: &MemoColumns) -> Result<(), sqlx::Error> {
+    if m.source.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, vectors, stored_at)
+         SELECT u.source, u.id, u.stage, u.fingerprint, u.content_hash, u.value::jsonb, u.vectors, now()
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
+              AS u(source, id, stage, fingerprint, content_hash, value, vectors)
+         ON CONFLICT (source, id, stage) DO UPDATE SET
+             fingerprint = EXCLUDED.fingerprint, content_hash = EXCLUDED.content_hash,
+             value = EXCLUDED.value, vectors = EXCLUDED.vectors, stored_at = EXCLUDED.stored_at",
+    )
+    .bind(&m.source)
+    .bind(&m.id)
+    .bind(&m.stage)
+    .bind(&m.fingerprint)
+    .bind(&m.content_hash)
+    .bind(&m.value)
+    .bind(&m.vectors)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
+
+/// Stores results ahead of their batch, with the run's ledger, in one short transaction.
+pub(super) async fn write_ahead(db: &Db, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+    let what = format!("storing {} results of run {run} ahead of their batch", memos.len());
+    let batch = CommitBatch { memos: memos.to_vec(), ..CommitBatch::default() };
+    let rows = encode_batch(&batch, false).map_err(|e| db.contract(format!("{what}: {e}")))?;
+    let cost = serde_json::json!({ "cost": cost });
+    let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
+    insert_memos(&mut tx, &rows.memos).await.map_err(db.sql(&what))?;
+    // A run not committed yet gets a checkpoint of its phase with just the ledger.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1",
+        raised_cost("coalesce(checkpoint, jsonb_build_object('phase', phase))", "$2::jsonb")
+    )))
+    .bind(run)
+    .bind(Json(&cost))
+    .execute(&mut *tx)
+    .await
+    .map_err(db.sql(&what))?;
+    tx.commit().await.map_err(db.sql(&what))
+}
+
+/// The fields of [`CostLedger`].
+const COST_FIELDS: [&str; 5] = ["llm_calls", "embedding_calls", "tokens_in", "tokens_out", "embedding_tokens"];
+
+/// `base` (an SQL expression: a checkpoint's JSON) with its `cost` raised,
+/// field by field, to at least `other`'s (JSON with a `cost` too): the
+/// ledger is two writers' snapshots of one growing count (batch commits and
+/// the write-ahead), and whichever lands last must not lower it.
+fn raised_cost(base: &str, other: &str) -> String {
+    let fields: Vec<String> = COST_FIELDS
+        .iter()
+        .map(|f| {
+            format!(
+                "'{f}', greatest(coalesce(({base}->'cost'->>'{f}')::int8, 0), \
+                 coalesce(({other}->'cost'->>'{f}')::int8, 0))"
+            )
+        })
+        .collect();
+    format!("jsonb_set({base}, '{{cost}}', jsonb_build_object({}))", fields.join(", "))
 }
 
 /// A checkpoint as the commit writes it.

@@ -10,6 +10,8 @@ use serde::Serialize;
 use sluice_core::Document;
 use sluice_core::store::{CommitBatch, Failure};
 
+use crate::store::memo_vectors::split_vectors;
+
 fn json_text(value: &impl Serialize, what: &str) -> Result<String, String> {
     serde_json::to_string(value).map_err(|e| format!("cannot encode {what} as JSON: {e}"))
 }
@@ -99,6 +101,8 @@ pub(super) struct MemoColumns {
     pub(super) fingerprint: Vec<String>,
     pub(super) content_hash: Vec<String>,
     pub(super) value: Vec<String>,
+    /// The value's vectors, as little-endian f32s (see `store::memo_vectors`).
+    pub(super) vectors: Vec<Option<Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -181,7 +185,8 @@ pub(super) fn encode_batch(batch: &CommitBatch, vector: bool) -> Result<EncodedB
     for key in memo_order {
         let Some(&i) = memo_last.get(&key) else { continue };
         let memo = &batch.memos[i];
-        let value = json_text(&memo.value, "a stage result")?;
+        let (value, vectors) = split_vectors(&memo.value);
+        let value = json_text(&value, "a stage result")?;
         let name = || format!("the {} result of document ({}, {})", memo.stage, memo.source, memo.id);
         no_nul(&value.replace("\\u0000", "\0"), name)?;
         for text in [&memo.source, &memo.id, &memo.stage, &memo.fingerprint, &memo.content_hash] {
@@ -193,6 +198,7 @@ pub(super) fn encode_batch(batch: &CommitBatch, vector: bool) -> Result<EncodedB
         m.fingerprint.push(memo.fingerprint.clone());
         m.content_hash.push(memo.content_hash.clone());
         m.value.push(value);
+        m.vectors.push(vectors);
     }
 
     // One UPDATE touches a row once (with one of its matches): keep the last update of a document.

@@ -78,9 +78,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_core::store::{
-    ActiveRunGuard, CommitBatch, FailureRow, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
+    ActiveRunGuard, CommitBatch, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, Document, HighWaterMark, StoreError};
+use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, StoreError};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::OnceCell;
 
@@ -272,6 +272,11 @@ impl Store for PostgresStore {
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let setup = self.ready().await?;
         commit::commit(self.db(), setup, &self.inner.uncertain, run, batch, checkpoint, None).await
+    }
+
+    async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+        self.ready().await?;
+        commit::write_ahead(self.db(), run, memos, cost).await
     }
 
     async fn memo_lookup(

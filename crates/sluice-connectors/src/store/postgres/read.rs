@@ -10,6 +10,7 @@ use sqlx::postgres::PgRow;
 
 use super::pool::Db;
 use super::sql::{FAILURES, GET_DOCUMENT, SCAN_DOCUMENTS_AFTER, SCAN_DOCUMENTS_FIRST};
+use crate::store::memo_vectors::join_vectors;
 use crate::store::{RowFacts, StoredDocument};
 
 pub(super) async fn count(db: &Db, sql: &'static str, what: &str) -> Result<u64, StoreError> {
@@ -109,8 +110,8 @@ pub(super) async fn memo_lookup(
     let sources: Vec<&str> = keys.iter().map(|k| k.source.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
     let hashes: Vec<&str> = keys.iter().map(|k| k.content_hash.as_str()).collect();
-    let values: Vec<Option<Value>> = sqlx::query_scalar(
-        "SELECT r.value
+    let rows: Vec<(Option<Value>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT r.value, r.vectors
      FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(source, id, content_hash, ord)
      LEFT JOIN stage_results r
             ON r.source = k.source AND r.id = k.id AND r.stage = $4
@@ -125,7 +126,8 @@ pub(super) async fn memo_lookup(
     .fetch_all(db.pool())
     .await
     .map_err(db.sql("reading stored stage results"))?;
-    Ok(values)
+    // A value whose vectors do not fit its blob is a miss: the stage simply runs again.
+    Ok(rows.into_iter().map(|(value, vectors)| join_vectors(value?, vectors.as_deref())).collect())
 }
 
 pub(super) async fn scan_documents(

@@ -10,14 +10,19 @@ use sqlx::postgres::PgConnection;
 
 use super::errors::{error_text, is_transient};
 use super::pool::Db;
+use crate::store::memo_vectors::split_vectors;
 
 /// The numbered migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_stage_results.sql")),
     (3, include_str!("../../../migrations/postgres/0003_phases.sql")),
+    (4, include_str!("../../../migrations/postgres/0004_memo_vectors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_distributed.sql")),
 ];
+
+/// The migration whose code part moves memo vectors out of the JSON.
+const MEMO_VECTORS: i64 = 4;
 
 /// First key of the transaction-level advisory lock serializing schema changes ("slum").
 const SCHEMA_LOCK_CLASS: i32 = 0x736c_756d;
@@ -98,6 +103,9 @@ pub(super) async fn set_up(db: &Db) -> Result<Setup, StoreError> {
             .execute(&mut *tx)
             .await
             .map_err(db.sql(what))?;
+        if *version == MEMO_VECTORS {
+            move_memo_vectors(&mut tx).await.map_err(db.sql("applying migration 0004 (moving memo vectors)"))?;
+        }
         tracing::debug!(version, "applied PostgreSQL migration");
     }
 
@@ -238,4 +246,35 @@ async fn column_type_mod(tx: &mut PgConnection, table: &str) -> Result<(String, 
     .bind(table)
     .fetch_one(tx)
     .await
+}
+
+/// The code part of migration 0004: the vectors of rows written before it
+/// move from their JSON to the `vectors` bytea, as little-endian f32s.
+async fn move_memo_vectors(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT source, id, stage, value FROM stage_results
+         WHERE vectors IS NULL AND value::text LIKE '%\"embedding\": [%'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut moved = 0usize;
+    for (source, id, stage, value) in rows {
+        let (json, blob) = split_vectors(&value);
+        if blob.is_none() {
+            continue;
+        }
+        sqlx::query("UPDATE stage_results SET value = $4, vectors = $5 WHERE source = $1 AND id = $2 AND stage = $3")
+            .bind(&source)
+            .bind(&id)
+            .bind(&stage)
+            .bind(sqlx::types::Json(&json))
+            .bind(blob)
+            .execute(&mut *tx)
+            .await?;
+        moved += 1;
+    }
+    if moved > 0 {
+        tracing::info!(rows = moved, "PostgreSQL migration 0004: stage result vectors moved to binary");
+    }
+    Ok(())
 }

@@ -5,10 +5,11 @@
 
 use rusqlite::{Connection, params};
 use sluice_core::StoreError;
-use sluice_core::store::{CommitBatch, Failure, RunId};
+use sluice_core::store::{CommitBatch, Failure, MemoEntry, RunId};
 
 use super::errors::{json, to_i64};
 use crate::store::embedding_to_bytes;
+use crate::store::memo_vectors::split_vectors;
 
 /// A document as bound to the upsert.
 pub(super) struct DocRow {
@@ -112,24 +113,62 @@ pub(super) fn upsert_results(
     Ok(())
 }
 
-/// (source, id, stage, fingerprint, content_hash, value as JSON)
-pub(super) type MemoRow = (String, String, String, String, String, String);
+/// (source, id, stage, fingerprint, content_hash, value as JSON, its vectors as a blob)
+pub(super) type MemoRow = (String, String, String, String, String, String, Option<Vec<u8>>);
+
+pub(super) fn encode_memos(memos: &[MemoEntry]) -> Result<Vec<MemoRow>, StoreError> {
+    memos
+        .iter()
+        .map(|m| {
+            let (value, vectors) = split_vectors(&m.value);
+            Ok((
+                m.source.clone(),
+                m.id.clone(),
+                m.stage.clone(),
+                m.fingerprint.clone(),
+                m.content_hash.clone(),
+                json(&value, "a stage result")?,
+                vectors,
+            ))
+        })
+        .collect()
+}
 
 pub(super) fn upsert_memos(conn: &Connection, memos: &[MemoRow], now: &str) -> rusqlite::Result<()> {
     if memos.is_empty() {
         return Ok(());
     }
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, stored_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO stage_results (source, id, stage, fingerprint, content_hash, value, vectors, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (source, id, stage) DO UPDATE SET
              fingerprint = excluded.fingerprint, content_hash = excluded.content_hash,
-             value = excluded.value, stored_at = excluded.stored_at",
+             value = excluded.value, vectors = excluded.vectors, stored_at = excluded.stored_at",
     )?;
-    for (source, id, stage, fingerprint, content_hash, value) in memos {
-        stmt.execute(params![source, id, stage, fingerprint, content_hash, value, now])?;
+    for (source, id, stage, fingerprint, content_hash, value, vectors) in memos {
+        stmt.execute(params![source, id, stage, fingerprint, content_hash, value, vectors, now])?;
     }
     Ok(())
+}
+
+/// The fields of [`sluice_core::CostLedger`].
+const COST_FIELDS: [&str; 5] = ["llm_calls", "embedding_calls", "tokens_in", "tokens_out", "embedding_tokens"];
+
+/// `base` (an SQL expression: a checkpoint's JSON) with its `cost` raised,
+/// field by field, to at least `other`'s (JSON with a `cost` too): the
+/// ledger is two writers' snapshots of one growing count (batch commits and
+/// the write-ahead), and whichever lands last must not lower it.
+pub(super) fn raised_cost(base: &str, other: &str) -> String {
+    let fields: Vec<String> = COST_FIELDS
+        .iter()
+        .map(|f| {
+            format!(
+                "'{f}', max(coalesce(json_extract({base}, '$.cost.{f}'), 0), \
+                 coalesce(json_extract({other}, '$.cost.{f}'), 0))"
+            )
+        })
+        .collect();
+    format!("json_set({base}, '$.cost', json_object({}))", fields.join(", "))
 }
 
 pub(super) fn insert_failures(conn: &Connection, run: RunId, failures: &[Failure], now: &str) -> rusqlite::Result<()> {

@@ -25,12 +25,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_core::store::{
-    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
+    ActiveRunGuard, CommitBatch, Failure, FailureRow, MemoEntry, MemoKey, NewRun, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Chunk, Document, HighWaterMark, PhaseResult, StoreError};
+use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
-    apply_updates, encode_batch, encode_updates, insert_failures, upsert_memos, upsert_results, write_batch,
+    apply_updates, encode_batch, encode_memos, encode_updates, insert_failures, raised_cost, upsert_memos,
+    upsert_results, write_batch,
 };
 use self::errors::{classify_setup, json, open_hint, sql};
 use self::lock::open_lock_file;
@@ -42,6 +43,7 @@ use super::{
     database_error, decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
 };
 use crate::ConfigError;
+use crate::store::memo_vectors::join_vectors;
 
 pub use self::lock::SqliteRunLock;
 
@@ -410,20 +412,7 @@ impl Store for SqliteStore {
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let docs = encode_batch(batch)?;
         let failures = batch.failures.clone();
-        let memos = batch
-            .memos
-            .iter()
-            .map(|m| {
-                Ok((
-                    m.source.clone(),
-                    m.id.clone(),
-                    m.stage.clone(),
-                    m.fingerprint.clone(),
-                    m.content_hash.clone(),
-                    json(&m.value, "a stage result")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let memos = encode_memos(&batch.memos)?;
         let updates = encode_updates(batch)?;
         let results = batch
             .results
@@ -439,9 +428,10 @@ impl Store for SqliteStore {
             let now = now_rfc3339();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
             let updated = tx
-                .prepare_cached(
-                    "UPDATE pipeline_runs SET checkpoint = ?2, counts = ?3, phase = ?4, updated_at = ?5 WHERE id = ?1",
-                )
+                .prepare_cached(&format!(
+                    "UPDATE pipeline_runs SET checkpoint = {}, counts = ?3, phase = ?4, updated_at = ?5 WHERE id = ?1",
+                    raised_cost("?2", "checkpoint")
+                ))
                 .and_then(|mut s| s.execute(params![run, checkpoint_json, counts_json, phase, now]))
                 .map_err(sql(what()))?;
             if updated == 0 {
@@ -452,6 +442,26 @@ impl Store for SqliteStore {
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
             apply_updates(&tx, &updates).map_err(sql(what()))?;
             upsert_results(&tx, run, &results, &now).map_err(sql(what()))?;
+            tx.commit().map_err(sql(what()))
+        })
+        .await
+    }
+
+    async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+        let memos = encode_memos(memos)?;
+        let cost = json(&serde_json::json!({ "cost": cost }), "the cost ledger")?;
+        self.call(move |conn| {
+            let what = || format!("storing {} results of run {run} ahead of their batch", memos.len());
+            let now = now_rfc3339();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
+            upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
+            // A run not committed yet gets a checkpoint of its phase with just the ledger.
+            tx.prepare_cached(&format!(
+                "UPDATE pipeline_runs SET checkpoint = {} WHERE id = ?1",
+                raised_cost("coalesce(checkpoint, json_object('phase', phase))", "?2")
+            ))
+            .and_then(|mut s| s.execute(params![run, cost]))
+            .map_err(sql(what()))?;
             tx.commit().map_err(sql(what()))
         })
         .await
@@ -469,18 +479,21 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT value FROM stage_results
+                    "SELECT value, vectors FROM stage_results
                      WHERE source = ?1 AND id = ?2 AND stage = ?3 AND fingerprint = ?4 AND content_hash = ?5",
                 )
                 .map_err(sql("reading stored stage results"))?;
             keys.iter()
                 .map(|k| {
-                    let raw: Option<String> = stmt
-                        .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| r.get(0))
+                    let raw: Option<(String, Option<Vec<u8>>)> = stmt
+                        .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .optional()
                         .map_err(sql("reading stored stage results"))?;
                     // An unreadable value is a miss: the stage simply runs again.
-                    Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+                    Ok(raw
+                        .and_then(|(raw, vectors)| join_vectors(serde_json::from_str(&raw).ok()?, vectors.as_deref())))
                 })
                 .collect()
         })

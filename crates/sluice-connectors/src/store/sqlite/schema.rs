@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use crate::store::memo_vectors::split_vectors;
 use crate::store::now_rfc3339;
 
 /// The numbered migrations, applied in order, each once.
@@ -12,7 +13,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_stage_results.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_phases.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_memo_vectors.sql")),
 ];
+
+/// The migration whose code part moves memo vectors out of the JSON.
+const MEMO_VECTORS: i64 = 4;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache, in KiB (a negative `cache_size` is KiB).
@@ -63,7 +68,34 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![version, now_rfc3339()],
         )?;
+        if *version == MEMO_VECTORS {
+            move_memo_vectors(&tx)?;
+        }
         tracing::debug!(version, "applied SQLite migration");
     }
     tx.commit()
+}
+
+/// The code part of migration 0004: the vectors of rows written before it
+/// move from their JSON to the `vectors` blob (SQL cannot write f32 bytes).
+fn move_memo_vectors(tx: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, String)> = tx
+        .prepare("SELECT rowid, value FROM stage_results WHERE vectors IS NULL AND value LIKE '%\"embedding\":[%'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = tx.prepare("UPDATE stage_results SET value = ?2, vectors = ?3 WHERE rowid = ?1")?;
+    let mut moved = 0usize;
+    for (rowid, raw) in rows {
+        // An unreadable value stays as it is: its lookups miss, as they did before.
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&raw) else { continue };
+        let (json, blob) = split_vectors(&value);
+        if blob.is_some() {
+            update.execute(params![rowid, json.to_string(), blob])?;
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tracing::info!(rows = moved, "SQLite migration 0004: stage result vectors moved to binary");
+    }
+    Ok(())
 }
