@@ -466,6 +466,17 @@ async fn the_read_only_pages_are_rendered_by_the_server() {
         client.get(format!("{base}/api/pipeline/1/failures")).send().await.unwrap().json().await.unwrap();
     assert_eq!(failures["total"], 0, "{failures}");
 
+    let doc: Value = client.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for path in [
+        "/api/pipeline/{run_id}/failures",
+        "/api/pipeline/{run_id}/failures/retry",
+        "/api/pipeline/{run_id}/results",
+        "/api/documents/search",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert!(doc["paths"]["/api/pipeline/{run_id}/failures/retry"]["post"]["responses"].get("401").is_some());
+
     // Bad input gets a clear 4xx, never a 5xx.
     for (path, want) in [
         ("/runs/0", 400),

@@ -13,6 +13,7 @@ mod metrics;
 mod rejection;
 mod request;
 mod results;
+mod results_doc;
 mod resume;
 mod retry;
 mod state;

@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_connectors::PipelineFile;
 use sluice_core::{Document, FailureRow, RunId, Store};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::state::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -90,15 +91,22 @@ impl FailureFilter {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FailuresResponse {
     pub run_id: RunId,
     /// All failures of the run, before the filter.
     pub total: usize,
+    /// The rows `sluice failures --json` prints.
+    #[schema(value_type = Vec<Object>)]
     pub failures: Vec<FailureRow>,
 }
 
 /// The run's dead-letter queue, filtered by `error_type`, `stage`, `q` (text) and `unresolved`.
+#[utoipa::path(get, path = "/api/pipeline/{run_id}/failures",
+    params(("run_id" = i64, Path), ("error_type" = Option<String>, Query), ("stage" = Option<String>, Query),
+           ("q" = Option<String>, Query), ("unresolved" = Option<bool>, Query)),
+    responses((status = 200, body = FailuresResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn failures(
     State(state): Shared,
     Path(raw): Path<String>,
@@ -117,13 +125,14 @@ async fn existing_run(store: &dyn Store, id: RunId) -> Result<sluice_core::RunIn
 }
 
 /// A stored document as the dashboard shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct DocumentView {
     pub source: String,
     pub id: String,
     pub title: String,
     pub snippet: String,
     pub category: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub facets: Option<Value>,
     pub theme: Option<String>,
 }
@@ -169,10 +178,12 @@ impl DocumentView {
 }
 
 /// A theme or a story, with its conversations when asked for.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ResultGroup {
     pub kind: String,
     pub key: String,
+    /// What the phase wrote: a theme's `label`, `terms`, `size`, `document_ids`; a story's `title`, `summary`, ...
+    #[schema(value_type = Object)]
     pub value: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversations: Option<Vec<DocumentView>>,
@@ -197,7 +208,7 @@ impl ResultGroup {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ResultsResponse {
     pub run_id: RunId,
     pub themes: Vec<ResultGroup>,
@@ -205,6 +216,9 @@ pub struct ResultsResponse {
 }
 
 /// A run's themes and stories; `key=theme-000` adds that one's conversations.
+#[utoipa::path(get, path = "/api/pipeline/{run_id}/results", params(("run_id" = i64, Path), ("key" = Option<String>, Query)),
+    responses((status = 200, body = ResultsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn results(
     State(state): Shared,
     Path(raw): Path<String>,
@@ -283,7 +297,7 @@ pub async fn scan(
     Ok((found, false))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SearchResponse {
     pub query: String,
     pub source: String,
@@ -294,6 +308,10 @@ pub struct SearchResponse {
 
 /// Stored documents whose text or title contains `q` (case-insensitive), of the
 /// source the server's pipeline reads (`source` names another); `limit` 1-200.
+#[utoipa::path(get, path = "/api/documents/search",
+    params(("q" = String, Query), ("limit" = Option<u32>, Query), ("source" = Option<String>, Query)),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
 pub async fn search(
     State(state): Shared,
     Query(query): Query<HashMap<String, String>>,

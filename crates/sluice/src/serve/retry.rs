@@ -13,14 +13,15 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{RunId, Start};
+use utoipa::ToSchema;
 
 use super::access::check_token;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::results::run_id;
 use super::state::{AppState, busy};
 use crate::commands::failures::{RecordsSource, retryable_record};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RetryResponse {
     pub run_id: RunId,
     /// The run that retried the records; `None` when there was nothing to retry.
@@ -32,6 +33,11 @@ pub struct RetryResponse {
     pub message: String,
 }
 
+/// Retry the run's unresolved failures that kept their record, as a new run; answers when it ends.
+#[utoipa::path(post, path = "/api/pipeline/{run_id}/failures/retry", params(("run_id" = i64, Path)),
+    responses((status = 200, body = RetryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 500, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
 pub async fn retry(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
