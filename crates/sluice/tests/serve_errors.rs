@@ -24,6 +24,10 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/metrics", "/metrics"),
     ("get", "/healthz", "/healthz"),
     ("get", "/openapi.json", "/openapi.json"),
+    ("get", "/api/pipeline/{run_id}/failures", "/api/pipeline/4242/failures"),
+    ("post", "/api/pipeline/{run_id}/failures/retry", "/api/pipeline/4242/failures/retry"),
+    ("get", "/api/pipeline/{run_id}/results", "/api/pipeline/4242/results"),
+    ("get", "/api/documents/search", "/api/documents/search"),
 ];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];

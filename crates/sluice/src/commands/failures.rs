@@ -91,7 +91,7 @@ async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, Cl
     Ok(if summary.status == RunStatus::Completed { code::OK } else { code::FAILED })
 }
 
-fn retryable_record(row: &FailureRow) -> Option<Record> {
+pub(crate) fn retryable_record(row: &FailureRow) -> Option<Record> {
     if !row.failure.has_record {
         return None;
     }
@@ -99,9 +99,9 @@ fn retryable_record(row: &FailureRow) -> Option<Record> {
 }
 
 /// A source over records held in memory (the failures being retried).
-struct RecordsSource {
-    name: String,
-    records: Arc<Vec<Record>>,
+pub(crate) struct RecordsSource {
+    pub(crate) name: String,
+    pub(crate) records: Arc<Vec<Record>>,
 }
 
 const PAGE: usize = 100;

@@ -248,7 +248,7 @@ pub struct ApiDoc;
 /// The OpenAPI document, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This OpenAPI document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(ApiDoc::openapi().merge_from(super::results_doc::ResultsApi::openapi()))
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -3,6 +3,7 @@
 
 mod access;
 mod api_doc;
+mod dashboard;
 mod dates;
 mod error;
 mod handlers;
@@ -12,8 +13,12 @@ mod listener;
 mod metrics;
 mod rejection;
 mod request;
+mod results;
+mod results_doc;
 mod resume;
 mod schedule;
+
+mod retry;
 mod state;
 
 use std::net::SocketAddr;
@@ -57,6 +62,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/openapi.json", get(handlers::openapi))
+        .merge(results::routes())
+        .route("/api/pipeline/{run_id}/failures/retry", post(retry::retry))
+        .merge(dashboard::routes())
         .fallback(handlers::not_found)
         .with_state(state)
 }
