@@ -154,6 +154,9 @@ struct OpenAiArgs {
     /// retry-after of injected 429s, seconds.
     #[arg(long, default_value_t = 1)]
     retry_after_secs: u64,
+    /// Embeddings: the model's context in tokens; a request with a longer input gets 400.
+    #[arg(long, default_value_t = sluice_testkit::openai::EMBEDDING_CONTEXT_TOKENS)]
+    max_input_tokens: u64,
     /// Endpoints the faults apply to.
     #[arg(long, value_enum, default_value_t = OpenAiTargetArg::All)]
     fault_endpoints: OpenAiTargetArg,
@@ -248,6 +251,8 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 malformed_every: a.faults.malformed_every,
                 script: Vec::new(),
                 retry_after_secs: a.retry_after_secs,
+                max_input_tokens: a.max_input_tokens,
+                refuse_inputs_containing: Vec::new(),
             };
             let config = OpenAiConfig {
                 key: a.key,
