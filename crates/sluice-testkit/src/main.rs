@@ -123,6 +123,9 @@ struct IntercomArgs {
     /// Also send Retry-After with 429s.
     #[arg(long)]
     retry_after: bool,
+    /// Refused cursors get 400 parameter_invalid "Invalid request" instead of client_error.
+    #[arg(long)]
+    generic_cursor_errors: bool,
     /// Endpoints the faults apply to.
     #[arg(long, value_enum, default_value_t = IntercomTargetArg::All)]
     fault_endpoints: IntercomTargetArg,
@@ -199,6 +202,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 script: Vec::new(),
                 cursor_ttl_secs: a.cursor_ttl_secs,
                 retry_after: a.retry_after,
+                generic_cursor_errors: a.generic_cursor_errors,
             };
             let config = IntercomConfig {
                 dataset: DatasetSpec {
