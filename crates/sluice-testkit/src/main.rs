@@ -126,6 +126,9 @@ struct IntercomArgs {
     /// Read `>`/`<` on timestamps as "greater/less (or equal) than".
     #[arg(long)]
     inclusive_comparisons: bool,
+    /// Refused cursors get 400 parameter_invalid "Invalid request" instead of client_error.
+    #[arg(long)]
+    generic_cursor_errors: bool,
     /// Endpoints the faults apply to.
     #[arg(long, value_enum, default_value_t = IntercomTargetArg::All)]
     fault_endpoints: IntercomTargetArg,
@@ -157,6 +160,9 @@ struct OpenAiArgs {
     /// retry-after of injected 429s, seconds.
     #[arg(long, default_value_t = 1)]
     retry_after_secs: u64,
+    /// Embeddings: the model's context in tokens; a request with a longer input gets 400.
+    #[arg(long, default_value_t = sluice_testkit::openai::EMBEDDING_CONTEXT_TOKENS)]
+    max_input_tokens: u64,
     /// Endpoints the faults apply to.
     #[arg(long, value_enum, default_value_t = OpenAiTargetArg::All)]
     fault_endpoints: OpenAiTargetArg,
@@ -200,6 +206,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 cursor_ttl_secs: a.cursor_ttl_secs,
                 retry_after: a.retry_after,
                 inclusive_comparisons: a.inclusive_comparisons,
+                generic_cursor_errors: a.generic_cursor_errors,
             };
             let config = IntercomConfig {
                 dataset: DatasetSpec {
@@ -252,6 +259,8 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 malformed_every: a.faults.malformed_every,
                 script: Vec::new(),
                 retry_after_secs: a.retry_after_secs,
+                max_input_tokens: a.max_input_tokens,
+                refuse_inputs_containing: Vec::new(),
             };
             let config = OpenAiConfig {
                 key: a.key,

@@ -46,4 +46,13 @@ pub trait Embedder: Send + Sync {
     fn is_paid(&self) -> bool {
         false
     }
+
+    /// Whether a call that failed with `error` may pass in parts: the
+    /// provider refused the call for some of its texts (one too long, or
+    /// unacceptable). The embed stage then splits the call in halves, down to
+    /// single texts, so that only the refused texts fail.
+    fn splits_on(&self, error: &StageError) -> bool {
+        let _ = error;
+        false
+    }
 }

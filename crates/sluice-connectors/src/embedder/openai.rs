@@ -7,7 +7,15 @@
 //! fails the batch with `error_type` [`crate::remote::openai::UNAUTHORIZED`]. Every answered call is
 //! recorded in the cost ledger with the `usage` tokens reported. Empty texts
 //! get the zero vector without being sent (the API refuses them).
+//!
+//! Each input is cut to `max_input_tokens` tokens before it is sent, counted
+//! with cl100k_base as OpenAI's embedding models count them (the model's
+//! context by default for OpenAI's models, see [`model_context`]), so that one
+//! long text does not make the API refuse the whole call. A call the API still
+//! refuses for one of its inputs (a 400) is split by the embed stage
+//! ([`Embedder::splits_on`]).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +25,42 @@ use sluice_core::{RetryPolicy, Verdict, with_retries};
 
 use super::Embedder;
 use crate::ConfigError;
-use crate::remote::openai::{ApiError, OpenAiApi};
+use crate::remote::openai::{ApiError, OpenAiApi, is_refused_request};
+
+/// The context, in tokens, of OpenAI's embedding models (all count with
+/// cl100k_base); `None` for a model this build does not know.
+pub fn model_context(model: &str) -> Option<usize> {
+    match model {
+        "text-embedding-3-small" | "text-embedding-3-large" | "text-embedding-ada-002" => Some(8191),
+        _ => None,
+    }
+}
+
+/// `text` cut to at most `max` tokens (cl100k_base), at a character boundary,
+/// with its length in tokens before the cut when it was cut.
+pub fn cut_to_tokens(text: &str, max: usize) -> (Cow<'_, str>, Option<usize>) {
+    // A token is at least one byte: a short text needs no tokenizing.
+    if text.len() <= max {
+        return (Cow::Borrowed(text), None);
+    }
+    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let tokens = bpe.encode_ordinary(text);
+    if tokens.len() <= max {
+        return (Cow::Borrowed(text), None);
+    }
+    let mut keep = max;
+    loop {
+        // The tokens decode to the text's own bytes, so their length is where to cut.
+        let bytes = bpe.decode_bytes(&tokens[..keep]).map_or(0, |b| b.len());
+        let cut = &text[..text.floor_char_boundary(bytes)];
+        // A prefix almost always takes the same tokens; if not, cut a little more.
+        let counted = bpe.encode_ordinary(cut).len();
+        if counted <= max || keep == 0 {
+            return (Cow::Owned(cut.to_string()), Some(tokens.len()));
+        }
+        keep = keep.saturating_sub(counted - max);
+    }
+}
 
 /// An OpenAI-compatible embeddings model.
 #[derive(Clone, Debug)]
@@ -27,6 +70,8 @@ pub struct OpenAiEmbedder {
     dimensions: usize,
     send_dimensions: bool,
     retry: RetryPolicy,
+    /// Inputs are cut to this many tokens; `None`: sent whole.
+    max_input_tokens: Option<usize>,
 }
 
 impl OpenAiEmbedder {
@@ -50,7 +95,29 @@ impl OpenAiEmbedder {
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
         };
-        Ok(Self { api, model, dimensions, send_dimensions, retry })
+        let max_input_tokens = model_context(&model);
+        Ok(Self { api, model, dimensions, send_dimensions, retry, max_input_tokens })
+    }
+
+    /// The same embedder cutting inputs to `max` tokens (`Some(0)`: never
+    /// cut; `None`: the model's context, see [`model_context`]).
+    pub fn with_max_input_tokens(mut self, max: Option<usize>) -> Self {
+        self.max_input_tokens = match max {
+            Some(0) => None,
+            Some(max) => Some(max),
+            None => model_context(&self.model),
+        };
+        self
+    }
+
+    /// The input as sent: cut to `max_input_tokens`.
+    fn fit<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Some(max) = self.max_input_tokens else { return Cow::Borrowed(text) };
+        let (fitted, cut_from) = cut_to_tokens(text, max);
+        if let Some(tokens) = cut_from {
+            tracing::debug!(model = %self.model, tokens, max, "embedding input cut to the model's context");
+        }
+        fitted
     }
 
     fn request(&self, texts: &[String]) -> Value {
@@ -107,7 +174,14 @@ impl Embedder for OpenAiEmbedder {
     }
 
     fn fingerprint(&self) -> String {
-        format!("openai:{}:{}:{}", self.api.base_url(), self.model, self.dimensions)
+        let base = format!("openai:{}:{}:{}", self.api.base_url(), self.model, self.dimensions);
+        // Cutting at the model's own context changes no vector the API would
+        // give (it refuses longer inputs): remembered vectors stay valid. A
+        // shorter cut, or one for a model of unknown context, makes others.
+        match self.max_input_tokens {
+            Some(max) if model_context(&self.model).is_none_or(|context| max < context) => format!("{base}:cut{max}"),
+            _ => base,
+        }
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
@@ -120,7 +194,7 @@ impl Embedder for OpenAiEmbedder {
         if sent.is_empty() {
             return Ok(vectors);
         }
-        let inputs: Vec<String> = sent.iter().map(|(_, t)| (*t).clone()).collect();
+        let inputs: Vec<String> = sent.iter().map(|(_, t)| self.fit(t).into_owned()).collect();
         let body = self.request(&inputs);
         let answer = with_retries(
             &self.retry,
@@ -149,5 +223,43 @@ impl Embedder for OpenAiEmbedder {
 
     fn is_paid(&self) -> bool {
         true
+    }
+
+    /// A 4xx other than the key's, the URL's or the rate limiter's: the API
+    /// refused this request (an input too long, or unacceptable), so a part
+    /// of its inputs may pass.
+    fn splits_on(&self, error: &StageError) -> bool {
+        is_refused_request(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(text: &str) -> usize {
+        tiktoken_rs::cl100k_base_singleton().encode_ordinary(text).len()
+    }
+
+    #[test]
+    fn a_long_text_is_cut_to_a_prefix_of_at_most_max_tokens() {
+        let text: String = (0..5_000).map(|w| format!("wörd{w} ünïcode ")).collect();
+        let before = tokens(&text);
+        assert!(before > 1000);
+        let (cut, from) = cut_to_tokens(&text, 1000);
+        assert_eq!(from, Some(before));
+        assert!(tokens(&cut) <= 1000 && tokens(&cut) > 990, "{}", tokens(&cut));
+        assert!(text.starts_with(cut.as_ref()));
+    }
+
+    #[test]
+    fn a_text_within_the_limit_is_sent_whole() {
+        let (cut, from) = cut_to_tokens("short text", 3);
+        assert!(matches!(cut, Cow::Borrowed("short text")) && from.is_none());
+        let long = "a ".repeat(100);
+        let (cut, from) = cut_to_tokens(&long, 150);
+        assert!(matches!(cut, Cow::Borrowed(_)) && from.is_none(), "100 tokens in 200 bytes");
+        assert_eq!(model_context("text-embedding-3-small"), Some(8191));
+        assert_eq!(model_context("nomic-embed-text"), None);
     }
 }

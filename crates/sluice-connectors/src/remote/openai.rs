@@ -215,6 +215,14 @@ pub(crate) fn map_error(url: &str, status: StatusCode, headers: &HeaderMap, body
     }
 }
 
+/// Whether `error` is an [`ApiError::Request`] made a stage error: the API
+/// refused that request as such (HTTP 4xx other than 401, 403, 404, 408,
+/// 409 and 429), so a request with other inputs may pass.
+pub fn is_refused_request(error: &StageError) -> bool {
+    let code = error.error_type.strip_prefix("http_").and_then(|c| c.parse::<u16>().ok());
+    !error.retryable && code.is_some_and(|c| (400..500).contains(&c) && c != 404)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +255,17 @@ mod tests {
             assert!(matches!(map(code, ""), ApiError::Retryable { .. }), "{code}");
         }
         assert!(matches!(map(400, r#"{"error":{"message":"too long"}}"#), ApiError::Request(_)));
+    }
+
+    #[test]
+    fn only_refused_requests_count_as_refused() {
+        let refused = |code: u16| is_refused_request(&map(code, r#"{"error":{"message":"no"}}"#).into_stage_error());
+        for code in [400, 413, 422] {
+            assert!(refused(code), "{code}");
+        }
+        for code in [401, 403, 404, 408, 409, 429, 500, 503] {
+            assert!(!refused(code), "{code}");
+        }
+        assert!(!is_refused_request(&StageError::permanent("embedding", "no data array")));
     }
 }

@@ -94,6 +94,13 @@ pub struct EmbedConfig {
     /// model's own size).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub send_dimensions: bool,
+    /// `openai`: each input is cut to this many tokens before it is sent
+    /// (counted with cl100k_base, as OpenAI's embedding models count), so
+    /// that no input is over the model's context. Default: 8191 for
+    /// text-embedding-3-small/-large and text-embedding-ada-002, no cut for
+    /// other models; 0 never cuts. An input the API still refuses fails alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<usize>,
 }
 
 impl Default for EmbedConfig {
@@ -107,13 +114,16 @@ impl Default for EmbedConfig {
             model: default_model(),
             endpoint: OpenAiEndpoint::default(),
             send_dimensions: true,
+            max_input_tokens: None,
         }
     }
 }
 
 /// Sets `chunk.embedding` on every chunk, and `doc.embedding` on documents
 /// without chunks (from the whole text; not for an empty text). A failed call
-/// fails the documents whose texts were in it, with the embedder's error.
+/// fails the documents whose texts were in it, with the embedder's error; a
+/// call the provider refused for some of its texts ([`Embedder::splits_on`])
+/// is split in halves until only the documents of the refused texts fail.
 /// At most `concurrency` calls are in flight at once, over every batch (and
 /// worker) the stage serves: the permits are shared, clones included.
 #[derive(Clone)]
@@ -189,6 +199,27 @@ impl EmbedStage {
         }
         Ok(vectors)
     }
+
+    /// One call, or, when the provider refuses it for some of its texts, its
+    /// halves, theirs, and so on down to single texts: one refused text costs
+    /// only itself (and about log2(batch_size) more calls).
+    async fn call_or_split(&self, ctx: &Context, call: Vec<Target>, texts: Vec<String>) -> Vec<Called> {
+        let mut todo = vec![(call, texts)];
+        let mut done = Vec::new();
+        while let Some((mut call, mut texts)) = todo.pop() {
+            match self.call(ctx, &texts).await {
+                Err(error) if texts.len() > 1 && self.embedder.splits_on(&error) => {
+                    tracing::debug!(texts = texts.len(), error = %error, "embedding call refused; splitting it");
+                    let half = texts.len() / 2;
+                    // The first half is tried first (the stack's top).
+                    todo.push((call.split_off(half), texts.split_off(half)));
+                    todo.push((call, texts));
+                }
+                result => done.push((call, result)),
+            }
+        }
+        done
+    }
 }
 
 impl EmbedStage {
@@ -208,18 +239,27 @@ impl EmbedStage {
     }
 }
 
+/// A call's targets with its vectors or its error.
+type Called = (Vec<Target>, Result<Vec<Vec<f32>>, StageError>);
+
 /// The OpenAI-compatible `/embeddings` the endpoint settings name.
 #[cfg(feature = "openai")]
 fn openai_embedder(config: &EmbedConfig) -> Result<Arc<dyn Embedder>, ConfigError> {
     check_range("embed.timeout_secs", config.endpoint.timeout_secs, 1, 600)?;
     let api = config.endpoint.api("embed")?;
-    Ok(Arc::new(crate::embedder::OpenAiEmbedder::new(
-        api,
-        config.model.clone(),
-        config.dimensions,
-        config.send_dimensions,
-        config.endpoint.max_attempts,
-    )?))
+    if let Some(max) = config.max_input_tokens {
+        check_range("embed.max_input_tokens", max, 0, 1_000_000)?;
+    }
+    Ok(Arc::new(
+        crate::embedder::OpenAiEmbedder::new(
+            api,
+            config.model.clone(),
+            config.dimensions,
+            config.send_dimensions,
+            config.endpoint.max_attempts,
+        )?
+        .with_max_input_tokens(config.max_input_tokens),
+    ))
 }
 
 #[cfg(not(feature = "openai"))]
@@ -319,34 +359,33 @@ impl Stage for EmbedStage {
             (!call.is_empty()).then_some((call, texts))
         };
         let mut calls = futures::stream::iter(std::iter::from_fn(next_call))
-            .map(|(call, texts)| async move {
-                let result = self.call(ctx, &texts).await;
-                (call, result)
-            })
+            .map(|(call, texts)| self.call_or_split(ctx, call, texts))
             .buffer_unordered(self.concurrency);
         let mut embedded: Vec<(Vec<Target>, Vec<Vec<f32>>)> = Vec::new();
-        while let Some((call, result)) = calls.next().await {
-            match result {
-                Ok(vectors) if ahead => {
-                    let done: Vec<usize> = call
-                        .iter()
-                        .filter_map(|t| {
-                            remaining[t.doc] -= 1;
-                            (remaining[t.doc] == 0).then_some(t.doc)
-                        })
-                        .collect();
-                    embedded.push((call, vectors));
-                    for d in done {
-                        self.write_ahead_doc(ctx, &docs_ref[d], d, &embedded);
+        while let Some(results) = calls.next().await {
+            for (call, result) in results {
+                match result {
+                    Ok(vectors) if ahead => {
+                        let done: Vec<usize> = call
+                            .iter()
+                            .filter_map(|t| {
+                                remaining[t.doc] -= 1;
+                                (remaining[t.doc] == 0).then_some(t.doc)
+                            })
+                            .collect();
+                        embedded.push((call, vectors));
+                        for d in done {
+                            self.write_ahead_doc(ctx, &docs_ref[d], d, &embedded);
+                        }
                     }
-                }
-                Ok(vectors) => embedded.push((call, vectors)),
-                // A refused key: every call would fail the same way; fail the batch (and the run).
-                Err(error) if error.error_type == UNAUTHORIZED => return Err(error),
-                Err(error) => {
-                    let mut failed = failed.lock().unwrap_or_else(|e| e.into_inner());
-                    for target in &call {
-                        failed[target.doc].get_or_insert_with(|| error.clone());
+                    Ok(vectors) => embedded.push((call, vectors)),
+                    // A refused key: every call would fail the same way; fail the batch (and the run).
+                    Err(error) if error.error_type == UNAUTHORIZED => return Err(error),
+                    Err(error) => {
+                        let mut failed = failed.lock().unwrap_or_else(|e| e.into_inner());
+                        for target in &call {
+                            failed[target.doc].get_or_insert_with(|| error.clone());
+                        }
                     }
                 }
             }

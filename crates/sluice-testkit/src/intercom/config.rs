@@ -47,6 +47,10 @@ pub struct IntercomFaults {
     /// Search cursors older than this (by the fake's clock) are refused with
     /// 400 `client_error`.
     pub cursor_ttl_secs: Option<u64>,
+    /// Refused cursors get the bare 400 Intercom also answers an expired
+    /// cursor with, `parameter_invalid` "Invalid request", instead of
+    /// `client_error` naming `starting_after`.
+    pub generic_cursor_errors: bool,
     /// Also send `Retry-After` (seconds) with every 429, injected or real.
     /// Real Intercom sends only `X-RateLimit-Reset`.
     pub retry_after: bool,

@@ -107,14 +107,14 @@ fn search(shared: &Shared, rid: &str, body: Option<Value>) -> Outcome {
     let cursor = match starting_after {
         None => None,
         Some(s) => {
+            let generic = shared.lock().faults.settings().generic_cursor_errors;
             let reject = |detail: &str, expired: bool| {
-                Outcome::error(
-                    StatusCode::BAD_REQUEST,
-                    rid,
-                    "client_error",
-                    &format!("Invalid starting_after param: {detail}"),
-                    Effect::CursorRejected { expired },
-                )
+                let (code, message) = if generic {
+                    ("parameter_invalid", "Invalid request".to_string())
+                } else {
+                    ("client_error", format!("Invalid starting_after param: {detail}"))
+                };
+                Outcome::error(StatusCode::BAD_REQUEST, rid, code, &message, Effect::CursorRejected { expired })
             };
             let c = match Cursor::decode(&s) {
                 Ok(c) => c,

@@ -49,7 +49,19 @@ pub struct OpenAiFaults {
     pub script: Vec<FaultKind>,
     /// `retry-after` of injected 429s. Default 1.
     pub retry_after_secs: u64,
+    /// Embeddings: the model's context in tokens (cl100k_base, as OpenAI
+    /// counts). An input over it gets the real API's 400 for the whole
+    /// request: "This model's maximum context length is 8192 tokens, however
+    /// you requested N tokens ...". Default 8192, as text-embedding-3-*.
+    pub max_input_tokens: u64,
+    /// Embeddings: an input containing any of these texts is refused, with a
+    /// 400 naming it (`Invalid 'input[i]': ...`) for the whole request: a
+    /// per-input error other than length.
+    pub refuse_inputs_containing: Vec<String>,
 }
+
+/// The embedding models' context, in tokens.
+pub const EMBEDDING_CONTEXT_TOKENS: u64 = 8192;
 
 impl Default for OpenAiFaults {
     fn default() -> Self {
@@ -63,6 +75,8 @@ impl Default for OpenAiFaults {
             malformed_every: None,
             script: Vec::new(),
             retry_after_secs: 1,
+            max_input_tokens: EMBEDDING_CONTEXT_TOKENS,
+            refuse_inputs_containing: Vec::new(),
         }
     }
 }

@@ -36,26 +36,27 @@ fn embeddings(shared: &Shared, body: Option<Value>) -> Answer {
     let Some(input) = body.get("input") else {
         return bad_request("Missing required parameter: 'input'.", Some("input"), Some("missing_required_parameter"));
     };
-    let token_text = |v: &Value| -> Option<String> {
+    // Each input's text, and its length in tokens when it was sent as token ids.
+    let token_text = |v: &Value| -> Option<(String, u64)> {
         let arr = v.as_array()?;
         let toks: Option<Vec<String>> = arr.iter().map(|t| t.as_u64().map(|n| n.to_string())).collect();
-        toks.map(|t| t.join(" ")).filter(|s| !s.is_empty())
+        toks.map(|t| (t.join(" "), t.len() as u64)).filter(|(s, _)| !s.is_empty())
     };
-    let texts: Vec<String> = match input {
-        Value::String(s) if !s.is_empty() => vec![s.clone()],
+    let inputs: Vec<(String, Option<u64>)> = match input {
+        Value::String(s) if !s.is_empty() => vec![(s.clone(), None)],
         Value::Array(items) if !items.is_empty() && items.len() <= 2048 => {
             if items.iter().all(Value::is_u64) {
                 match token_text(input) {
-                    Some(t) => vec![t],
+                    Some((t, n)) => vec![(t, Some(n))],
                     None => return bad_request(INPUT_INVALID, None, None),
                 }
             } else {
                 let mut out = Vec::with_capacity(items.len());
                 for it in items {
                     match it {
-                        Value::String(s) if !s.is_empty() => out.push(s.clone()),
+                        Value::String(s) if !s.is_empty() => out.push((s.clone(), None)),
                         Value::Array(_) => match token_text(it) {
-                            Some(t) => out.push(t),
+                            Some((t, n)) => out.push((t, Some(n))),
                             None => return bad_request(INPUT_INVALID, None, None),
                         },
                         _ => return bad_request(INPUT_INVALID, None, None),
@@ -66,6 +67,35 @@ fn embeddings(shared: &Shared, body: Option<Value>) -> Answer {
         }
         _ => return bad_request(INPUT_INVALID, None, None),
     };
+    let (limit, refused) = {
+        let m = shared.lock();
+        let settings = m.faults.settings();
+        (settings.max_input_tokens, settings.refuse_inputs_containing.clone())
+    };
+    for (i, (text, ids)) in inputs.iter().enumerate() {
+        if let Some(marker) = refused.iter().find(|m| !m.is_empty() && text.contains(m.as_str())) {
+            return bad_request(
+                &format!("Invalid 'input[{i}]': the input contains content that cannot be embedded ({marker:?})."),
+                Some("input"),
+                Some("invalid_value"),
+            );
+        }
+        let tokens = match ids {
+            Some(n) => Some(*n).filter(|n| *n > limit),
+            None => tokens_over(text, limit),
+        };
+        if let Some(tokens) = tokens {
+            return bad_request(
+                &format!(
+                    "This model's maximum context length is {limit} tokens, however you requested {tokens} tokens \
+                     ({tokens} in your prompt; 0 for the completion). Please reduce your prompt; or completion length."
+                ),
+                None,
+                None,
+            );
+        }
+    }
+    let texts: Vec<String> = inputs.into_iter().map(|(t, _)| t).collect();
     let dims = match body.get("dimensions").filter(|v| !v.is_null()) {
         None => shared.default_dimensions,
         Some(_) if model_name == "text-embedding-ada-002" => {
@@ -118,4 +148,14 @@ fn embeddings(shared: &Shared, body: Option<Value>) -> Answer {
         }),
         tally: Tally::Embeddings { inputs: texts.iter().map(|t| text_hash(t)).collect(), tokens },
     }
+}
+
+/// The tokens of `text` (as OpenAI's embedding models count them,
+/// cl100k_base) when they are more than `limit`. A token is at least one
+/// byte, so a text of at most `limit` bytes is not tokenized at all.
+fn tokens_over(text: &str, limit: u64) -> Option<u64> {
+    if text.len() as u64 <= limit {
+        return None;
+    }
+    Some(tiktoken_rs::cl100k_base_singleton().encode_ordinary(text).len() as u64).filter(|n| *n > limit)
 }

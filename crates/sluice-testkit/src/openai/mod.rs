@@ -35,6 +35,11 @@
 //!   (default 64 in the fake, unlike the real models' 1536, to stay cheap;
 //!   refused for `text-embedding-ada-002`); `encoding_format` `float` or
 //!   `base64` (little-endian f32). Vectors come from [`model::embed`].
+//!   As the real API, one input over the model's context
+//!   ([`OpenAiFaults::max_input_tokens`], counted with cl100k_base) refuses
+//!   the whole request with 400 "This model's maximum context length is ...";
+//!   [`OpenAiFaults::refuse_inputs_containing`] refuses inputs for another
+//!   reason (400 `Invalid 'input[i]'`, `param: "input"`).
 //! - `GET /v1/models`: a short model list.
 //!
 //! Errors have OpenAI's shape:
@@ -79,7 +84,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-pub use self::config::{OpenAiConfig, OpenAiFaults, OpenAiTarget};
+pub use self::config::{EMBEDDING_CONTEXT_TOKENS, OpenAiConfig, OpenAiFaults, OpenAiTarget};
 use self::routes::router;
 pub use self::state::OpenAiCounters;
 use self::state::{Mutable, Shared};

@@ -16,9 +16,8 @@ mod request;
 mod results;
 mod results_doc;
 mod resume;
-mod schedule;
-
 mod retry;
+mod schedule;
 mod state;
 
 use std::net::SocketAddr;

@@ -6,9 +6,16 @@
 //! | 401 | fatal: the token in `INTERCOM_ACCESS_TOKEN` (or `token_env`) is refused |
 //! | 403 | fatal: the token lacks the permission |
 //! | 429 | retryable, after `Retry-After` or until `X-RateLimit-Reset`, plus jitter |
-//! | 400 `client_error` to a request that sent a cursor | cursor invalid (the partition restarts) |
 //! | 408, 409, 500-599, connection errors, time-outs, truncated or malformed bodies | retryable |
+//! | any other 4xx to a request that sent a cursor | cursor invalid: the partition restarts from its first page |
 //! | 404 to search, 406, other 4xx | fatal, with Intercom's error code and message |
+//!
+//! Intercom does not say which error an expired or forgotten cursor gets: it
+//! has answered 400 `client_error` naming `starting_after`, and a bare 400
+//! `parameter_invalid` "Invalid request". So any refusal of a request with a
+//! cursor (other than the token's and the rate limiter's) is taken for a bad
+//! cursor; the first page, which has none, still decides whether the request
+//! itself is wrong: a 4xx there stays fatal.
 //!
 //! Pacing: every answer's `X-RateLimit-Limit/Remaining/Reset` is read; once
 //! the requests this process sent in the current window reach the remaining
@@ -24,7 +31,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sluice_core::{Context, SourceError};
 
-use crate::remote::http::{error_code, error_summary, header_str, jitter, now_epoch_secs, transport_error};
+use crate::remote::http::{error_summary, header_str, jitter, now_epoch_secs, transport_error};
 use crate::util::secret::Secret;
 
 /// The longest a pacing wait or a computed 429 wait lasts (clock skew guard).
@@ -247,15 +254,13 @@ pub(crate) fn map_status(
             message: format!("Intercom {what}: rate limited (HTTP 429 {summary})"),
             retry_after: Some(rate_limit_wait(headers)),
         },
-        400 if with_cursor
-            && (error_code(body).as_deref() == Some("client_error") || summary.contains("starting_after")) =>
-        {
-            SourceError::CursorInvalid { message: format!("Intercom {what}: HTTP 400 {summary}") }
-        }
         408 | 409 | 500..=599 => SourceError::Retryable {
             message: format!("Intercom {what}: HTTP {code} {summary}"),
             retry_after: crate::remote::http::retry_after(headers),
         },
+        400..=499 if with_cursor => {
+            SourceError::CursorInvalid { message: format!("Intercom {what}: HTTP {code} {summary}") }
+        }
         404 => SourceError::fatal(format!(
             "Intercom {what}: HTTP 404 {summary}: check the base URL (US https://api.intercom.io, EU \
              https://api.eu.intercom.io, AU https://api.au.intercom.io)"
@@ -311,6 +316,25 @@ mod tests {
             matches!(map(404, "{}", false), SourceError::Fatal { message } if message.contains("api.eu.intercom.io"))
         );
         assert!(matches!(map(422, "{}", false), SourceError::Fatal { .. }));
+    }
+
+    #[test]
+    fn any_refusal_of_a_request_with_a_cursor_is_a_bad_cursor() {
+        let generic = r#"{"type":"error.list","errors":[{"code":"parameter_invalid","message":"Invalid request"}]}"#;
+        match map(400, generic, true) {
+            SourceError::CursorInvalid { message } => {
+                assert!(message.contains("parameter_invalid: Invalid request"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        for code in [400, 404, 410, 422] {
+            assert!(matches!(map(code, generic, true), SourceError::CursorInvalid { .. }), "{code}");
+            assert!(matches!(map(code, generic, false), SourceError::Fatal { .. }), "{code} on a first page");
+        }
+        assert!(matches!(map(401, "{}", true), SourceError::Fatal { .. }));
+        assert!(matches!(map(403, "{}", true), SourceError::Fatal { .. }));
+        assert!(matches!(map(429, "{}", true), SourceError::Retryable { .. }));
+        assert!(matches!(map(409, "{}", true), SourceError::Retryable { .. }));
     }
 
     #[test]
