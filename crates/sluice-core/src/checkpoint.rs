@@ -109,6 +109,7 @@ impl CostLedger {
             embedding_calls: self.embedding_calls.max(other.embedding_calls),
             tokens_in: self.tokens_in.max(other.tokens_in),
             tokens_out: self.tokens_out.max(other.tokens_out),
+            embedding_tokens: self.embedding_tokens.max(other.embedding_tokens),
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum Command {
     Init(InitArgs),
     /// Validate a pipeline file, its environment, store and remote services, changing nothing.
     Check(CheckArgs),
+    /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
+    Worker(WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -92,8 +94,6 @@ pub struct CheckArgs {
     /// Store URL or path, overriding the file and DATABASE_URL.
     #[arg(long)]
     pub db: Option<String>,
-    /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
-    Worker(WorkerArgs),
 }
 
 /// `sluice worker`.

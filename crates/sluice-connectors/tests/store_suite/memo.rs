@@ -35,7 +35,7 @@ fn key(id: &str) -> MemoKey {
 }
 
 fn cost(llm_calls: u64) -> CostLedger {
-    CostLedger { llm_calls, embedding_calls: 1, tokens_in: 10 * llm_calls, tokens_out: llm_calls }
+    CostLedger { llm_calls, embedding_calls: 1, tokens_in: 10 * llm_calls, tokens_out: llm_calls, embedding_tokens: 10 }
 }
 
 pub async fn results_written_ahead_are_found_and_the_ledger_only_grows(h: &dyn StoreHarness) {

@@ -121,9 +121,9 @@ async fn check_store(db: Option<&str>, file: &PipelineFile) -> Outcome {
     let (config, from) = match db {
         Some(url) => (StoreConfig::from_url(url), "--db"),
         None if env_var("DATABASE_URL").is_some_and(|u| !u.trim().is_empty()) => {
-            (store_config(Some(file), &env_var), "DATABASE_URL")
+            (store_config(Some(file), &env_var).map(|(config, _)| config), "DATABASE_URL")
         }
-        None => (store_config(Some(file), &env_var), "the pipeline file"),
+        None => (store_config(Some(file), &env_var).map(|(config, _)| config), "the pipeline file"),
     };
     let config = match config {
         Ok(config) => config,

@@ -341,7 +341,7 @@ pub async fn run_distributed(args: &RunArgs) -> Result<u8, CliError> {
     };
     let config = match args.db.as_deref() {
         Some(url) => StoreConfig::from_url(url)?,
-        None => store_config(file.as_ref(), &env_var)?,
+        None => store_config(file.as_ref(), &env_var)?.0,
     };
     let store = postgres(config, RUN_LEASE_SECS, "--distributed")?;
     let run_id = match args.resume_run_id {
@@ -453,7 +453,7 @@ pub async fn distributed_details(
     };
     let config = match args.db.as_deref() {
         Some(url) => StoreConfig::from_url(url)?,
-        None => store_config(file.as_ref(), &env_var)?,
+        None => store_config(file.as_ref(), &env_var)?.0,
     };
     let StoreConfig::Postgres(pg) = config else { return Ok(None) };
     let store = PostgresStore::connect_lazy(&pg.url)?;
