@@ -331,31 +331,31 @@ async fn a_completed_run_names_its_last_phase_done_and_a_resume_in_a_later_phase
     assert_eq!(done, r#"["classification","facet_extraction"]"#);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_incremental_run_starts_from_the_high_water_mark() {
+/// A plain test: `TestDb` blocks on its own runtime, so the fakes get one of theirs.
+#[test]
+fn postgres_incremental_run_starts_from_the_high_water_mark() {
     let Some(test_db) = TestDb::postgres() else {
         eprintln!("skipped: set SLUICE_TEST_POSTGRES_URL to run the PostgreSQL incremental test");
         return;
     };
-    let (intercom, openai) = fakes(120, IntercomFaults::default()).await;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (intercom, openai) = rt.block_on(fakes(120, IntercomFaults::default()));
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path());
-    let run_pg = |extra: &'static [&'static str]| {
+    let run_pg = |extra: &[&str]| {
         let mut cmd = sluice_for(&intercom, &openai);
         cmd.args(["run", "-q", "--json", "-c"]).arg(&config).arg("--db").arg(test_db.arg()).args(extra);
-        async move {
-            let out = output(cmd).await;
-            assert!(out.status.success(), "sluice failed:\n{}", stderr(&out));
-            stderr(&out)
-        }
+        let out = rt.block_on(output(cmd));
+        assert!(out.status.success(), "sluice failed:\n{}", stderr(&out));
+        stderr(&out)
     };
-    run_pg(&[]).await;
+    run_pg(&[]);
     let stored = test_db.scalar("SELECT count(*) FROM documents").unwrap();
     let mark = test_db.scalar("SELECT max(updated_at) FROM documents").unwrap();
     let changes: Vec<Change> = (0..4).map(|i| Change { id: None, updated_at: mark + 50 + i, body: None }).collect();
     intercom.apply(&changes).unwrap();
     openai.reset_counters();
-    let log = run_pg(&["--incremental"]).await;
+    let log = run_pg(&["--incremental"]);
     assert!(log.contains("incremental run after run 1"), "{log}");
     assert_eq!(
         test_db.text("SELECT date_from FROM pipeline_runs WHERE id = 2"),
@@ -364,5 +364,6 @@ async fn postgres_incremental_run_starts_from_the_high_water_mark() {
     assert_eq!(openai.counters().chat_completions, 4);
     assert_eq!(test_db.scalar("SELECT count(*) FROM documents"), Some(stored + 4));
     assert_eq!(test_db.scalar("SELECT max(updated_at) FROM documents"), Some(mark + 53));
+    drop((intercom, openai));
     test_db.cleanup();
 }
