@@ -18,7 +18,7 @@ use sluice_connectors::store::postgres::{PostgresStore, create_scratch_database,
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::{FakeIntercom, FakeOpenAi, IntercomConfig, IntercomFaults, OpenAiConfig, OpenAiFaults, Theme};
 
-const CALL_MS: u64 = 50;
+const CALL_MS: u64 = 200;
 const PARTITIONS: usize = 32;
 
 fn pipeline_text() -> String {
