@@ -296,13 +296,8 @@ async fn the_dashboard_drives_runs_failures_and_results_in_a_real_browser() {
 
     // Marks on the chart: the rate-limit waits and the phases (replayed from the run's history).
     browser.goto(&url("/runs/1")).await.unwrap();
-    until(
-        &browser,
-        "marks on the chart",
-        30,
-        "return document.querySelectorAll('#chart line.rate_limited, #chart line.backing_off').length",
-    )
-    .await;
+    until(&browser, "marks on the chart", 30, "return document.querySelectorAll('#chart line.rate_limited').length")
+        .await;
     until(&browser, "phase marks", 30, "return document.querySelectorAll('#chart line.phase').length >= 4").await;
     let phases = js(
         &browser,

@@ -155,7 +155,10 @@
           draw();
         }
       } else if (type === 'AdapterStateChange' && ev.new_state !== 'ok') {
-        marks.push({ t, kind: ev.new_state, label: `${ev.adapter}: ${ev.new_state}${ev.reason ? ' (' + ev.reason + ')' : ''}` });
+        // A backoff after a 429 is a rate-limit wait (the LLM and embedding clients say backing_off).
+        const limited = ev.new_state === 'rate_limited' || /\b429\b|rate.?limit/i.test(ev.reason || '');
+        const kind = limited ? 'rate_limited' : ev.new_state;
+        marks.push({ t, kind, label: `${ev.adapter}: ${ev.new_state}${ev.reason ? ' (' + ev.reason + ')' : ''}` });
         draw();
       } else if (type === 'PhaseStarted') {
         marks.push({ t, kind: 'phase', label: 'phase ' + ev.phase });
