@@ -107,6 +107,11 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         None => crate::commands::worker::distributed_details(&args.store, args.run_id).await?,
         Some(_) => None,
     };
+    let mut doc = doc;
+    if let Some((_, workers)) = &distributed {
+        // Workers hold a distributed run, not the store's run slot: it is live while one of them is.
+        doc.live_process = doc.status.is_active().then(|| workers.iter().any(|w| w.alive));
+    }
     if args.json {
         match &distributed {
             Some((parts, workers)) => {
