@@ -249,7 +249,9 @@ pub trait Store: Send + Sync {
 
     /// Stores stage results the moment they are paid for, ahead of their
     /// batch, in a short transaction of its own, together with the run's
-    /// cost ledger `cost` (kept in its checkpoint). The stored ledger only
+    /// cost ledger `cost` (kept in its checkpoint, once it has one: a run
+    /// with no batch committed keeps none, and its first commit carries the
+    /// ledger so far). The stored ledger only
     /// grows: each field becomes the larger of the stored one and `cost`, here
     /// and in [`commit`](Store::commit), whichever lands first. Stores that
     /// keep no memo store only the ledger, or nothing.

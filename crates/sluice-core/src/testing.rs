@@ -194,8 +194,9 @@ impl Store for MemStore {
             s.memos.insert((memo.source.clone(), memo.id.clone(), memo.stage.clone()), memo.clone());
         }
         let run = s.runs.iter_mut().find(|r| r.id == run).ok_or(StoreError::NotFound(run.to_string()))?;
-        let checkpoint = run.checkpoint.get_or_insert_with(|| Checkpoint::new(run.phase.clone()));
-        checkpoint.cost = checkpoint.cost.max(cost);
+        if let Some(checkpoint) = run.checkpoint.as_mut() {
+            checkpoint.cost = checkpoint.cost.max(cost);
+        }
         Ok(())
     }
     async fn memo_lookup(

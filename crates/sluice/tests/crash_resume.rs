@@ -383,13 +383,16 @@ fn ledger_llm_calls(db_path: &std::path::Path) -> u64 {
     count(&conn, "SELECT COALESCE(SUM(json_extract(checkpoint, '$.cost.llm_calls')), 0) FROM pipeline_runs") as u64
 }
 
-/// Whether the newest run committed a batch (so it can be resumed).
+/// Whether the newest run committed a batch (so it can be resumed); false
+/// while there is no store yet.
 fn newest_run_committed(db_path: &std::path::Path) -> bool {
-    let conn = db(db_path);
-    count(
-        &conn,
+    let Ok(conn) = rusqlite::Connection::open(db_path) else { return false };
+    conn.query_row(
         "SELECT COALESCE(json_extract(checkpoint, '$.batches'), 0) FROM pipeline_runs ORDER BY id DESC LIMIT 1",
-    ) > 0
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|batches| batches > 0)
 }
 
 /// What one series of kills measured.
@@ -403,7 +406,8 @@ struct PaidKills {
     unbilled: Vec<u64>,
 }
 
-/// Kills classification runs at random moments (SIGKILL) and resumes them,
+/// Kills classification runs at random moments after their first commit
+/// (SIGKILL) and resumes them,
 /// `kills` times in all, over a fresh store whenever one completes; the
 /// last run goes to its end. With `quiesce`, each kill comes once no answer
 /// is on its way (the fake answers every new call 500 for a moment), so the
@@ -432,7 +436,13 @@ async fn kill_paid_runs(kills: u64, quiesce: bool, seed: u64) -> PaidKills {
             }
             let repeats_before = repeats(&openai.counters());
             let mut child = cmd.spawn().unwrap();
-            let kill_after = Duration::from_millis(rng.u64(300..1_500));
+            // A run keeps its ledger from its first commit on (before it there is nothing to resume).
+            let spawned = Instant::now();
+            while !newest_run_committed(&db_path) && child.try_wait().unwrap().is_none() {
+                assert!(spawned.elapsed() < Duration::from_secs(60), "no commit within 60 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let kill_after = Duration::from_millis(rng.u64(200..1_200));
             if out.kills >= kills || tokio::time::timeout(kill_after, child.wait()).await.is_ok() {
                 let status = tokio::time::timeout(Duration::from_secs(300), child.wait()).await.unwrap().unwrap();
                 assert!(status.success(), "the last run of the series ends well");

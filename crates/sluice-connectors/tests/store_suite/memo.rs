@@ -44,20 +44,22 @@ pub async fn results_written_ahead_are_found_and_the_ledger_only_grows(h: &dyn S
     let value = json!({"embedding": vector(1), "chunks": []});
     store.write_ahead(run.id, &[entry("a", value.clone())], &cost(3)).await.unwrap();
 
-    // Before any batch: a checkpoint of the run's phase holding just the ledger (nothing to resume).
-    let checkpoint = store.get_run(run.id).await.unwrap().unwrap().checkpoint.expect("a checkpoint");
-    assert_eq!((checkpoint.phase.as_str(), checkpoint.batches, checkpoint.cost), ("classification", 0, cost(3)));
-    assert!(checkpoint.is_empty());
+    // Before any batch the run keeps no checkpoint (nothing to resume); the result is stored.
+    assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, None);
     let found = store.memo_lookup("embed", "embed:test", &[key("a"), key("b")]).await.unwrap();
     assert_eq!(found, vec![Some(value.clone()), None], "the vector comes back as the same f32s");
 
-    // A batch commit with an older snapshot does not lower the ledger; a newer one raises it.
+    // The first batch carries the ledger; a later write-ahead raises it, an older batch snapshot does not lower it.
     let mut next = Checkpoint::new("classification");
     next.batches = 1;
+    next.cost = cost(3);
+    store.commit(run.id, &CommitBatch::default(), &next).await.unwrap();
+    store.write_ahead(run.id, &[], &cost(4)).await.unwrap();
+    next.batches = 2;
     next.cost = cost(2);
     store.commit(run.id, &CommitBatch::default(), &next).await.unwrap();
     let stored = store.get_run(run.id).await.unwrap().unwrap().checkpoint.unwrap();
-    assert_eq!((stored.batches, stored.cost), (1, cost(3)));
+    assert_eq!((stored.batches, stored.cost), (2, cost(4)));
     next.batches = 2;
     next.cost = cost(5);
     store.commit(run.id, &CommitBatch::default(), &next).await.unwrap();

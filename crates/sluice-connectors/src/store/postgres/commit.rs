@@ -365,10 +365,11 @@ pub(super) async fn write_ahead(db: &Db, run: RunId, memos: &[MemoEntry], cost: 
     let cost = serde_json::json!({ "cost": cost });
     let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
     insert_memos(&mut tx, &rows.memos).await.map_err(db.sql(&what))?;
-    // A run not committed yet gets a checkpoint of its phase with just the ledger.
+    // A run with no batch committed keeps no checkpoint ("nothing to resume"):
+    // its ledger goes with its first batch, from the process's meter.
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1",
-        raised_cost("coalesce(checkpoint, jsonb_build_object('phase', phase))", "$2::jsonb")
+        "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1 AND checkpoint IS NOT NULL",
+        raised_cost("checkpoint", "$2::jsonb")
     )))
     .bind(run)
     .bind(Json(&cost))

@@ -455,10 +455,11 @@ impl Store for SqliteStore {
             let now = now_rfc3339();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
-            // A run not committed yet gets a checkpoint of its phase with just the ledger.
+            // A run with no batch committed keeps no checkpoint ("nothing to resume"):
+            // its ledger goes with its first batch, from the process's meter.
             tx.prepare_cached(&format!(
-                "UPDATE pipeline_runs SET checkpoint = {} WHERE id = ?1",
-                raised_cost("coalesce(checkpoint, json_object('phase', phase))", "?2")
+                "UPDATE pipeline_runs SET checkpoint = {} WHERE id = ?1 AND checkpoint IS NOT NULL",
+                raised_cost("checkpoint", "?2")
             ))
             .and_then(|mut s| s.execute(params![run, cost]))
             .map_err(sql(what()))?;
