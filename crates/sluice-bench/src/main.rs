@@ -9,10 +9,12 @@
 //! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
+//! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]  # see embed.rs
 //! ```
 
 mod crawl;
 mod distributed;
+mod embed;
 mod intercom;
 mod postgres;
 
@@ -61,12 +63,17 @@ fn main() {
         }
         Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
         Some("crawl") => runtime.block_on(crawl::crawl(number(1, 300) as usize, number(2, 20), number(3, 40))),
+        Some("embed") => {
+            let concurrencies: Vec<usize> = args.iter().skip(3).filter_map(|s| s.parse().ok()).collect();
+            let concurrencies = if concurrencies.is_empty() { vec![4, 16] } else { concurrencies };
+            runtime.block_on(embed::embed(number(1, 2_000) as usize, number(2, 20), concurrencies))
+        }
         Some("crawl-site") => runtime.block_on(crawl::crawl_site(
             args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8003/".into()),
             number(2, 8) as usize,
         )),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]"
         ),
     }
 }

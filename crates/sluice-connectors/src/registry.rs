@@ -237,7 +237,12 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
             entry.workers
         )));
     }
-    Ok(StageSpec::new(entry.stage.kind().build()?).workers(entry.workers))
+    let workers = match &entry.stage {
+        // Its calls overlap across batches only with two batches at once.
+        StageConfig::Embed(_) => entry.workers.max(crate::stage::embed::EmbedStage::MIN_WORKERS),
+        _ => entry.workers,
+    };
+    Ok(StageSpec::new(entry.stage.kind().build()?).workers(workers))
 }
 
 /// Opens the store `config` names. A PostgreSQL store is only prepared here

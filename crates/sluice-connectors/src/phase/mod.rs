@@ -62,7 +62,8 @@ pub fn build_phases(config: &PhasesConfig, auto_create_stories: bool) -> Result<
     if let Some(embed) = &config.embedding_generation {
         let stage =
             EmbedStage::new(embed.clone()).map_err(|e| ConfigError(format!("phases.{EMBEDDING_GENERATION}: {e}")))?;
-        phases.push(PhaseSpec::documents(EMBEDDING_GENERATION, vec![StageSpec::new(Arc::new(stage))]));
+        let spec = StageSpec::new(Arc::new(stage)).workers(EmbedStage::MIN_WORKERS);
+        phases.push(PhaseSpec::documents(EMBEDDING_GENERATION, vec![spec]));
     }
     if let Some(facets) = &config.facet_extraction {
         let stage = FacetStage::new(facets.clone())?;

@@ -79,7 +79,9 @@ pub struct EmbedConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Embedder calls in flight at once over all batches the stage works on
-    /// (1..=256). Default 4.
+    /// (1..=256). Default 4. The stage works on at least
+    /// [`EmbedStage::MIN_WORKERS`] batches at once, so that these calls
+    /// overlap across batches instead of idling at the end of each.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// `openai`: the model. Default `text-embedding-3-small`.
@@ -145,6 +147,13 @@ impl std::fmt::Debug for EmbedStage {
 }
 
 impl EmbedStage {
+    /// Batches the stage works on at once at least (its `workers` in a
+    /// pipeline file, and in the embedding phase): with one, the slots a
+    /// batch's last calls leave free stay idle until the next batch starts;
+    /// with two, the next batch's calls take them. `concurrency` still bounds
+    /// the calls, so this costs one more batch in memory, not more requests.
+    pub const MIN_WORKERS: usize = 2;
+
     pub fn new(config: EmbedConfig) -> Result<Self, ConfigError> {
         check_range("embed.dimensions", config.dimensions, 8, 4096)?;
         check_range("embed.batch_size", config.batch_size, 1, 2048)?;

@@ -1,0 +1,121 @@
+//! The embed path at its latency bound (issue 18, item 2): documents from a
+//! JSON-lines file, chunked (1000 characters, 100 overlap), every chunk
+//! embedded by the test kit's fake OpenAI (in this process, a fixed latency
+//! per call, default 20 ms), 32 chunks a call, into a store that keeps
+//! nothing, so the embedding calls are all there is to wait for.
+//!
+//! ```sh
+//! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]
+//! ```
+//!
+//! The bound: `calls x CALL_MS / concurrency` (no run can be faster with that
+//! many calls in flight at most). Each row is one run; the ratio is wall /
+//! bound. Rows with the embed stage on 1 batch at a time (before) and on 2
+//! (`EmbedStage::MIN_WORKERS`, what a pipeline file gets now) show what the
+//! overlap across batches is worth: with one, a batch's last calls leave
+//! slots idle until the next batch starts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_connectors::registry::{StageConfig, StageEntry, build_stage};
+use sluice_connectors::remote::openai::OpenAiEndpoint;
+use sluice_connectors::source::jsonl::{JsonlConfig, JsonlSource};
+use sluice_connectors::stage::chunk::{ChunkBy, ChunkConfig};
+use sluice_connectors::stage::embed::{EmbedConfig, EmbedStage};
+use sluice_connectors::util::secret::Secret;
+use sluice_core::testing::MemStore;
+use sluice_core::{Pipeline, RunStatus, Settings, StageSpec, Start};
+use sluice_testkit::openai::OpenAiTarget;
+use sluice_testkit::{FakeOpenAi, OpenAiConfig, OpenAiFaults};
+
+const EMBED_BATCH: usize = 32;
+const BATCH: usize = 50;
+/// Characters per document: about 15.7 chunks of 1000 with 100 overlap, so
+/// 2,000 documents make about 983 calls of 32, as in the issue's comparison.
+const DOC_CHARS: usize = 14_000;
+
+/// `documents` support-ticket-like texts of about [`DOC_CHARS`] characters.
+fn write_corpus(path: &std::path::Path, documents: usize) {
+    let words = ["invoice", "refund", "login", "password", "crash", "export", "billing", "slow", "report", "api"];
+    let mut out = String::new();
+    for d in 0..documents {
+        let mut text = String::with_capacity(DOC_CHARS + 32);
+        let mut w = d;
+        while text.len() < DOC_CHARS {
+            text.push_str(words[w % words.len()]);
+            text.push_str(&format!(" {} ", w % 997));
+            w = w.wrapping_mul(31).wrapping_add(7);
+        }
+        out.push_str(&format!("{{\"id\":\"doc-{d}\",\"text\":\"{text}\"}}\n"));
+    }
+    std::fs::write(path, out).expect("corpus written");
+}
+
+fn pipeline(data: &std::path::Path, openai: &FakeOpenAi, concurrency: usize, workers: usize) -> Pipeline {
+    let source = Arc::new(JsonlSource::new(JsonlConfig::new(data.to_str().expect("utf-8 path"))).expect("jsonl"));
+    let chunk = ChunkConfig { by: ChunkBy::Chars, size: Some(1000), overlap: 100, ..ChunkConfig::default() };
+    let embed = EmbedConfig {
+        provider: "openai".into(),
+        dimensions: 64,
+        batch_size: EMBED_BATCH,
+        concurrency,
+        endpoint: OpenAiEndpoint {
+            base_url: Some(format!("{}/v1", openai.base_url())),
+            api_key: Some(Secret::new(openai.key())),
+            ..OpenAiEndpoint::default()
+        },
+        ..EmbedConfig::default()
+    };
+    Pipeline::new(source, Arc::new(MemStore::discarding()))
+        .settings(Settings {
+            name: "embed-bench".into(),
+            batch_size: BATCH,
+            per_document_events: false,
+            ..Settings::default()
+        })
+        .stage(build_stage(&StageEntry { workers: 1, stage: StageConfig::Chunk(chunk) }).expect("chunk"))
+        // Built here rather than by the registry, which gives embed at least
+        // EmbedStage::MIN_WORKERS: the row with 1 shows what that is for.
+        .stage(StageSpec::new(Arc::new(EmbedStage::new(embed).expect("embed"))).workers(workers))
+}
+
+pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
+    let openai = FakeOpenAi::start(OpenAiConfig::default().with_rpm_limit(100_000_000).with_faults(OpenAiFaults {
+        endpoints: OpenAiTarget::Embeddings,
+        latency_ms: call_ms,
+        ..OpenAiFaults::default()
+    }))
+    .await
+    .expect("fake openai");
+    let dir = crate::bench_dir();
+    let data = dir.path().join("docs.jsonl");
+    write_corpus(&data, documents);
+    println!(
+        "{documents} documents of ~{DOC_CHARS} characters, chunked 1000/100, {EMBED_BATCH} chunks a call, \
+         {call_ms} ms a call (the test kit's fake, in process), batches of {BATCH}, no store"
+    );
+    println!(
+        "| concurrency | embed batches at once | calls | chunks | bound s | wall s | wall / bound | most calls at once |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for &concurrency in &concurrencies {
+        for workers in [1, EmbedStage::MIN_WORKERS] {
+            openai.reset_counters();
+            let started = Instant::now();
+            let summary = pipeline(&data, &openai, concurrency, workers).run(Start::New).await.expect("run");
+            let wall = started.elapsed().as_secs_f64();
+            assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+            assert_eq!(summary.counts.failed, 0);
+            let counters = openai.counters();
+            let calls = counters.embedding_requests;
+            let bound = calls as f64 * call_ms as f64 / 1000.0 / concurrency as f64;
+            println!(
+                "| {concurrency} | {workers} | {calls} | {} | {bound:.2} | {wall:.2} | {:.2} | {} |",
+                summary.counts.chunks,
+                wall / bound,
+                counters.max_in_flight
+            );
+        }
+    }
+}
