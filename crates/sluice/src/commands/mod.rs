@@ -1,4 +1,5 @@
 pub mod check;
+pub mod completions;
 pub mod events;
 pub mod failures;
 pub mod init;
@@ -21,5 +22,7 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Stop(args) => remote::stop(args).await,
         Command::Init(args) => init::init(args),
         Command::Check(args) => check::check(args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     }
 }
