@@ -58,7 +58,7 @@ impl Stage for EvenOnly {
             .into_iter()
             .map(|mut doc| {
                 let n: u64 = doc.record.id.parse().unwrap_or(1);
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     doc.record.fields.insert("parity".into(), "even".into());
                     Outcome::Kept(doc)
                 } else {
