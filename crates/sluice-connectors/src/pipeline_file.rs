@@ -61,8 +61,8 @@ impl PipelineFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read pipeline file {}: {e}", path.display())))?;
-        let mut file: PipelineFile =
-            toml::from_str(&text).map_err(|e| ConfigError(format!("invalid pipeline file {}: {e}", path.display())))?;
+        let mut file: PipelineFile = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("invalid pipeline file {}: {}", path.display(), locate(&text, &e))))?;
         if file.name.is_none() {
             file.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -186,6 +186,72 @@ impl PipelineFile {
     }
 }
 
+/// A TOML error, pointing at the key it is about. Errors inside a table read
+/// through a tag (`[source]`, `[[stages]]`, `[store]`) carry the span of the
+/// table's header only; the key is then looked for in the table's lines.
+fn locate(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else { return error.to_string() };
+    let header_line = text[..span.start.min(text.len())].matches('\n').count();
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = lines.get(header_line).is_some_and(|l| l.trim_start().starts_with('['));
+    let key = quoted_after(message, "unknown field `", '`')
+        .map(|k| Needle::Key(k.to_string()))
+        .or_else(|| quoted_after(message, "string \"", '"').map(|v| Needle::Value(format!("\"{v}\""))))
+        .or_else(|| quoted_after(message, "integer `", '`').map(|v| Needle::Value(v.to_string())));
+    let found = match (is_header, key) {
+        (true, Some(needle)) => lines
+            .iter()
+            .enumerate()
+            .skip(header_line + 1)
+            .take_while(|(_, l)| !l.trim_start().starts_with('['))
+            .find(|(_, l)| needle.matches(l))
+            .map(|(n, l)| (n, *l)),
+        _ => None,
+    };
+    match found {
+        Some((n, line)) => {
+            let width = line.split('=').next().unwrap_or(line).trim_end().len().max(1);
+            let pad = " ".repeat((n + 1).to_string().len());
+            let table = lines[header_line].trim();
+            format!(
+                "line {}: {message} (in the {table} table at line {})\n{pad} |\n{} | {line}\n{pad} | {}",
+                n + 1,
+                header_line + 1,
+                n + 1,
+                "^".repeat(width)
+            )
+        }
+        None => error.to_string(),
+    }
+}
+
+/// What [`locate`] looks for in a table: a key, or a value as written.
+enum Needle {
+    Key(String),
+    Value(String),
+}
+
+impl Needle {
+    fn matches(&self, line: &str) -> bool {
+        let Some((key, value)) = line.split_once('=') else { return false };
+        match self {
+            Needle::Key(k) => key.trim().trim_matches('"') == k,
+            Needle::Value(v) => {
+                let value = value.split(" #").next().unwrap_or(value).trim();
+                value == v
+            }
+        }
+    }
+}
+
+/// The text between `prefix` and the next `end` in `message`.
+fn quoted_after<'a>(message: &'a str, prefix: &str, end: char) -> Option<&'a str> {
+    let start = message.find(prefix)? + prefix.len();
+    let len = message[start..].find(end)?;
+    Some(&message[start..start + len])
+}
+
 /// Builds the pipeline `file` describes, over `store`.
 ///
 /// A relative date range (`days`) is resolved once, so source, settings and
@@ -248,6 +314,21 @@ mod tests {
         assert!(err.contains("batchsize") && err.contains("line 1"), "{err}");
         let err = file("[source]\nkind = \"nope\"\n").unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn an_error_inside_a_stage_names_the_key_and_its_line() {
+        let stages = "[source]\nkind = \"generate\"\ncount = 10\n\n[[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"chunk\"\n";
+        let err = file(&format!("{stages}by = \"chars\"\nsizee = 500\n")).unwrap_err().to_string();
+        assert!(err.contains("line 11: unknown field `sizee`") && err.contains("[[stages]] table at line 8"), "{err}");
+        assert!(err.contains("11 | sizee = 500"), "{err}");
+        let err = file(&format!("{stages}size = \"big\"\n")).unwrap_err().to_string();
+        assert!(err.contains("line 10: invalid type: string \"big\"") && err.contains("10 | size = \"big\""), "{err}");
+        let err = file("[source]\nkind = \"generate\"\n# c\ncounts = 10\n").unwrap_err().to_string();
+        assert!(err.contains("line 4: unknown field `counts`") && err.contains("[source] table at line 1"), "{err}");
+        // A key at the top level keeps TOML's own span.
+        let err = file(&format!("batchsize = 50\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
     }
 
     #[test]

@@ -293,4 +293,12 @@ pub trait Store: Send + Sync {
     /// Marks the failures of `run` whose record `retry_run` stored as resolved
     /// by it; returns how many.
     async fn resolve_failures(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError>;
+    /// Marks the failures of `run` that had no record (a crawl's page that
+    /// could not be fetched) as resolved by `retry_run` when it fetched and
+    /// stored that page again; returns how many. Stores that keep no
+    /// failures resolve none.
+    async fn resolve_refetched(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
+        let _ = (run, retry_run);
+        Ok(0)
+    }
 }

@@ -4,10 +4,41 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The exit codes, as `--help` shows them (the numbers are `error::code`'s).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    completed
+  1    the run failed, or an error at run time (a service or store that fails)
+  2    bad input: arguments, configuration, environment, files
+  3    the run stopped before the end (Ctrl-C, SIGTERM, a stopped watch): resumable
+  4    another run is active on the store
+  5    completed with failed records, under --fail-on-failures
+  101  an internal error (a bug: please report it)
+  130  aborted by a second signal: resumable from the last committed checkpoint";
+
+const ROOT_HELP: &str = "\
+Examples:
+  sluice init jsonl                      # a commented pipeline.toml and sample data
+  sluice check                           # validate it, its store and services; changes nothing
+  sluice run                             # Ctrl-C stops at the next batch
+  sluice run --resume                    # continue the stopped run
+  sluice status 1 -c pipeline.toml       # where run 1 stands
+  sluice completions bash > ~/.local/share/bash-completion/completions/sluice
+
+Environment: SLUICE_LOG (log filter, e.g. info or sluice_core=debug), DATABASE_URL (the store),
+PIPELINE_MODE, PIPELINE_STREAMING_BATCH(_SIZE), EMBEDDING_BATCH_SIZE, NO_COLOR; secrets such as
+INTERCOM_ACCESS_TOKEN and OPENAI_API_KEY are read from the environment or ./.env.
+";
+
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Streaming, checkpointed, resumable ingestion pipelines")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Streaming, checkpointed, resumable ingestion pipelines",
+    after_help = format!("{ROOT_HELP}\n{EXIT_CODES}")
+)]
 pub struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr (the filter: [env: SLUICE_LOG]).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Colour in logs and the progress bar: auto (a terminal, unless NO_COLOR is set), always, never.
@@ -36,25 +67,66 @@ pub enum ColorChoice {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline (or resume a stopped/failed run of it).
+    #[command(after_help = format!("{RUN_HELP}\n{EXIT_CODES}"))]
     Run(RunArgs),
     /// List the latest runs, newest first.
+    #[command(after_help = "Examples:\n  sluice runs -c pipeline.toml\n  sluice runs --db sqlite:crawl.db --json")]
     Runs(RunsArgs),
     /// Show a run: status, phase, counts, checkpoint.
+    #[command(
+        after_help = "Examples:\n  sluice status 1 -c pipeline.toml\n  sluice status 3 --server http://127.0.0.1:8000 --json"
+    )]
     Status(StatusArgs),
     /// Summarize an events file written with `run --events-out`.
+    #[command(after_help = "Example:\n  sluice run --events-out events.jsonl && sluice events events.jsonl")]
     Events(EventsArgs),
     /// List the failed records of a run, or retry them.
+    #[command(
+        after_help = "Examples:\n  sluice failures -c pipeline.toml          # the latest run's\n  sluice failures retry 1 -c pipeline.toml  # fetch and process them again"
+    )]
     Failures(FailuresArgs),
     /// Serve the HTTP control API (start, stop, resume and watch runs).
+    #[command(
+        after_help = "Examples:\n  sluice serve -c pipeline.toml\n  SLUICE_API_TOKEN=secret sluice serve --bind 0.0.0.0:8000 --protect-reads"
+    )]
     Serve(ServeArgs),
     /// Ask the active run of a server to stop at the next batch boundary.
+    #[command(after_help = "Example:\n  sluice stop --server http://127.0.0.1:8000")]
     Stop(StopArgs),
     /// Write a commented pipeline.toml to start from (and .env.example where secrets are needed).
+    #[command(
+        after_help = "Examples:\n  sluice init                  # jsonl, with sample data\n  sluice init intercom         # and .env.example\n  sluice init crawl -o site.toml"
+    )]
     Init(InitArgs),
     /// Validate a pipeline file, its environment, store and remote services, changing nothing.
+    #[command(after_help = format!("Examples:\n  sluice check\n  sluice check -c examples/intercom.toml\n\nExit codes: 0 all ok, 1 a service or the store fails, 2 a bad configuration or environment."))]
     Check(CheckArgs),
     /// Work on distributed runs of a PostgreSQL store (see `run --distributed`).
     Worker(WorkerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(
+        after_help = "Examples:\n  sluice completions bash > ~/.local/share/bash-completion/completions/sluice\n  sluice completions zsh > ~/.zfunc/_sluice"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(after_help = "Example:\n  sluice man > ~/.local/share/man/man1/sluice.1 && man sluice")]
+    Man,
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  sluice run                              # ./pipeline.toml
+  sluice run -c examples/sample.toml --db sqlite:/tmp/s.db
+  sluice run -c examples/intercom.toml --resume
+  sluice run --resume-run-id 4            # its saved settings; -c/--db name its store
+  PIPELINE_MODE=batch sluice run --json > summary.json
+";
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -91,7 +163,7 @@ pub struct CheckArgs {
     /// Pipeline file.
     #[arg(short, long, default_value = "pipeline.toml")]
     pub config: PathBuf,
-    /// Store URL or path, overriding the file and DATABASE_URL.
+    /// Store URL or path, overriding the file and DATABASE_URL [env: DATABASE_URL].
     #[arg(long)]
     pub db: Option<String>,
 }
@@ -124,14 +196,16 @@ fn parse_lease(text: &str) -> Result<f64, String> {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// The server, e.g. http://127.0.0.1:8000.
+    /// The server, e.g. http://127.0.0.1:8000 (its token: SLUICE_API_TOKEN).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub server: String,
     /// Stop distributed run --run-id of this PostgreSQL store instead (all its workers).
     #[arg(long, requires = "run_id")]
     pub db: Option<String>,
+    /// The distributed run to stop (with --db).
     #[arg(long, requires = "db")]
     pub run_id: Option<i64>,
+    /// Print the server's answer as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -142,7 +216,7 @@ pub struct StoreArgs {
     /// Pipeline file (its `[store]` is used when neither --db nor DATABASE_URL is given).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
-    /// Store URL or path, e.g. `sqlite:sluice.db`.
+    /// Store URL or path, e.g. `sqlite:sluice.db` or `postgres://user@host/db` [env: DATABASE_URL].
     #[arg(long)]
     pub db: Option<String>,
 }
@@ -167,7 +241,7 @@ pub struct RunArgs {
     /// Stop after this many records in total (counted across resumes).
     #[arg(long)]
     pub max_records: Option<u64>,
-    /// Store URL or path, overriding the file and DATABASE_URL.
+    /// Store URL or path, overriding the file and DATABASE_URL [env: DATABASE_URL].
     #[arg(long)]
     pub db: Option<String>,
     /// Print the run summary as JSON on stdout.
@@ -206,30 +280,36 @@ pub struct RunsArgs {
     /// Ask a running `sluice serve` instead of reading the store.
     #[arg(long, conflicts_with_all = ["config", "db"])]
     pub server: Option<String>,
+    /// How many runs to list (1-1000).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
     /// Only the runs of this pipeline.
     #[arg(long)]
     pub pipeline: Option<String>,
+    /// Print the runs as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The run to show (`sluice runs` lists them).
     pub run_id: i64,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Ask a running `sluice serve` instead of reading the store.
     #[arg(long, conflicts_with_all = ["config", "db"])]
     pub server: Option<String>,
+    /// Print the run as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
+    /// The JSON-lines file `sluice run --events-out FILE` wrote.
     pub file: PathBuf,
+    /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -243,17 +323,20 @@ pub struct FailuresArgs {
     pub run_id: Option<i64>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Print the failures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum FailuresAction {
-    /// Re-run a run's failed records through its pipeline.
+    /// Re-run a run's failed records through its pipeline (a crawl's failed pages are fetched again).
     Retry {
+        /// The run whose failures to retry.
         run_id: i64,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print the retry's summary as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -264,10 +347,10 @@ pub struct ServeArgs {
     /// Pipeline file new runs start from.
     #[arg(short, long, default_value = "pipeline.toml")]
     pub config: PathBuf,
-    /// Address to listen on. A non-loopback address needs SLUICE_API_TOKEN, and its reads need the token too.
+    /// Address to listen on. A non-loopback address needs SLUICE_API_TOKEN [env: SLUICE_API_TOKEN], and its reads need the token too.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub bind: String,
-    /// Store URL or path, overriding the file and DATABASE_URL.
+    /// Store URL or path, overriding the file and DATABASE_URL [env: DATABASE_URL].
     #[arg(long)]
     pub db: Option<String>,
     /// Every endpoint but /healthz needs the token (GETs too); needs SLUICE_API_TOKEN.

@@ -177,6 +177,62 @@ fn run_without_a_pipeline_file_points_at_init() {
     let dir = tempfile::tempdir().unwrap();
     let out = in_dir(dir.path()).arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no pipeline file pipeline.toml: `sluice init` writes one"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read pipeline file pipeline.toml: it does not exist; `sluice init` writes one"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.path().join("sluice.db").exists());
+}
+
+#[test]
+fn help_documents_every_argument_the_exit_codes_and_examples() {
+    let out = run_ok(sluice().arg("--help"));
+    let help = stdout(&out);
+    for needle in ["Exit codes:", "130", "101", "Examples:", "sluice init", "[env: SLUICE_LOG]"] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+    for command in ["run", "runs", "status", "events", "failures", "serve", "stop", "init", "check", "completions"] {
+        let out = run_ok(sluice().args([command, "--help"]));
+        let help = stdout(&out);
+        assert!(help.contains("Example"), "{command} --help has no example:\n{help}");
+        // Every option and argument has a description: after its name, or on the next line (long help).
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !(line.starts_with("  -") || line.starts_with("      --") || line.starts_with("  <")) {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            let same_line = line.trim_start().find("  ").is_some_and(|at| !line[indent + at..].trim().is_empty());
+            let next_line = lines.get(i + 1).is_some_and(|next| {
+                let next_indent = next.len() - next.trim_start().len();
+                next_indent > indent && !next.trim().is_empty() && !next.trim_start().starts_with('-')
+            });
+            assert!(same_line || next_line, "{command}: an argument without help text: {line:?}");
+        }
+    }
+    let out = run_ok(sluice().args(["run", "--help"]));
+    assert!(stdout(&out).contains("[env: DATABASE_URL]") && stdout(&out).contains("130"), "{}", stdout(&out));
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_ok(sluice().args(["completions", shell]));
+        assert!(stdout(&out).contains("sluice") && stdout(&out).contains("resume-run-id"), "{shell}");
+    }
+    let out = run_ok(sluice().arg("man"));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie") || page.contains(".TH sluice 1"), "{page}");
+    assert!(page.contains("init") && page.contains("check"), "{page}");
+}
+
+#[test]
+fn a_bad_key_inside_stages_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[source]\nkind = \"generate\"\ncount = 5\n\n[[stages]]\nkind = \"chunk\"\nby = \"chars\"\nsizee = 5\n";
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    let out = in_dir(dir.path()).args(["run", "-c", "p.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 8: unknown field `sizee`"), "{}", stderr(&out));
 }

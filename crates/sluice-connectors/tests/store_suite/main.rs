@@ -54,6 +54,7 @@ suite!(
     busy_without_a_running_run_reports_zero,
     runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acquire,
     failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them,
+    pages_not_fetched_are_resolved_by_the_retry_that_fetched_them,
     the_runbook_recovery_query_shows_the_checkpoint,
     an_unreadable_checkpoint_is_an_error_naming_the_run,
     memos_are_committed_with_the_batch_and_hit_only_on_same_content_and_fingerprint,
@@ -498,6 +499,27 @@ async fn runs_left_running_by_a_dead_process_become_failed_and_resumable_on_acqu
     let orphan = store.get_run(orphan.id).await.unwrap().unwrap();
     assert_eq!(orphan.checkpoint, Some(checkpoint(1)), "the checkpoint survives for the resume");
     assert_eq!(store.get_run(stopped.id).await.unwrap().unwrap(), stopped_before, "finished runs are left alone");
+}
+
+async fn pages_not_fetched_are_resolved_by_the_retry_that_fetched_them(h: &dyn StoreHarness) {
+    let store = h.open().await;
+    let first = store.create_run(&new_run("p")).await.unwrap();
+    let mut b = docs(&["ok"]);
+    b.failures = vec![failure("page", false), failure("gone", false), failure("rec", true)];
+    store.commit(first.id, &b, &checkpoint(1)).await.unwrap();
+    // The refetch stores "page" and "rec"; "gone" fails again.
+    let retry = store.create_run(&new_run("p")).await.unwrap();
+    let mut b = docs(&["page", "rec"]);
+    b.failures = vec![failure("gone", false)];
+    store.commit(retry.id, &b, &checkpoint(1)).await.unwrap();
+    assert_eq!(store.resolve_refetched(first.id, retry.id).await.unwrap(), 1);
+    let resolved: Vec<_> =
+        store.failures(first.id).await.unwrap().into_iter().map(|r| (r.failure.record_id, r.resolved_by)).collect();
+    assert_eq!(
+        resolved,
+        [("page".into(), Some(retry.id)), ("gone".into(), None), ("rec".into(), None)],
+        "a failure with a record is resolve_failures' business"
+    );
 }
 
 async fn failures_are_recorded_listed_and_resolved_by_the_retry_that_stored_them(h: &dyn StoreHarness) {

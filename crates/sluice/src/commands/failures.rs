@@ -48,17 +48,23 @@ async fn list(run_id: Option<i64>, store_args: &StoreArgs, json: bool) -> Result
 
 /// Re-runs the failed records of a run (those the source could parse) through
 /// its pipeline's stages into the store, as a new run; records stored by it
-/// are marked resolved.
+/// are marked resolved. A crawl's failed pages (a 404, a dropped connection)
+/// have no record: they are fetched again, each alone (no links followed).
 async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, CliError> {
     let store: Arc<dyn sluice_core::Store> = open_store_args(store_args)?;
     let run = store.get_run(run_id).await?.ok_or_else(|| CliError::usage(format!("run {run_id} not found")))?;
+    let file = PipelineFile::from_saved(&run.config)?;
     let rows = store.failures(run_id).await?;
     let mut records = Vec::new();
+    let mut pages = Vec::new();
     let mut unparseable = 0;
     for row in rows.iter().filter(|r| r.resolved_by.is_none()) {
-        match retryable_record(row) {
-            Some(record) => records.push(record),
-            None => unparseable += 1,
+        if let Some(record) = retryable_record(row) {
+            records.push(record);
+        } else if let Some(url) = refetchable_page(&file, row) {
+            pages.push(url);
+        } else {
+            unparseable += 1;
         }
     }
     if unparseable > 0 {
@@ -66,19 +72,69 @@ async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, Cl
             "{unparseable} failures have no record to retry (the source could not read them); fix the input and re-run"
         );
     }
-    if records.is_empty() {
+    if records.is_empty() && pages.is_empty() {
         errln!("run {run_id}: nothing to retry");
         return Ok(code::OK);
     }
-    let file = PipelineFile::from_saved(&run.config)?;
-    let mut pipeline_file = file.clone();
-    pipeline_file.name = Some(format!("{}:retry-of-{run_id}", file.name.clone().unwrap_or_default()));
-    pipeline_file.max_records = None;
-    let pipeline = build_pipeline(&pipeline_file, store.clone())?;
-    let source = Arc::new(RecordsSource { name: "failures".into(), records: Arc::new(records) });
-    let pipeline = pipeline.with_source(source);
-    let summary = pipeline.run(Start::New).await?;
-    let resolved = store.resolve_failures(run_id, summary.run_id).await?;
+    let mut code = code::OK;
+    if !records.is_empty() {
+        let source = Arc::new(RecordsSource { name: "failures".into(), records: Arc::new(records) });
+        let pipeline = build_pipeline(&retry_file(&file, run_id)?, store.clone())?.with_source(source);
+        code = code.max(finish_retry(&store, run_id, pipeline.run(Start::New).await?, false, json).await?);
+    }
+    if !pages.is_empty() {
+        let count = pages.len();
+        errln!("fetching {count} failed page{} of run {run_id} again", if count == 1 { "" } else { "s" });
+        let file = refetch_file(&retry_file(&file, run_id)?, pages)?;
+        let pipeline = build_pipeline(&file, store.clone())?;
+        code = code.max(finish_retry(&store, run_id, pipeline.run(Start::New).await?, true, json).await?);
+    }
+    Ok(code)
+}
+
+/// The run's settings under a retry's name, without its record limit.
+fn retry_file(file: &PipelineFile, run_id: i64) -> Result<PipelineFile, CliError> {
+    let mut retry = file.clone();
+    retry.name = Some(format!("{}:retry-of-{run_id}", file.name.clone().unwrap_or_default()));
+    retry.max_records = None;
+    Ok(retry)
+}
+
+/// The crawl of `file`, narrowed to fetching `urls` again: they are the start
+/// URLs, no link is followed, no page limit applies.
+fn refetch_file(file: &PipelineFile, urls: Vec<String>) -> Result<PipelineFile, CliError> {
+    let mut value = serde_json::to_value(file).map_err(|e| CliError::runtime(e.to_string()))?;
+    let source = &mut value["source"];
+    source["start_urls"] = serde_json::json!(urls);
+    source["max_depth"] = serde_json::json!(0);
+    if let Some(table) = source.as_object_mut() {
+        table.remove("max_pages");
+    }
+    Ok(PipelineFile::from_saved(&value)?)
+}
+
+/// A crawl's page that failed to be fetched: its URL, when the run crawled.
+fn refetchable_page(file: &PipelineFile, row: &FailureRow) -> Option<String> {
+    if file.source.tag() != "crawl" || row.failure.stage != "source" {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_str(&row.failure.payload).ok()?;
+    payload["url"].as_str().map(str::to_string)
+}
+
+/// Marks what the retry stored as resolved and says how it went.
+async fn finish_retry(
+    store: &Arc<dyn sluice_core::Store>,
+    run_id: i64,
+    summary: sluice_core::RunSummary,
+    refetched: bool,
+    json: bool,
+) -> Result<u8, CliError> {
+    let resolved = if refetched {
+        store.resolve_refetched(run_id, summary.run_id).await?
+    } else {
+        store.resolve_failures(run_id, summary.run_id).await?
+    };
     if json {
         print_json(&serde_json::json!({ "retry_run_id": summary.run_id, "resolved": resolved, "summary": summary }))?;
     }
@@ -88,6 +144,13 @@ async fn retry(run_id: i64, store_args: &StoreArgs, json: bool) -> Result<u8, Cl
         summary.status,
         summary_line(&summary.counts)
     );
+    if summary.counts.failed > 0 {
+        errln!(
+            "{} still failing: `sluice failures {}` (with the same -c or --db) lists them",
+            summary.counts.failed,
+            summary.run_id
+        );
+    }
     Ok(if summary.status == RunStatus::Completed { code::OK } else { code::FAILED })
 }
 

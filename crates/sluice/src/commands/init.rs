@@ -40,8 +40,10 @@ pub fn init(args: InitArgs) -> Result<u8, CliError> {
         format!(" -c {}", args.output.display())
     };
     outln!("\nNext:");
+    // Read-only commands do not read ./pipeline.toml by default: name it.
+    let file = format!(" -c {}", args.output.display());
     for step in scaffold.next {
-        outln!("  {}", step.replace("{c}", &shown));
+        outln!("  {}", step.replace("{c}", &shown).replace("{f}", &file));
     }
     Ok(code::OK)
 }
@@ -62,7 +64,7 @@ struct Scaffold {
     env_example: Option<&'static str>,
     /// Relative paths and contents of sample inputs.
     samples: &'static [(&'static str, &'static str)],
-    /// The commands to try next; `{c}` is ` -c FILE` when the file is not `pipeline.toml`.
+    /// The commands to try next; `{c}` is ` -c FILE` when the file is not `pipeline.toml`, `{f}` always.
     next: &'static [&'static str],
 }
 
@@ -72,7 +74,7 @@ fn scaffold(template: Template) -> Scaffold {
             pipeline: JSONL,
             env_example: None,
             samples: &[("data/records.jsonl", JSONL_SAMPLE)],
-            next: &["sluice check{c}", "sluice run{c}", "sluice status 1{c}"],
+            next: &["sluice check{c}", "sluice run{c}", "sluice status 1{f}"],
         },
         Template::Files => Scaffold {
             pipeline: FILES,
@@ -88,7 +90,7 @@ fn scaffold(template: Template) -> Scaffold {
                 "sluice-testkit site --port 8003 &   # a local site to crawl, or edit start_urls",
                 "sluice check{c}",
                 "sluice run{c}",
-                "sluice failures{c}   # pages that failed; `sluice failures retry RUN{c}` fetches them again",
+                "sluice failures{f}   # pages that failed; `sluice failures retry 1{f}` fetches them again",
             ],
         },
         Template::Intercom => Scaffold {

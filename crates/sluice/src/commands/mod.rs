@@ -1,4 +1,5 @@
 pub mod check;
+pub mod completions;
 pub mod events;
 pub mod failures;
 pub mod init;
@@ -23,5 +24,7 @@ pub async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Init(args) => init::init(args),
         Command::Check(args) => check::check(args).await,
         Command::Worker(args) => worker::worker(args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     }
 }

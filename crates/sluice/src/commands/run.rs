@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     } else {
         if !args.config.exists() {
             return Err(CliError::usage(format!(
-                "no pipeline file {}: `sluice init` writes one (or give -c FILE)",
+                "cannot read pipeline file {}: it does not exist; `sluice init` writes one (or give -c FILE)",
                 args.config.display()
             )));
         }

@@ -321,6 +321,11 @@ impl Store for PostgresStore {
         self.ready().await?;
         runs::resolve_failures(self.db(), run, retry_run).await
     }
+
+    async fn resolve_refetched(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
+        self.ready().await?;
+        runs::resolve_refetched(self.db(), run, retry_run).await
+    }
 }
 
 #[cfg(test)]

@@ -603,4 +603,22 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn resolve_refetched(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE failures SET resolved_by = ?2
+                 WHERE run_id = ?1 AND has_record = 0 AND resolved_by IS NULL
+                   AND EXISTS (SELECT 1 FROM documents d
+                               WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = ?2)
+                   AND NOT EXISTS (SELECT 1 FROM failures again
+                                   WHERE again.run_id = ?2 AND again.source = failures.source
+                                     AND again.record_id = failures.record_id)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, retry_run]))
+            .map(|n| n as u64)
+            .map_err(sql(format!("resolving the failed pages of run {run} fetched by run {retry_run}")))
+        })
+        .await
+    }
 }
