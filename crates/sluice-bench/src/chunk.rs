@@ -42,7 +42,7 @@ fn text(mb: usize, kind: &str) -> String {
             while text.len() < len {
                 text.push_str(sentences[i % sentences.len()]);
                 i += 1;
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     text.push_str("\n\n");
                 }
             }
