@@ -10,8 +10,10 @@
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
 //! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]  # see embed.rs
+//! cargo run --release -p sluice-bench -- chunk MB unbroken|natural [chars|before]  # see chunk.rs
 //! ```
 
+mod chunk;
 mod crawl;
 mod distributed;
 mod embed;
@@ -72,8 +74,13 @@ fn main() {
             args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8003/".into()),
             number(2, 8) as usize,
         )),
+        Some("chunk") => chunk::chunk(
+            number(1, 1) as usize,
+            args.get(2).map_or("unbroken", String::as_str),
+            args.get(3).map_or("chars", String::as_str),
+        ),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
         ),
     }
 }

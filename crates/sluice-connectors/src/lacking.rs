@@ -77,6 +77,8 @@ lacking!(IntercomConfig: source "intercom" needs "intercom");
 lacking!(CrawlConfig: source "crawl" needs "crawl");
 #[cfg(not(feature = "crawl"))]
 lacking!(ExtractHtmlConfig: stage "extract_html" needs "crawl");
+#[cfg(not(feature = "test-faults"))]
+lacking!(TestPanicConfig: stage "test_panic" needs "test-faults");
 #[cfg(not(feature = "sqlite"))]
 lacking!(SqliteConfig: store "sqlite" needs "sqlite");
 #[cfg(not(feature = "postgres"))]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE};
+use sluice_core::pipeline::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MIN_BATCH_SIZE, MIN_MAX_RECORD_BYTES};
 use sluice_core::{Mode, Pipeline, RunLabels, RunWindow, Settings, Store};
 
 use crate::ConfigError;
@@ -25,6 +25,8 @@ pub struct PipelineFile {
     pub mode: Option<Mode>,
     pub batch_size: Option<usize>,
     pub max_batch_bytes: Option<usize>,
+    /// A bigger record is a failure (docs/limits.md); default 16 MiB.
+    pub max_record_bytes: Option<usize>,
     pub max_records: Option<u64>,
     pub per_document_events: Option<bool>,
     pub partition_concurrency: Option<usize>,
@@ -107,6 +109,13 @@ impl PipelineFile {
         {
             return refuse(format!("max_batch_bytes = {bytes} is too small (allowed: at least 1024)"));
         }
+        if let Some(bytes) = self.max_record_bytes
+            && bytes < MIN_MAX_RECORD_BYTES
+        {
+            return refuse(format!(
+                "max_record_bytes = {bytes} is too small (allowed: at least {MIN_MAX_RECORD_BYTES})"
+            ));
+        }
         if self.max_records == Some(0) {
             return refuse("max_records = 0 would fetch nothing (allowed: at least 1, or leave it out)".into());
         }
@@ -175,6 +184,7 @@ impl PipelineFile {
             mode: self.mode.unwrap_or_default(),
             batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
+            max_record_bytes: self.max_record_bytes.unwrap_or(defaults.max_record_bytes),
             max_records: self.max_records.or(source.max_records),
             partition_concurrency: self.partition_concurrency.unwrap_or(defaults.partition_concurrency),
             per_document_events: self.per_document_events.unwrap_or(true),

@@ -24,6 +24,8 @@ use crate::lacking::JsonlConfig;
 use crate::lacking::PostgresConfig;
 #[cfg(not(feature = "sqlite"))]
 use crate::lacking::SqliteConfig;
+#[cfg(not(feature = "test-faults"))]
+use crate::lacking::TestPanicConfig;
 #[cfg(not(feature = "crawl"))]
 use crate::lacking::{CrawlConfig, ExtractHtmlConfig};
 use crate::sink::items::{ItemsSink, ItemsSinkConfig};
@@ -45,6 +47,8 @@ use crate::stage::embed::EmbedConfig;
 use crate::stage::extract_html::ExtractHtmlConfig;
 use crate::stage::filter::FilterConfig;
 use crate::stage::normalize::NormalizeConfig;
+#[cfg(feature = "test-faults")]
+use crate::stage::test_panic::TestPanicConfig;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 #[cfg(feature = "sqlite")]
@@ -133,6 +137,8 @@ kinds! {
         Classify(ClassifyConfig) = "classify",
         Chunk(ChunkConfig) = "chunk",
         Embed(EmbedConfig) = "embed",
+        /// Panics on purpose, for tests (`test-faults` feature, never in a build for use).
+        TestPanic(TestPanicConfig) = "test_panic",
     }
 }
 

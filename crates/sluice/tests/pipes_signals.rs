@@ -1,7 +1,8 @@
-//! Closed pipes and signals with the real binary: a reader that went away
-//! never panics or hangs a command, SIGHUP stops like SIGTERM, and one
-//! signal delivered twice (GNU `timeout` signals the child and its group)
-//! counts once.
+//! Closed pipes, signals, panics and huge records with the real binary: a
+//! reader that went away never panics or hangs a command, SIGHUP stops like
+//! SIGTERM, one signal delivered twice (GNU `timeout` signals the child and
+//! its group) counts once, a panicking stage fails the run, and a 50 MB line
+//! is a failure while the records around it are stored.
 
 mod common;
 
@@ -146,4 +147,115 @@ fn the_same_sigterm_twice_within_100_ms_stops_once_and_does_not_abort() {
     signal(&child, "TERM");
     let out = wait_bounded(child, "a run after a double SIGTERM");
     assert_stopped(&out, &db_path);
+}
+
+/// A JSON-lines file of `records` short tickets, `r000` on; `extra` lines are
+/// written after the first `at` of them.
+fn tickets(path: &Path, records: usize, at: usize, extra: &str) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..records {
+        if i == at {
+            out.write_all(extra.as_bytes()).unwrap();
+        }
+        writeln!(out, r#"{{"id": "r{i:03}", "text": "Ticket {i}: I was charged twice and need a refund, please."}}"#)
+            .unwrap();
+    }
+    out.flush().unwrap();
+}
+
+fn jsonl_pipeline(dir: &Path, data: &Path, stages: &str) -> std::path::PathBuf {
+    let path = dir.join("records.toml");
+    let text = format!(
+        "name = \"records\"\nbatch_size = 10\n\n[source]\nkind = \"jsonl\"\npath = {:?}\n\n{stages}",
+        data.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_panicking_stage_fails_the_run_with_its_message_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tickets.jsonl");
+    tickets(&data, 200, 150, "{\"id\": \"bad\", \"text\": \"this one goes boom\"}\n");
+    let stages = "[[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"test_panic\"\ncontains = \"boom\"\n";
+    let config = jsonl_pipeline(dir.path(), &data, stages);
+    let db_path = dir.path().join("panic.db");
+    let child = sluice()
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, "a run whose stage panicked");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a failed run exits 1\n{log}");
+    let conn = db(&db_path);
+    let (status, error, checkpoint): (String, String, Option<String>) = conn
+        .query_row("SELECT status, error, checkpoint FROM pipeline_runs WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.contains("test_panic: record bad contains \"boom\""), "the panic message: {error}");
+    assert!(log.contains("test_panic: record bad"), "said on stderr: {log}");
+    // Batches of 10 commit in order; none from the panicking one (records 150-159) on.
+    let stored = count(&conn, "SELECT COUNT(*) FROM documents");
+    assert!(stored <= 150 && stored % 10 == 0, "whole batches before the panic: {stored}");
+    if stored > 0 {
+        let checkpoint: serde_json::Value = serde_json::from_str(&checkpoint.expect("a checkpoint")).unwrap();
+        assert_eq!(checkpoint["counts"]["stored"], stored, "the checkpoint is what was committed");
+    }
+}
+
+#[test]
+fn a_50_mb_unbroken_line_among_good_records_is_a_failure_and_the_good_records_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huge.jsonl");
+    // A base64-like attachment: letters and digits, no space or punctuation.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let blob: String = (0..50 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            alphabet[(state % alphabet.len() as u64) as usize] as char
+        })
+        .collect();
+    tickets(&data, 10, 5, &format!("{{\"id\": \"huge\", \"text\": \"{blob}\"}}\n"));
+    drop(blob);
+    let stages = "[[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"chunk\"\nsize = 200\n\n\
+                  [[stages]]\nkind = \"embed\"\nprovider = \"hashing\"\ndimensions = 32\n";
+    let config = jsonl_pipeline(dir.path(), &data, stages);
+    let db_path = dir.path().join("huge.db");
+    let child = sluice()
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, "a run with a 50 MB line");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(run_status(&db_path, 1), "completed");
+    let conn = db(&db_path);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents"), 10, "the good records are stored");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents WHERE id = 'huge'"), 0);
+    let (error_type, error, payload): (String, String, String) = conn
+        .query_row("SELECT error_type, error, payload FROM failures WHERE record_id = 'huge'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("the huge record is a failure");
+    assert_eq!(error_type, "record_too_large");
+    assert!(error.contains("\"huge\"") && error.contains("max_record_bytes = 16777216"), "{error}");
+    assert!(payload.len() < 64 * 1024, "the failures row keeps the record's head, not 50 MB: {}", payload.len());
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM failures"), 1);
 }

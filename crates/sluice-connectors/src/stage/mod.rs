@@ -23,6 +23,8 @@ pub mod embed;
 pub mod extract_html;
 pub mod filter;
 pub mod normalize;
+#[cfg(feature = "test-faults")]
+pub mod test_panic;
 
 /// The old path of [`classify::llm`], kept until every caller uses the new one.
 #[cfg(feature = "openai")]

@@ -16,6 +16,8 @@ const HTML_WIDTH: usize = 10_000;
 
 /// Batches whose HTML adds up to more than this are converted on a blocking thread.
 const INLINE_HTML_BYTES: usize = 16 * 1024;
+/// Batches with more text than this are cleaned on a blocking thread (tens of ms and up).
+const INLINE_TEXT_BYTES: usize = 1024 * 1024;
 
 fn default_true() -> bool {
     true
@@ -68,8 +70,9 @@ impl Stage for NormalizeStage {
         } else {
             0
         };
-        if html_bytes > INLINE_HTML_BYTES {
-            // html2text is CPU work: keep it off the async workers.
+        let text_bytes: usize = docs.iter().map(|d| d.record.text.len()).sum();
+        if html_bytes > INLINE_HTML_BYTES || text_bytes > INLINE_TEXT_BYTES {
+            // html2text and cleaning megabytes are CPU work: keep them off the async workers.
             docs = tokio::task::spawn_blocking(move || {
                 normalize_all(&mut docs, html);
                 docs

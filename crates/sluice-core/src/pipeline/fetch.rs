@@ -109,6 +109,8 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
             return; // the limit is reached; nothing of this page is consumed
         }
         items.truncate(granted);
+        let max_bytes = shared.settings.max_record_bytes;
+        let items = items.into_iter().map(|item| refuse_oversized(item, max_bytes)).collect();
         let next = page.next;
         let last_page = next.is_none();
         let spot = PageSpot { cursor: cursor.clone(), next: next.clone(), first_index, page_len };
@@ -117,6 +119,44 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
             return;
         }
         cursor = next;
+    }
+}
+
+/// Text of an oversized record kept in its failures row (its fields are not):
+/// enough to see what it is.
+const OVERSIZED_TEXT_KEPT: usize = 4096;
+
+/// A record holding more than `max_bytes` becomes a failure here, before any
+/// stage: one huge record must not stall its batch or the run.
+fn refuse_oversized(item: SourceItem, max_bytes: usize) -> SourceItem {
+    let bytes = match &item {
+        SourceItem::Record(record) => record.approx_bytes(),
+        SourceItem::Document(doc) => doc.record.approx_bytes(),
+        SourceItem::Invalid { .. } => return item,
+    };
+    if bytes <= max_bytes {
+        return item;
+    }
+    let mut record = match item {
+        SourceItem::Record(record) => record,
+        SourceItem::Document(doc) => doc.record,
+        SourceItem::Invalid { .. } => return item,
+    };
+    let mut cut = OVERSIZED_TEXT_KEPT.min(record.text.len());
+    while !record.text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    record.text.truncate(cut);
+    record.fields.clear();
+    SourceItem::Invalid {
+        error: format!(
+            "record {:?} holds {bytes} bytes, more than max_record_bytes = {max_bytes}; \
+             raise max_record_bytes in the pipeline file to process it",
+            record.id
+        ),
+        id: record.id.clone(),
+        raw: serde_json::to_string(&record).unwrap_or_default(),
+        error_type: "record_too_large".into(),
     }
 }
 
@@ -141,6 +181,21 @@ mod tests {
 
     fn rec(id: &str) -> SourceItem {
         SourceItem::Record(Record::new("s", id, "t"))
+    }
+
+    #[test]
+    fn oversized_records_become_failures_that_name_the_record_and_the_limit() {
+        let small = refuse_oversized(rec("small"), 1024);
+        assert!(matches!(small, SourceItem::Record(ref r) if r.id == "small"));
+        let big = SourceItem::Record(Record::new("s", "big", "é".repeat(5000)));
+        let SourceItem::Invalid { id, raw, error_type, error } = refuse_oversized(big, 1024) else {
+            panic!("an oversized record is refused");
+        };
+        assert_eq!((id.as_str(), error_type.as_str()), ("big", "record_too_large"));
+        assert!(error.contains("\"big\"") && error.contains("max_record_bytes = 1024"), "{error}");
+        let kept: Record = serde_json::from_str(&raw).expect("the payload is the record, its text cut");
+        assert_eq!(kept.text.len(), OVERSIZED_TEXT_KEPT);
+        assert_eq!(kept.id, "big");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub use handle::{InFlight, RunHandle, RunSummary};
 pub const MIN_BATCH_SIZE: usize = 10;
 pub const MAX_BATCH_SIZE: usize = 500;
 pub const DEFAULT_BATCH_SIZE: usize = 50;
+/// 16 MiB: far above a ticket or a page, small enough that one record cannot stall a run.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest `max_record_bytes` allowed.
+pub const MIN_MAX_RECORD_BYTES: usize = 1024;
 
 /// Everything about a run that is not a connector.
 #[derive(Clone, Debug)]
@@ -41,6 +45,9 @@ pub struct Settings {
     pub batch_size: usize,
     /// A batch is closed early when its records hold this many bytes.
     pub max_batch_bytes: usize,
+    /// A record whose text and fields hold more bytes than this is a failure
+    /// (`record_too_large`) instead of going through the stages.
+    pub max_record_bytes: usize,
     /// Stop after this many fetched records, counted across resumes.
     pub max_records: Option<u64>,
     /// Partitions fetched at once.
@@ -71,6 +78,7 @@ impl Default for Settings {
             mode: Mode::Streaming,
             batch_size: DEFAULT_BATCH_SIZE,
             max_batch_bytes: 8 * 1024 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_records: None,
             partition_concurrency: 4,
             per_document_events: true,

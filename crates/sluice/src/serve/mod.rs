@@ -118,7 +118,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     let local = listener.local_addr().map_err(|e| CliError::runtime(e.to_string()))?;
     tracing::info!(store = %store.describe(), "sluice serve listening on http://{local}");
     // Scripts and tests read the address from this line (the port may be 0 = any).
-    println!("listening on http://{local}");
+    outln!("listening on http://{local}");
 
     let shutdown_state = state.clone();
     let shutdown = CancellationToken::new();
@@ -128,7 +128,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         tracing::warn!("shutting down: stopping the active run at a batch boundary (signal again to abort)");
         tokio::spawn(async {
             crate::commands::run::wait_for_signal().await;
-            eprintln!("aborted; the last committed checkpoint is kept");
+            errln!("aborted; the last committed checkpoint is kept");
             std::process::exit(130);
         });
         shutdown_state.shutdown().await;

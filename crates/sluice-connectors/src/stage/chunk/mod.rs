@@ -1,6 +1,8 @@
 //! Chunking: split a document's text into pieces of at most `size` characters
 //! or tokens, on the largest semantic boundaries that fit (text-splitter).
 
+mod windows;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::{Chunk, Context, Document, Outcome, Stage, StageError};
 use text_splitter::{Characters, ChunkConfig as SplitterConfig, TextSplitter};
 use tiktoken_rs::CoreBPE;
+use windows::{CharBound, TokenBound, split_in_windows};
 
 use crate::ConfigError;
 use crate::util::validate::check_range;
@@ -70,30 +73,35 @@ impl ChunkConfig {
 }
 
 enum Splitter {
-    Chars(TextSplitter<Characters>),
-    Tokens(TextSplitter<&'static CoreBPE>),
+    Chars(TextSplitter<Characters>, usize),
+    Tokens(TextSplitter<&'static CoreBPE>, usize),
 }
 
 impl Splitter {
+    /// The chunks of `text`, window by window (see `windows`): linear in its length.
     fn chunks(&self, text: &str) -> Vec<Chunk> {
-        let make = |(index, (offset, piece)): (usize, (usize, &str))| Chunk {
-            index: index as u32,
-            offset,
-            text: piece.to_string(),
-            embedding: None,
+        let pieces = match self {
+            Splitter::Chars(s, size) => split_in_windows(text, &CharBound(*size), |t| s.chunk_indices(t).collect()),
+            Splitter::Tokens(s, size) => split_in_windows(text, &TokenBound(*size), |t| s.chunk_indices(t).collect()),
         };
-        match self {
-            Splitter::Chars(s) => s.chunk_indices(text).enumerate().map(make).collect(),
-            Splitter::Tokens(s) => s.chunk_indices(text).enumerate().map(make).collect(),
-        }
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(index, (offset, piece))| Chunk {
+                index: index as u32,
+                offset,
+                text: piece.to_string(),
+                embedding: None,
+            })
+            .collect()
     }
 }
 
 impl std::fmt::Debug for Splitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Splitter::Chars(s) => s.fmt(f),
-            Splitter::Tokens(_) => f.write_str("TextSplitter<CoreBPE>"),
+            Splitter::Chars(s, _) => s.fmt(f),
+            Splitter::Tokens(..) => f.write_str("TextSplitter<CoreBPE>"),
         }
     }
 }
@@ -118,9 +126,10 @@ impl ChunkStage {
         }
         let overlap_error = |e| ConfigError(format!("chunk.overlap = {}: {e}", config.overlap));
         let splitter = match config.by {
-            ChunkBy::Chars => Splitter::Chars(TextSplitter::new(
-                SplitterConfig::new(size).with_overlap(config.overlap).map_err(overlap_error)?,
-            )),
+            ChunkBy::Chars => Splitter::Chars(
+                TextSplitter::new(SplitterConfig::new(size).with_overlap(config.overlap).map_err(overlap_error)?),
+                size,
+            ),
             ChunkBy::Tokens => {
                 let bpe: &'static CoreBPE = match config.tokenizer.as_str() {
                     "cl100k_base" => tiktoken_rs::cl100k_base_singleton(),
@@ -134,7 +143,7 @@ impl ChunkStage {
                 };
                 let splitter_config =
                     SplitterConfig::new(size).with_overlap(config.overlap).map_err(overlap_error)?.with_sizer(bpe);
-                Splitter::Tokens(TextSplitter::new(splitter_config))
+                Splitter::Tokens(TextSplitter::new(splitter_config), size)
             }
         };
         Ok(Self { config, splitter: Arc::new(splitter) })
@@ -164,7 +173,7 @@ impl Stage for ChunkStage {
 
     async fn process(&self, _ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let bytes: usize = docs.iter().map(|d| d.record.text.len()).sum();
-        if bytes > INLINE_BYTES || matches!(*self.splitter, Splitter::Tokens(_)) && bytes > INLINE_BYTES / 8 {
+        if bytes > INLINE_BYTES || matches!(*self.splitter, Splitter::Tokens(..)) && bytes > INLINE_BYTES / 8 {
             // Splitting (tokenizing above all) is CPU work: keep it off the async workers.
             let splitter = self.splitter.clone();
             docs = tokio::task::spawn_blocking(move || {
