@@ -40,6 +40,12 @@ impl Write for LogWriter {
     }
 }
 
+/// Writes one line on stderr, stepping around the progress bar when one is
+/// drawn (a line written under it would share its terminal row).
+pub fn note_line(line: &str) {
+    let _ = LogWriter.write_all(format!("{line}\n").as_bytes());
+}
+
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }

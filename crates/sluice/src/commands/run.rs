@@ -187,15 +187,13 @@ async fn follow(
     let mut handle: RunHandle = pipeline.start(start).await?;
     let run_id = handle.run_id;
     tracing::info!(run_id, resumed = handle.resumed, store = %pipeline.store().describe(), "run started");
-    match resumed_from {
-        Some(cp) => errln!(
+    crate::progress::note_line(&match resumed_from {
+        Some(cp) => format!(
             "run {run_id} resumed from {} committed records ({} batches, phase {}) in {store}",
-            cp.counts.stored,
-            cp.batches,
-            cp.phase
+            cp.counts.stored, cp.batches, cp.phase
         ),
-        None => errln!("run {run_id} (new) in {store}"),
-    }
+        None => format!("run {run_id} (new) in {store}"),
+    });
     let signals = match signals {
         Ok(signals) => Some(tokio::spawn(stop_on_signals(signals, handle.stop_token(), handle.in_flight()))),
         Err(e) => {

@@ -93,7 +93,11 @@ pub(super) async fn set_up(db: &Db) -> Result<Setup, StoreError> {
             "the database is at schema version {current}, newer than this sluice knows ({known}); use a newer sluice"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await.map_err(db.sql(what))?;
+    // Every migration not recorded yet, not only those past the highest: a
+    // store may have a later one from a build that had it before an earlier one.
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
             .execute(&mut *tx)
             .await

@@ -56,7 +56,13 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             )),
         ));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    let applied: Vec<i64> = {
+        let mut versions = tx.prepare("SELECT version FROM schema_migrations")?;
+        versions.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    // Every migration not recorded yet, not only those past the highest: a
+    // store may have a later one from a build that had it before an earlier one.
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         tx.execute_batch(sql).map_err(|e| match e {
             rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(
                 code,
