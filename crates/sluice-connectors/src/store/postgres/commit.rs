@@ -298,7 +298,7 @@ async fn write_rows(
         .await
         .map_err(stage)?;
     }
-    insert_memos(&mut **tx, &rows.memos).await.map_err(stage)?;
+    insert_memos(tx, &rows.memos).await.map_err(stage)?;
     let u = &rows.updates;
     if !u.source.is_empty() {
         sqlx::query(if vector { UPDATE_DOCUMENTS_VECTOR } else { UPDATE_DOCUMENTS_REAL })
