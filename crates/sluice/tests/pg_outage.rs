@@ -152,16 +152,19 @@ fn postgres_stopped_during_the_theme_and_story_reads_the_run_completes_with_noth
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, Some(0), "the run completes after both outages; its log:\n{log}");
 
+    // Which statement the outage cut depends on timing (the read may be done
+    // when the event is seen), so the retries are reported, not asserted: the
+    // engine test `a_task_phase_whose_read_is_cut_by_an_outage_reads_again_and_commits_once`
+    // cuts the read itself, deterministically.
     let events = events(&events_path);
     for phase in ["theme_extraction", "story_creation"] {
         let from = phase_started(&events, phase).unwrap();
-        let backoffs: Vec<&Value> = events[from..]
+        let adapters: Vec<&str> = events[from..]
             .iter()
             .take_while(|e| e["type"] != "PhaseFinished")
             .filter(|e| e["type"] == "AdapterStateChange")
+            .filter_map(|e| e["adapter"].as_str())
             .collect();
-        assert!(!backoffs.is_empty(), "{phase}: the outage was ridden out by retrying; log:\n{log}");
-        let adapters: Vec<&str> = backoffs.iter().filter_map(|e| e["adapter"].as_str()).collect();
         eprintln!("{phase}: retried {adapters:?}");
     }
     assert_eq!(store.text("SELECT status FROM pipeline_runs WHERE id = 1").as_deref(), Some("completed"));
