@@ -56,6 +56,7 @@ pub fn summary(doc: &RunStatusDoc) -> Markup {
                     tr { th { "Tokens in" } td { (doc.cost.tokens_in) } }
                     tr { th { "Tokens out" } td { (doc.cost.tokens_out) } }
                     tr { th { "Calls saved (unchanged content)" } td { (doc.cost.calls_saved) } }
+                    @if let Some(usd) = doc.cost_usd { tr { th { "Cost" } td #cost-money title=[doc.cost_text.as_deref()] { "≈ $" (format!("{usd:.4}")) } } }
                 }
             }
         }

@@ -74,7 +74,8 @@ fn table(runs: &[RunStatusDoc]) -> Markup {
                                 }
                                 td { (duration(run)) }
                                 td { (run.cost.llm_calls + run.cost.embedding_calls) " calls · "
-                                     (run.cost.tokens_in + run.cost.tokens_out) " tokens" }
+                                     (run.cost.tokens_in + run.cost.tokens_out) " tokens"
+                                     @if let Some(usd) = run.cost_usd { " · ≈ $" (format!("{usd:.2}")) } }
                                 td { @if let (Some(f), Some(t)) = (&run.date_from, &run.date_to) { (f) " – " (t) } @else { "–" } }
                                 td { (short_time(&run.started_at)) }
                                 td.actions {
