@@ -15,6 +15,7 @@ use sluice_core::{Mode, Pipeline, RunLabels, RunWindow, Settings, Store};
 use crate::ConfigError;
 use crate::phase::{PhasesConfig, build_phases};
 use crate::registry::{SinkConfig, SourceConfig, StageConfig, StageEntry, StoreConfig, build_stage};
+use crate::remote::endpoint::OpenAiEndpoint;
 
 /// The pipeline file, as written by the user.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,6 +77,28 @@ impl PipelineFile {
     pub fn from_saved(value: &serde_json::Value) -> Result<Self, ConfigError> {
         serde_json::from_value(value.clone())
             .map_err(|e| ConfigError(format!("the run's saved configuration cannot be read: {e}")))
+    }
+
+    /// The OpenAI-compatible APIs the file's stages and phases call, each with
+    /// the part that calls it (`classify`, `embed`, `embedding_generation`), in
+    /// file order: what `sluice check` probes, with the key each part uses
+    /// (an inline `api_key` is not in the saved or printed settings).
+    pub fn openai_endpoints(&self) -> Vec<(&'static str, &OpenAiEndpoint)> {
+        let mut found = Vec::new();
+        for entry in &self.stages {
+            match &entry.stage {
+                #[cfg(feature = "openai")]
+                StageConfig::Classify(crate::stage::classify::ClassifyConfig::Llm(llm)) => {
+                    found.push(("classify", &llm.endpoint))
+                }
+                StageConfig::Embed(embed) if embed.provider == "openai" => found.push(("embed", &embed.endpoint)),
+                _ => {}
+            }
+        }
+        if let Some(embed) = self.phases.embedding_generation.as_ref().filter(|e| e.provider == "openai") {
+            found.push(("embedding_generation", &embed.endpoint));
+        }
+        found
     }
 
     /// Sets the batch size of every embedder the file has (the embed stages'

@@ -127,6 +127,38 @@ async fn check_calls_each_service_once_and_names_the_exact_problem() {
     assert!(report.contains("FAIL intercom: GET http://127.0.0.1:9/me: cannot connect"), "{report}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_uses_an_api_key_written_in_the_pipeline_file() {
+    let openai = FakeOpenAi::start(OpenAiConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |key: &str| {
+        let text = format!(
+            "[source]\nkind = \"generate\"\ncount = 3\n\n[[stages]]\nkind = \"classify\"\nprovider = \"llm\"\n\
+             categories = [\"a\", \"b\"]\nbase_url = \"{}/v1\"\napi_key = \"{key}\"\n",
+            openai.base_url()
+        );
+        std::fs::write(dir.path().join("pipeline.toml"), text).unwrap();
+    };
+    // The key is in the file, none in the environment: the run would work, so check says ok.
+    write(openai.key());
+    let out = in_dir(dir.path()).arg("check").output().unwrap();
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("ok   openai (classify): GET") && report.contains("/v1/models 200"), "{report}");
+    assert!(!report.contains("OPENAI_API_KEY"), "the inline key was not the one checked: {report}");
+    assert_eq!(openai.counters().model_requests, 1);
+
+    // The inline key is the one sent, even when the environment has a good one: a wrong one fails,
+    // named by where it is, and not printed.
+    write("sk-inline-wrong");
+    let out = in_dir(dir.path()).arg("check").env("OPENAI_API_KEY", openai.key()).output().unwrap();
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("401 Unauthorized") && report.contains("(classify.api_key is refused)"), "{report}");
+    assert!(!report.contains("sk-inline-wrong"), "a secret was printed: {report}");
+    assert_eq!(openai.counters().model_requests, 2);
+}
+
 #[test]
 fn check_reports_a_bad_file_with_its_key_and_a_missing_one_with_init() {
     let dir = tempfile::tempdir().unwrap();

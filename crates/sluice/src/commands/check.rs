@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_connectors::PipelineFile;
 use sluice_connectors::registry::{StoreConfig, build_stage};
+use sluice_connectors::remote::endpoint::{BASE_URL_ENV, DEFAULT_BASE_URL, OpenAiEndpoint};
 
 use crate::cli::CheckArgs;
-use crate::env::{apply_env, env_var, store_config};
+use crate::env::{StoreOrigin, apply_env, env_var, store_config};
 use crate::error::{CliError, code};
 
 /// How long one remote check may take.
@@ -63,8 +64,7 @@ pub async fn check(args: CheckArgs) -> Result<u8, CliError> {
     };
     report.line("components", build(&file, &origin));
     report.line("store", check_store(args.db.as_deref(), &file).await);
-    let json = serde_json::to_value(&file).unwrap_or(Value::Null);
-    let services = services(&json);
+    let services = services(&file);
     if services.is_empty() {
         outln!("ok   services: none (this pipeline calls no remote API)");
     }
@@ -118,17 +118,22 @@ fn build(file: &PipelineFile, origin: &str) -> Outcome {
 
 /// Looks at the store without changing it.
 async fn check_store(db: Option<&str>, file: &PipelineFile) -> Outcome {
-    let (config, from) = match db {
-        Some(url) => (StoreConfig::from_url(url), "--db"),
-        None if env_var("DATABASE_URL").is_some_and(|u| !u.trim().is_empty()) => {
-            (store_config(Some(file), &env_var).map(|(config, _)| config), "DATABASE_URL")
-        }
-        None => (store_config(Some(file), &env_var).map(|(config, _)| config), "the pipeline file"),
+    let named = match db {
+        Some(url) => StoreConfig::from_url(url).map(|config| (config, "--db".to_string())),
+        None => store_config(Some(file), &env_var).map(|(config, origin)| {
+            let from = match origin {
+                StoreOrigin::Env(var) => format!("${var}"),
+                StoreOrigin::Flag | StoreOrigin::File if file.store.is_some() => "the pipeline file".to_string(),
+                StoreOrigin::Flag | StoreOrigin::File => "the default".to_string(),
+            };
+            (config, from)
+        }),
     };
-    let config = match config {
-        Ok(config) => config,
+    let (config, from) = match named {
+        Ok(named) => named,
         Err(e) => return Outcome::Bad(e.0),
     };
+    let from = from.as_str();
     let json = serde_json::to_value(&config).unwrap_or(Value::Null);
     match json["kind"].as_str() {
         Some("sqlite") => sqlite(Path::new(json["path"].as_str().unwrap_or("")), from),
@@ -223,10 +228,45 @@ fn redact(url: &str) -> String {
 struct Service {
     label: String,
     url: String,
-    /// The environment variable holding the secret.
-    secret_env: String,
+    key: Key,
     headers: Vec<(&'static str, String)>,
     kind: ServiceKind,
+}
+
+/// Where a service's secret is: the key the run will send, so the check proves that one.
+#[derive(Clone, PartialEq)]
+enum Key {
+    /// In the environment variable of this name (or `.env`).
+    Env(String),
+    /// Written in the pipeline file, at `origin` (e.g. `classify.api_key`).
+    Inline { origin: String, key: String },
+}
+
+impl Key {
+    /// The key from the table's `api_key` when set (as the run reads it), else its `api_key_env`.
+    fn of(what: &str, endpoint: &OpenAiEndpoint) -> Key {
+        match endpoint.api_key.as_ref().filter(|k| !k.is_empty()) {
+            Some(key) => Key::Inline { origin: format!("{what}.api_key"), key: key.expose().to_string() },
+            None => Key::Env(endpoint.api_key_env.clone()),
+        }
+    }
+
+    /// Where the key is, for messages (never the key itself).
+    fn origin(&self) -> &str {
+        match self {
+            Key::Env(name) => name,
+            Key::Inline { origin, .. } => origin,
+        }
+    }
+
+    fn value(&self) -> Result<String, String> {
+        match self {
+            Key::Env(name) => env_var(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| format!("{name} is not set (environment or .env)")),
+            Key::Inline { key, .. } => Ok(key.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -235,26 +275,26 @@ enum ServiceKind {
     OpenAi,
 }
 
-/// The remote services named by the pipeline's settings (its JSON form), one per distinct endpoint and key.
-fn services(file: &Value) -> Vec<Service> {
+/// The remote services the pipeline calls, one per distinct endpoint and key.
+fn services(file: &PipelineFile) -> Vec<Service> {
     let mut found: Vec<Service> = Vec::new();
-    let source = &file["source"];
+    let source = serde_json::to_value(&file.source).unwrap_or(Value::Null);
     if source["kind"] == "intercom" {
-        let base = setting(source, "base_url", "INTERCOM_BASE_URL", "https://api.intercom.io");
+        let base = setting(source["base_url"].as_str(), "INTERCOM_BASE_URL", "https://api.intercom.io");
         let version = source["intercom_version"].as_str().unwrap_or("2.11").to_string();
         found.push(Service {
             label: "intercom".into(),
             url: format!("{}/me", base.trim_end_matches('/')),
-            secret_env: source["token_env"].as_str().unwrap_or("INTERCOM_ACCESS_TOKEN").to_string(),
+            key: Key::Env(source["token_env"].as_str().unwrap_or("INTERCOM_ACCESS_TOKEN").to_string()),
             headers: vec![("Intercom-Version", version)],
             kind: ServiceKind::Intercom,
         });
     }
-    let mut openai = |what: String, table: &Value| {
-        let base = setting(table, "base_url", "OPENAI_BASE_URL", "https://api.openai.com/v1");
+    for (what, endpoint) in file.openai_endpoints() {
+        let base = setting(endpoint.base_url.as_deref(), BASE_URL_ENV, DEFAULT_BASE_URL);
         let url = format!("{}/models", base.trim_end_matches('/'));
-        let secret_env = table["api_key_env"].as_str().unwrap_or("OPENAI_API_KEY").to_string();
-        match found.iter_mut().find(|s| s.url == url && s.secret_env == secret_env) {
+        let key = Key::of(what, endpoint);
+        match found.iter_mut().find(|s| s.url == url && s.key == key) {
             Some(same) => {
                 // "openai (classify)" -> "openai (classify, embed)".
                 same.label.pop();
@@ -263,30 +303,19 @@ fn services(file: &Value) -> Vec<Service> {
             None => found.push(Service {
                 label: format!("openai ({what})"),
                 url,
-                secret_env,
+                key,
                 headers: Vec::new(),
                 kind: ServiceKind::OpenAi,
             }),
         }
-    };
-    for stage in file["stages"].as_array().into_iter().flatten() {
-        match (stage["kind"].as_str(), stage["provider"].as_str()) {
-            (Some("classify"), Some("llm")) => openai("classify".into(), stage),
-            (Some("embed"), Some("openai")) => openai("embed".into(), stage),
-            _ => {}
-        }
-    }
-    let phase = &file["phases"]["embedding_generation"];
-    if phase["provider"] == "openai" {
-        openai("embedding_generation".into(), phase);
     }
     found
 }
 
 /// A URL setting: the table's key, else the environment variable, else the default.
-fn setting(table: &Value, key: &str, env: &str, default: &str) -> String {
-    table[key]
-        .as_str()
+fn setting(value: Option<&str>, env: &str, default: &str) -> String {
+    value
+        .filter(|v| !v.trim().is_empty())
         .map(str::to_string)
         .or_else(|| env_var(env).filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| default.to_string())
@@ -294,8 +323,9 @@ fn setting(table: &Value, key: &str, env: &str, default: &str) -> String {
 
 impl Service {
     async fn probe(&self) -> Outcome {
-        let Some(secret) = env_var(&self.secret_env).filter(|v| !v.trim().is_empty()) else {
-            return Outcome::Bad(format!("{} is not set (environment or .env)", self.secret_env));
+        let secret = match self.key.value() {
+            Ok(secret) => secret,
+            Err(missing) => return Outcome::Bad(missing),
         };
         let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
             Ok(client) => client,
@@ -316,7 +346,7 @@ impl Service {
         }
         let detail = error_message(&body);
         let hint = match status.as_u16() {
-            401 | 403 => format!(" ({} is refused)", self.secret_env),
+            401 | 403 => format!(" ({} is refused)", self.key.origin()),
             404 => " (is the base URL right?)".to_string(),
             429 => " (rate limited: try again later)".to_string(),
             _ => String::new(),
@@ -375,25 +405,30 @@ mod tests {
 
     #[test]
     fn services_are_found_once_per_endpoint_and_key() {
-        let file = serde_json::json!({
+        let file: PipelineFile = serde_json::from_value(serde_json::json!({
             "source": {"kind": "intercom", "base_url": "http://i", "token_env": "T", "intercom_version": "2.11"},
             "stages": [
-                {"kind": "classify", "provider": "llm", "base_url": "http://o/v1", "api_key_env": "K"},
+                {"kind": "classify", "provider": "llm", "categories": ["a", "b"], "base_url": "http://o/v1", "api_key_env": "K"},
                 {"kind": "embed", "provider": "openai", "base_url": "http://o/v1/", "api_key_env": "K"},
                 {"kind": "embed", "provider": "hashing"},
+                {"kind": "embed", "provider": "openai", "base_url": "http://o/v1", "api_key": "sk-inline"},
             ],
             "phases": {"embedding_generation": {"provider": "openai", "base_url": "http://p/v1", "api_key_env": "K"}},
-        });
+        }))
+        .unwrap();
         let found = services(&file);
         let summary: Vec<(&str, &str, &str)> =
-            found.iter().map(|s| (s.label.as_str(), s.url.as_str(), s.secret_env.as_str())).collect();
+            found.iter().map(|s| (s.label.as_str(), s.url.as_str(), s.key.origin())).collect();
         assert_eq!(
             summary,
             [
                 ("intercom", "http://i/me", "T"),
                 ("openai (classify, embed)", "http://o/v1/models", "K"),
+                // The inline key is the one the stage sends: a request of its own.
+                ("openai (embed)", "http://o/v1/models", "embed.api_key"),
                 ("openai (embedding_generation)", "http://p/v1/models", "K"),
             ]
         );
+        assert_eq!(found[2].key.value().as_deref(), Ok("sk-inline"));
     }
 }
