@@ -102,6 +102,13 @@ pub enum EventKind {
     PhaseStarted {
         phase: String,
         resumed: bool,
+        /// Where the phase's counts start (a resumed phase carries its checkpoint's).
+        #[serde(default)]
+        counts: Counts,
+        /// The stored documents of the source, which the phase reads: the
+        /// total of a per-document phase. `None` when the store cannot say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        documents: Option<u64>,
     },
     /// A phase finished; `counts` are its own.
     PhaseFinished {

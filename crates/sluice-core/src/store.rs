@@ -273,6 +273,13 @@ pub trait Store: Send + Sync {
         Err(StoreError::Contract { message: format!("{} cannot be read back by later phases", self.describe()) })
     }
 
+    /// How many documents of `source` are stored: what a later phase reads,
+    /// for its progress total. `None` from a store that cannot say cheaply.
+    async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let _ = source;
+        Ok(None)
+    }
+
     /// The results of `kind` a run wrote, by key.
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         let _ = (run, kind);

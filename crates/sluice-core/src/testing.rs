@@ -230,6 +230,9 @@ impl Store for MemStore {
             .map(|(_, (doc, _))| Document { chunks: Vec::new(), ..doc.clone() })
             .collect())
     }
+    async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.state().docs.keys().filter(|(src, _)| src == source).count() as u64))
+    }
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         let s = self.state();
         Ok(s.results.iter().filter(|((r, k, _), _)| *r == run && k == kind).map(|(_, v)| v.clone()).collect())

@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_connectors::phase::{EMBEDDING_GENERATION, FACET_EXTRACTION, STORY_CREATION, THEME_EXTRACTION};
 use sluice_core::{CostLedger, Counts, Event, EventKind};
 
 use crate::cli::ColorChoice;
@@ -115,10 +116,12 @@ pub struct Reporter {
     /// The later phase under way, if any (its counts are shown).
     phase: Option<String>,
     baseline: Option<Baseline>,
-    /// The source's raw estimate of the records of this phase.
+    /// What this phase will finish in all: the source's raw estimate in the
+    /// first phase, the stored documents a later per-document phase reads.
     estimate: Option<u64>,
-    /// Documents the first phase stored: what the later per-document phases go over.
-    documents: u64,
+    /// A later phase that computes over everything and commits once (its count
+    /// moves at the end only, so no rate or ETA): since when it runs.
+    task_since: Option<Instant>,
     /// Records the source dropped at page level: in the estimate, never stored.
     dropped: u64,
     cost: CostLedger,
@@ -160,7 +163,7 @@ impl Reporter {
             phase: None,
             baseline: None,
             estimate: None,
-            documents: 0,
+            task_since: None,
             dropped: 0,
             cost: CostLedger::default(),
             paced: None,
@@ -191,19 +194,16 @@ impl Reporter {
                 }
             }
             EventKind::PageFetched { dropped, .. } => self.dropped += dropped,
-            EventKind::PhaseStarted { phase, .. } => {
-                // The per-document phases go over what the first one stored;
-                // themes and stories count clusters, whose number is not known.
-                if self.phase.is_none() {
-                    self.documents = self.counts.stored;
-                }
-                let per_document = matches!(phase.as_str(), "embedding_generation" | "facet_extraction");
-                self.estimate = per_document.then_some(self.documents);
+            EventKind::PhaseStarted { phase, counts, documents, .. } => {
+                // The source's stored documents (this run's and earlier runs'), which
+                // the phase reads; a resumed phase starts from its carried counts.
+                self.estimate = documents.filter(|_| counts_every_document(phase));
+                self.task_since = is_task(phase).then(Instant::now);
                 self.phase = Some(phase.clone());
                 self.phase_name = phase.clone();
-                self.counts = Counts::default();
+                self.counts = *counts;
                 self.dropped = 0;
-                self.baseline = Some(Baseline::new(0));
+                self.baseline = Some(Baseline::new(counts.finished()));
             }
             EventKind::BatchProgress { estimated_total: Some(total), .. } if self.phase.is_none() => {
                 self.estimate = Some(*total);
@@ -276,6 +276,8 @@ impl Reporter {
                 )),
                 _ => parts.push(format!("waiting for the rate limit ({adapter})")),
             }
+        } else if let Some(since) = self.task_since {
+            parts.push(format!("computing, {}", duration(since.elapsed().as_secs_f64())));
         } else if let Some(rate) = self.baseline.and_then(|b| b.rate(position)) {
             let eta = self
                 .total()
@@ -332,6 +334,18 @@ impl Reporter {
         }
         Ok(())
     }
+}
+
+/// Later phases whose count, when they end, covers each stored document of
+/// the source once (stored, filtered or failed): their total is that number.
+/// Story creation counts stories and the documents left out of them: no total.
+fn counts_every_document(phase: &str) -> bool {
+    [EMBEDDING_GENERATION, FACET_EXTRACTION, THEME_EXTRACTION].contains(&phase)
+}
+
+/// Later phases that compute over everything and commit once.
+fn is_task(phase: &str) -> bool {
+    [THEME_EXTRACTION, STORY_CREATION].contains(&phase)
 }
 
 /// The bar's look: a bar and `pos/len` once a total is known, a spinner and a count before.
@@ -418,6 +432,57 @@ mod tests {
     fn durations_and_counts_are_short() {
         assert_eq!((duration(42.4), duration(185.0), duration(7620.0)), ("42s".into(), "3m05s".into(), "2h07m".into()));
         assert_eq!((si(950), si(12_345), si(4_500_000)), ("950".into(), "12.3k".into(), "4.5M".into()));
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event { v: sluice_core::event::EVENT_VERSION, run_id: 1, ts: 0.0, kind }
+    }
+
+    fn phase_started(phase: &str, counts: Counts, documents: Option<u64>) -> Event {
+        event(EventKind::PhaseStarted { phase: phase.into(), resumed: counts != Counts::default(), counts, documents })
+    }
+
+    #[test]
+    fn a_later_phase_totals_the_stored_documents_it_reads() {
+        let mut reporter = Reporter::new(true, None).unwrap();
+        // This run stored 100 documents; the store holds 300 of the source, which the phases read.
+        let first = Counts { fetched: 100, stored: 100, ..Counts::default() };
+        reporter.on_event(&phase_started("ingest", Counts::default(), Some(0))).unwrap();
+        reporter.counts = first;
+        for phase in [EMBEDDING_GENERATION, FACET_EXTRACTION, THEME_EXTRACTION] {
+            reporter.on_event(&phase_started(phase, Counts::default(), Some(300))).unwrap();
+            assert_eq!(reporter.total(), Some(300), "{phase}");
+            assert_eq!(reporter.counts.finished(), 0, "{phase} counts its own documents");
+        }
+        // Stories count stories and the documents left out of them: no total fits.
+        reporter.on_event(&phase_started(STORY_CREATION, Counts::default(), Some(300))).unwrap();
+        assert_eq!(reporter.total(), None);
+        // A store that cannot count: no total rather than a wrong one.
+        reporter.on_event(&phase_started(EMBEDDING_GENERATION, Counts::default(), None)).unwrap();
+        assert_eq!(reporter.total(), None);
+    }
+
+    #[test]
+    fn a_resumed_phase_rates_only_the_work_done_now() {
+        let mut reporter = Reporter::new(true, None).unwrap();
+        let carried = Counts { stored: 250, ..Counts::default() };
+        reporter.on_event(&phase_started(EMBEDDING_GENERATION, carried, Some(300))).unwrap();
+        assert_eq!((reporter.counts.finished(), reporter.total()), (250, Some(300)));
+        let mut base = reporter.baseline.unwrap();
+        base.at -= Duration::from_secs(10);
+        // 250 were embedded by the process before: 20 more in 10 s is 2/s.
+        let rate = base.rate(270).unwrap();
+        assert!((rate - 2.0).abs() < 0.1, "{rate}");
+    }
+
+    #[test]
+    fn a_task_phase_shows_its_time_not_a_rate() {
+        let mut reporter = Reporter::new(true, None).unwrap();
+        reporter.on_event(&phase_started(THEME_EXTRACTION, Counts::default(), Some(300))).unwrap();
+        reporter.baseline.as_mut().unwrap().at -= Duration::from_secs(5);
+        reporter.counts.stored = 280;
+        let message = reporter.message();
+        assert!(message.starts_with("computing, ") && !message.contains("/s"), "{message}");
     }
 
     #[test]

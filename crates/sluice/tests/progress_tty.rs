@@ -1,7 +1,8 @@
 //! The progress view on a real terminal: the binary runs inside a
 //! pseudo-terminal (`script` from util-linux) of a given width, and what it
 //! drew is read back. The bar must be drawn, fit the width, carry a short
-//! message, honour `NO_COLOR`/`--color`, and say when a rate limit pauses the run.
+//! message, honour `NO_COLOR`/`--color`, say when a rate limit pauses the run,
+//! and give each later phase the total it goes over.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use sluice_testkit::{FakeIntercom, IntercomConfig};
+use sluice_testkit::{FakeIntercom, FakeOpenAi, IntercomConfig, OpenAiConfig, OpenAiFaults};
 
 /// Runs `args` in a pseudo-terminal `cols` wide; returns what the terminal received.
 fn in_terminal(cols: u16, dir: &Path, env: &[(&str, &str)], args: &str) -> Option<String> {
@@ -165,4 +166,52 @@ async fn a_rate_limit_pause_is_shown_with_its_countdown() {
         frames.join("\n")
     );
     assert!(frames.iter().any(|l| l.contains("run 1 completed")), "{}", frames.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_phase_counts_towards_the_stored_documents_it_reads() {
+    let openai = FakeOpenAi::start(OpenAiConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("emb.toml");
+    // The embedding phase reads every stored document of the source, not only this run's.
+    let write = |count: u64, seed: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"emb\"\nbatch_size = 20\n[source]\nkind = \"generate\"\ncount = {count}\nseed = {seed}\npage_size = 50\n\
+                 [phases.embedding_generation]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"{}\"\n\
+                 dimensions = 8\nbatch_size = 10\nconcurrency = 1\n[phases.facet_extraction]\n\
+                 [store]\nkind = \"sqlite\"\npath = {:?}\n",
+                openai.base_url(),
+                openai.key(),
+                dir.path().join("emb.db").display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    write(300, 1);
+    let config_arg = config.display().to_string();
+    run_ok(sluice().args(["run", "-q", "-c", &config_arg]));
+    // Then 100 of them change: the phase embeds those 100 (slowly), and reuses the other 200's.
+    write(100, 2);
+    openai.set_faults(OpenAiFaults { latency_ms: 250, ..OpenAiFaults::default() });
+    let dir_path = dir.path().to_path_buf();
+    let args = format!("run -c {config_arg}");
+    let raw = tokio::task::spawn_blocking(move || in_terminal(120, &dir_path, &[], &args)).await.unwrap();
+    let Some(raw) = raw else { return };
+    let frames = frames(&raw);
+    let embedding: Vec<&String> =
+        frames.iter().filter(|l| l.contains("embedding_generation") && l.contains("[")).collect();
+    assert!(!embedding.is_empty(), "no bar in the embedding phase:\n{}", frames.join("\n"));
+    for line in &embedding {
+        assert!(line.contains("/300 "), "the phase's total is not the 300 stored documents: {line}");
+        assert!(line.chars().count() <= 120, "a frame wider than 120 columns: {line:?}");
+    }
+    for line in frames.iter().filter(|l| l.contains("facet_extraction") && l.contains("[")) {
+        assert!(line.contains("/300 "), "facets go over the 300 stored documents too: {line}");
+    }
+    // While it embeds the changed documents the bar is part-way, not full, with a rate of this phase.
+    assert!(embedding.iter().any(|l| !l.contains("300/300")), "{}", frames.join("\n"));
+    assert!(embedding.iter().any(|l| l.contains("/s")), "no rate in the phase:\n{}", frames.join("\n"));
+    assert!(frames.iter().any(|l| l.contains("run 2 completed")), "{}", frames.join("\n"));
 }

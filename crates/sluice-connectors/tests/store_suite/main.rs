@@ -690,6 +690,10 @@ async fn later_phases_scan_in_id_order_update_without_rewriting_and_keep_results
     assert!(first[1].chunks.is_empty(), "chunks are not read back");
     let rest = store.scan_documents("src", Some("b"), 2).await.unwrap();
     assert_eq!(rest.iter().map(|d| d.id()).collect::<Vec<_>>(), ["c"]);
+    // What a later phase's progress counts towards: the documents of one source.
+    assert_eq!(store.count_documents("src").await.unwrap(), Some(3));
+    assert_eq!(store.count_documents("other").await.unwrap(), Some(1));
+    assert_eq!(store.count_documents("none").await.unwrap(), Some(0));
 
     // An update sets the embedding and annotations and leaves the record and its write count alone.
     let mut annotations = serde_json::Map::new();

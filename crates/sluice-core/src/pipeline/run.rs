@@ -254,10 +254,15 @@ async fn run_phases(
             }
         }
         tracing::info!(run_id = shared.run_id, phase = spec.name(), resumed = resuming, "Phase started");
-        events.emit(EventKind::PhaseStarted { phase: spec.name().to_string(), resumed: resuming }).await;
+        let documents = count_documents(shared).await;
+        let counts = checkpoint.current_counts();
+        events
+            .emit(EventKind::PhaseStarted { phase: spec.name().to_string(), resumed: resuming, counts, documents })
+            .await;
         let (cp, reached_end) = match spec {
             PhaseSpec::Documents { stages, .. } => {
-                let phase_shared = shared.for_phase(stages.clone(), checkpoint.current_counts());
+                let phase_shared = shared.for_phase(stages.clone(), counts);
+                phase_shared.progress.set_estimated_total(documents);
                 let (cp, reached_end) = run_pass(&phase_shared, checkpoint, vec![MAIN_PARTITION.to_string()]).await;
                 if let Some(error) = phase_shared.take_error() {
                     shared.fail(error);
@@ -281,6 +286,26 @@ async fn run_phases(
         events.emit(EventKind::PhaseFinished { phase: spec.name().to_string(), counts }).await;
     }
     finish_last_phase(shared, checkpoint).await
+}
+
+/// How long counting the stored documents may hold a phase's start: the count
+/// only gives the progress view its total.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The stored documents of the source a later phase reads, for its total;
+/// `None` (no total shown) when the store cannot say or does not answer in time.
+async fn count_documents(shared: &Shared) -> Option<u64> {
+    match tokio::time::timeout(COUNT_TIMEOUT, shared.store.count_documents(shared.source.name())).await {
+        Ok(Ok(count)) => count,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the stored documents could not be counted: the phase shows no total");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("counting the stored documents took too long: the phase shows no total");
+            None
+        }
+    }
 }
 
 /// Commits the last phase as done, so a completed run's `phases_done` names every phase it ran.

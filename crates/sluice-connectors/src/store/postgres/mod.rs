@@ -302,6 +302,11 @@ impl Store for PostgresStore {
         read::scan_documents(self.db(), source, after, limit).await
     }
 
+    async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        self.ready().await?;
+        read::count_documents(self.db(), source).await.map(Some)
+    }
+
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         self.ready().await?;
         read::phase_results(self.db(), run, kind).await

@@ -148,6 +148,17 @@ pub(super) async fn scan_documents(
     rows.iter().map(|row| document_of(db, row, source, &what)).collect()
 }
 
+/// The stored documents of `source` (a range of the documents_scan index).
+pub(super) async fn count_documents(db: &Db, source: &str) -> Result<u64, StoreError> {
+    let what = format!("counting the stored documents of {source}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE source = $1")
+        .bind(source)
+        .fetch_one(db.pool())
+        .await
+        .map_err(db.sql(&what))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub(super) async fn phase_results(db: &Db, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
     let what = format!("reading the {kind} results of run {run}");
     let rows: Vec<(String, Value)> =

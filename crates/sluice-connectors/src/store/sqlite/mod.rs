@@ -526,6 +526,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let source = source.to_owned();
+        self.call(move |conn| {
+            conn.query_row("SELECT count(*) FROM documents WHERE source = ?1", params![source], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| Some(u64::try_from(n).unwrap_or(0)))
+            .map_err(sql(format!("counting the stored documents of {source}")))
+        })
+        .await
+    }
+
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         let kind = kind.to_owned();
         self.call(move |conn| {

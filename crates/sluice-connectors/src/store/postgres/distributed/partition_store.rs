@@ -136,6 +136,10 @@ impl Store for PartitionStore {
         self.store.scan_documents(source, after, limit).await
     }
 
+    async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        self.store.count_documents(source).await
+    }
+
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {
         self.store.phase_results(run, kind).await
     }
