@@ -1,14 +1,21 @@
 # sluice in a container. The build needs only the crate registry (crates.io,
-# through cargo); nothing is downloaded at run time: no model, no binary.
+# through cargo) and Debian's; nothing is downloaded at run time: no model, no binary.
 #
 #   docker build -t sluice .
 #   docker run --rm -v "$PWD:/data" sluice init jsonl
 #   docker run --rm -v "$PWD:/data" sluice run
 #
+# The base images are build arguments, for a registry mirror or images made
+# locally (docs/deploy.md): --build-arg RUST_IMAGE=... --build-arg RUNTIME_IMAGE=...
+# The workspace needs Rust 1.94 or newer (`rust-version` in Cargo.toml).
+#
 # The MiniLM embedder is not built in (it needs model files on disk): build with
 # --build-arg FEATURES=minilm and mount the model directory to use it.
 
-FROM rust:1.94-slim-bookworm AS build
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
 ARG FEATURES=""
 WORKDIR /src
 COPY . .
@@ -16,7 +23,7 @@ COPY . .
 RUN cargo build --release --locked -p sluice --features "${FEATURES}" \
  && cp target/release/sluice /usr/local/bin/sluice
 
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 # CA certificates for HTTPS sources and APIs.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
