@@ -137,6 +137,84 @@ pub(crate) trait FaultSettings: Clone + Serialize + DeserializeOwned {
     fn script_mut(&mut self) -> &mut Vec<FaultKind>;
 }
 
+/// Declares a fake's fault settings: the fields every fake shares (latency,
+/// the periodic faults, the drop mode, the script), then the fake's own
+/// (each with an optional `= default`), with their `Default` (no faults) and
+/// the [`FaultSettings`] the shared plumbing reads. The struct stays flat, so
+/// tests write `OpenAiFaults { latency_ms: 5, ..OpenAiFaults::default() }`
+/// and `POST /_testkit/faults` patches name the keys directly.
+macro_rules! fault_settings {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty $(= $default:expr)?, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            /// Sleep this long before answering each targeted request.
+            pub latency_ms: u64,
+            /// Every Nth targeted request: 500 `server_error`.
+            pub fail_every: Option<u64>,
+            /// Every Nth targeted request: 429 with the service's rate-limit
+            /// body and headers (see the fake's docs).
+            pub rate_limit_every: Option<u64>,
+            /// Every Nth targeted request: the connection is dropped.
+            pub drop_every: Option<u64>,
+            /// How a dropped connection looks.
+            pub drop_mode: $crate::faults::DropMode,
+            /// Every Nth targeted request: 200 with an unusable payload
+            /// ([`FaultKind::Malformed`](crate::faults::FaultKind::Malformed)).
+            pub malformed_every: Option<u64>,
+            /// Faults for the next requests, one per request, before the periodic
+            /// ones apply (e.g. `["server_error", "server_error"]`).
+            pub script: Vec<$crate::faults::FaultKind>,
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    latency_ms: 0,
+                    fail_every: None,
+                    rate_limit_every: None,
+                    drop_every: None,
+                    drop_mode: $crate::faults::DropMode::default(),
+                    malformed_every: None,
+                    script: Vec::new(),
+                    $( $field: fault_settings!(@default $($default)?), )*
+                }
+            }
+        }
+
+        impl $crate::faults::FaultSettings for $name {
+            fn periods(&self) -> $crate::faults::Periods {
+                $crate::faults::Periods {
+                    drop_every: self.drop_every,
+                    fail_every: self.fail_every,
+                    rate_limit_every: self.rate_limit_every,
+                    malformed_every: self.malformed_every,
+                }
+            }
+
+            fn latency_ms(&self) -> u64 {
+                self.latency_ms
+            }
+
+            fn script(&self) -> &[$crate::faults::FaultKind] {
+                &self.script
+            }
+
+            fn script_mut(&mut self) -> &mut Vec<$crate::faults::FaultKind> {
+                &mut self.script
+            }
+        }
+    };
+    (@default) => { Default::default() };
+    (@default $default:expr) => { $default };
+}
+pub(crate) use fault_settings;
+
 /// A fake's fault settings and the schedule they drive; setting them
 /// restarts the schedule.
 #[derive(Debug)]

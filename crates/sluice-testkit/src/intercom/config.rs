@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::DatasetSpec;
 use super::log::Endpoint;
 use crate::clock::Clock;
-use crate::faults::{DropMode, FaultKind, FaultSettings, Periods};
+use crate::faults::fault_settings;
 
 /// Which endpoints the faults (latency included) apply to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,64 +21,29 @@ pub enum IntercomTarget {
     Get,
 }
 
-/// Fault settings of the fake Intercom. Every field has a default (no
-/// faults), so a JSON patch may name only what it changes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct IntercomFaults {
-    /// The endpoints the faults below apply to.
-    pub endpoints: IntercomTarget,
-    /// Sleep this long before answering each targeted request.
-    pub latency_ms: u64,
-    /// Every Nth targeted request: 500 `server_error`.
-    pub fail_every: Option<u64>,
-    /// Every Nth targeted request: 429 `rate_limit_exceeded`, with
-    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` one second ahead.
-    pub rate_limit_every: Option<u64>,
-    /// Every Nth targeted request: the connection is dropped.
-    pub drop_every: Option<u64>,
-    /// How a dropped connection looks.
-    pub drop_mode: DropMode,
-    /// Every Nth targeted request: 200 with truncated JSON.
-    pub malformed_every: Option<u64>,
-    /// Faults for the next requests, one per request, before the periodic
-    /// ones apply (e.g. `["server_error", "server_error"]`).
-    pub script: Vec<FaultKind>,
-    /// Search cursors older than this (by the fake's clock) are refused with
-    /// 400 `client_error`.
-    pub cursor_ttl_secs: Option<u64>,
-    /// Refused cursors get the bare 400 Intercom also answers an expired
-    /// cursor with, `parameter_invalid` "Invalid request", instead of
-    /// `client_error` naming `starting_after`.
-    pub generic_cursor_errors: bool,
-    /// Also send `Retry-After` (seconds) with every 429, injected or real.
-    /// Real Intercom sends only `X-RateLimit-Reset`.
-    pub retry_after: bool,
-    /// Compare timestamps with `>` as "greater (or equal) than" and `<` as
-    /// "less (or equal) than", one reading of Intercom's reference.
-    pub inclusive_comparisons: bool,
-}
-
-impl FaultSettings for IntercomFaults {
-    fn periods(&self) -> Periods {
-        Periods {
-            drop_every: self.drop_every,
-            fail_every: self.fail_every,
-            rate_limit_every: self.rate_limit_every,
-            malformed_every: self.malformed_every,
-        }
-    }
-
-    fn latency_ms(&self) -> u64 {
-        self.latency_ms
-    }
-
-    fn script(&self) -> &[FaultKind] {
-        &self.script
-    }
-
-    fn script_mut(&mut self) -> &mut Vec<FaultKind> {
-        &mut self.script
+fault_settings! {
+    /// Fault settings of the fake Intercom. Every field has a default (no
+    /// faults), so a JSON patch may name only what it changes. Its 429s carry
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` one second ahead;
+    /// its malformed answers are 200 with truncated JSON.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct IntercomFaults {
+        /// The endpoints the faults apply to.
+        pub endpoints: IntercomTarget,
+        /// Search cursors older than this (by the fake's clock) are refused with
+        /// 400 `client_error`.
+        pub cursor_ttl_secs: Option<u64>,
+        /// Refused cursors get the bare 400 Intercom also answers an expired
+        /// cursor with, `parameter_invalid` "Invalid request", instead of
+        /// `client_error` naming `starting_after`.
+        pub generic_cursor_errors: bool,
+        /// Also send `Retry-After` (seconds) with every 429, injected or real.
+        /// Real Intercom sends only `X-RateLimit-Reset`.
+        pub retry_after: bool,
+        /// Compare timestamps with `>` as "greater (or equal) than" and `<` as
+        /// "less (or equal) than", one reading of Intercom's reference.
+        pub inclusive_comparisons: bool,
     }
 }
 
@@ -173,7 +138,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::faults::merge_patch;
+    use crate::faults::{FaultKind, merge_patch};
 
     #[test]
     fn fault_patch_merges() {
