@@ -551,7 +551,7 @@ async fn workers_share_one_rate_bucket_and_its_pauses() {
     }
     assert_eq!(went, 1, "one request of six goes; the others wait: {waits:?}");
     assert!(waits.iter().all(|w| *w > Duration::from_secs(5) && *w <= Duration::from_secs(10)), "{waits:?}");
-    let taken = h.rows("SELECT taken, rate_per_s FROM rate_buckets WHERE service = 'openai slow'").await;
+    let taken = h.rows("SELECT taken, rate_per_s::text FROM rate_buckets WHERE service = 'openai slow'").await;
     assert_eq!(taken[0][0].as_deref(), Some("1"));
     assert_eq!(taken[0][1].as_deref().map(|r| r.parse::<f64>().unwrap()), Some(0.1));
 
