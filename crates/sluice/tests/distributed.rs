@@ -673,7 +673,10 @@ async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orp
     assert!(doc.get("live_note").is_none(), "{doc}");
     let pids: Vec<String> = workers.iter().map(|w| w.id().unwrap().to_string()).collect();
     let shown = doc["workers"].as_array().unwrap();
-    assert!(pids.iter().all(|pid| shown.iter().any(|w| w["pid"].to_string() == *pid && w["alive"] == true)), "{doc}");
+    assert!(
+        pids.iter().all(|pid| shown.iter().any(|w| w["pid"].as_i64() == pid.parse().ok() && w["alive"] == true)),
+        "{doc}"
+    );
     assert!(shown.iter().all(|w| w["heartbeat_age_secs"].as_f64().is_some()), "{doc}");
     let leased = doc["partitions"].as_array().unwrap().iter().filter(|p| p["lease_left_secs"].as_f64() > Some(0.0));
     assert!(leased.clone().count() >= 1, "{doc}");
@@ -694,7 +697,7 @@ async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orp
         let age = gauge("sluice_worker_heartbeat_age_seconds", &[format!(":{pid}:")]);
         assert!(age.is_some_and(|a| a >= 0.0), "worker {pid} in /metrics:\n{metrics}");
     }
-    assert!(gauge("sluice_distributed_partition_commits", &[run_label.clone()]).is_some(), "{metrics}");
+    assert!(gauge("sluice_distributed_partition_commits", std::slice::from_ref(&run_label)).is_some(), "{metrics}");
     assert!(gauge("sluice_distributed_partition_leased", &[run_label, "worker=".into()]).is_some(), "{metrics}");
 
     // Every worker killed: nothing marks the run, but the status says why it does not move and what to do.

@@ -54,7 +54,7 @@ impl SharedPacer {
         Self { store, run, stash: Mutex::default(), known: Mutex::default(), fallback: LocalPacer::default() }
     }
 
-    fn from_stash(&self, service: &str) -> bool {
+    fn take_stashed(&self, service: &str) -> bool {
         let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
         match stash.get_mut(service) {
             Some(s) if s.tokens >= 1.0 && s.until > Instant::now() => {
@@ -161,7 +161,7 @@ impl SharedPacer {
 #[async_trait]
 impl Pacer for SharedPacer {
     async fn reserve(&self, limit: &RateLimit) -> Duration {
-        if self.from_stash(&limit.service) {
+        if self.take_stashed(&limit.service) {
             return Duration::ZERO;
         }
         // Without a rate only pauses matter: one statement per STASH_TTL lets every request through.
