@@ -599,7 +599,8 @@ async fn a_killed_workers_paid_results_are_not_paid_again() {
     let repaid = paid - quality.len() as u64;
     let in_flight_per_kill = 2 * 2;
     eprintln!(
-        "{kills} kills: {paid} LLM calls for {} conversations ({repaid} paid again; {unstored_at_kill} paid results          were in the memo only at the kills)",
+        "{kills} kills: {paid} LLM calls for {} conversations ({repaid} paid again; \
+         {unstored_at_kill} paid results were in the memo only at the kills)",
         quality.len()
     );
     assert!(kills >= 1, "the run outlived at least one kill");
