@@ -63,6 +63,9 @@ fn main() {
             let workers = if workers.is_empty() { vec![1, 2, 4] } else { workers };
             runtime.block_on(distributed::distributed(number(1, 4_000) as usize, workers))
         }
+        Some("distributed-limit") => {
+            runtime.block_on(distributed::shared_limit(number(1, 2_000) as usize, number(2, 600) as u32))
+        }
         Some("postgres") => runtime.block_on(postgres::postgres(number(1, 200_000))),
         Some("crawl") => runtime.block_on(crawl::crawl(number(1, 300) as usize, number(2, 20), number(3, 40))),
         Some("embed") => {
@@ -80,7 +83,7 @@ fn main() {
             args.get(3).map_or("chars", String::as_str),
         ),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
+            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
         ),
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::CostLedger;
 use crate::event::{EventKind, EventSink};
 use crate::memo::WriteAhead;
+use crate::pacer::{LocalPacer, Pacer, RateLimit};
 
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -21,6 +22,9 @@ pub struct Context {
     pub usage: Arc<UsageMeter>,
     /// Where stages hand each paid result as soon as it arrives (see [`crate::stage::write_ahead`]).
     pub write_ahead: WriteAhead,
+    /// Paces requests to rate-limited services (see [`crate::pacer`]); shared
+    /// by every worker of a distributed run.
+    pub pacer: Arc<dyn Pacer>,
 }
 
 /// Counts paid calls as they happen; the engine writes a snapshot into every
@@ -90,6 +94,36 @@ impl Context {
             abort: CancellationToken::new(),
             usage: Arc::default(),
             write_ahead: WriteAhead::default(),
+            pacer: Arc::new(LocalPacer::default()),
+        }
+    }
+
+    /// Waits until one request to `limit.service` may go (see [`crate::pacer`]),
+    /// reporting waits of a second or more as `AdapterStateChange` events of
+    /// `adapter`. Returns early, without a token, when the run is aborted or
+    /// stopped: the caller's request then fails or is not committed anyway.
+    pub async fn pace(&self, adapter: &str, limit: &RateLimit) {
+        // The longest sleep before asking again: a pause lifted elsewhere is seen within it.
+        const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut reported = false;
+        loop {
+            let wait = self.pacer.reserve(limit).await;
+            if wait.is_zero() {
+                break;
+            }
+            if !reported && wait >= std::time::Duration::from_secs(1) {
+                reported = true;
+                let why = format!("pacing {}: waiting {} ms for the rate limit", limit.service, wait.as_millis());
+                self.state_change(adapter, "ok", "rate_limited", Some(why)).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                _ = self.abort.cancelled() => break,
+                _ = self.stop.cancelled() => break,
+            }
+        }
+        if reported {
+            self.state_change(adapter, "rate_limited", "ok", None).await;
         }
     }
 

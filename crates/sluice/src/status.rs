@@ -9,6 +9,8 @@ use serde_json::Value;
 use sluice_core::{Checkpoint, Counts, RunInfo, RunStatus, Store};
 use utoipa::ToSchema;
 
+use sluice_connectors::store::postgres::distributed::{PartitionRow, WorkerRow};
+
 use crate::prices::{Money, money};
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -42,6 +44,10 @@ pub struct RunStatusDoc {
     /// the run is not active or the store cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_process: Option<bool>,
+    /// What `live_process: false` means for this run, e.g. "no live worker:
+    /// resumable by starting a worker" (absent while something is behind it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_note: Option<String>,
     /// Records that failed, per phase (only phases with failures), so a run
     /// that lost records never looks clean.
     #[serde(default)]
@@ -59,6 +65,21 @@ pub struct RunStatusDoc {
     /// The cost as the CLI prints it, or why it is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_text: Option<String>,
+    /// `true` for a distributed run (`sluice run --distributed`), whose
+    /// `live_process` says whether any worker is alive; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<bool>,
+    /// A distributed run's partitions: `name`, `done`, `owner` and
+    /// `lease_left_secs` (leased by whom, for how long), `epoch`,
+    /// `commit_seq`, and its `checkpoint` (position, counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub partitions: Option<Vec<Value>>,
+    /// The workers of the store: `id`, `host`, `pid`, `alive`,
+    /// `heartbeat_age_secs` (since the last heartbeat), `refused_commits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub workers: Option<Vec<Value>>,
 }
 
 impl RunStatusDoc {
@@ -84,6 +105,7 @@ impl RunStatusDoc {
             finished_at: run.finished_at.clone(),
             error: run.error.clone(),
             live_process: None,
+            live_note: None,
             cost_usd: match money(&run.config, &cost) {
                 Money::Usd { amount, .. } => Some(amount),
                 Money::Free | Money::Unpriced(_) => None,
@@ -91,7 +113,34 @@ impl RunStatusDoc {
             cost_text: money(&run.config, &cost).text(),
             failed_by_phase: run.checkpoint.as_ref().map(failures_by_phase).unwrap_or_default().into_iter().collect(),
             left_out_by_phase: run.checkpoint.as_ref().map(left_out_by_phase).unwrap_or_default().into_iter().collect(),
+            distributed: None,
+            partitions: None,
+            workers: None,
         }
+    }
+
+    /// The document of a distributed run: with its partitions and the
+    /// workers, and live while any worker is (workers hold it, not the run slot).
+    pub fn with_distributed(mut self, partitions: &[PartitionRow], workers: &[WorkerRow]) -> Self {
+        self.distributed = Some(true);
+        self.partitions = Some(partitions.iter().filter_map(|p| serde_json::to_value(p).ok()).collect());
+        self.workers = Some(workers.iter().filter_map(|w| serde_json::to_value(w).ok()).collect());
+        self.live_process = self.status.is_active().then(|| workers.iter().any(|w| w.alive));
+        self.live_note = self.orphan_note();
+        self
+    }
+
+    /// Why nothing moves a `running` run whose process (or every worker) is gone, and what to do.
+    fn orphan_note(&self) -> Option<String> {
+        (self.live_process == Some(false)).then(|| {
+            if self.distributed == Some(true) {
+                "no live worker: resumable by starting a worker (sluice worker --store URL)".to_string()
+            } else if self.committed_anything() {
+                "no live process: resumable".to_string()
+            } else {
+                "no live process, nothing committed: start a new run".to_string()
+            }
+        })
     }
 
     /// The document of `run`, with whether a process is behind it if it is active.
@@ -102,6 +151,7 @@ impl RunStatusDoc {
     /// Sets [`Self::live_process`] from whether the store's run slot is held (`None`: unknown).
     pub fn with_slot(mut self, held: Option<bool>) -> Self {
         self.live_process = if self.status.is_active() { held } else { None };
+        self.live_note = self.orphan_note();
         self
     }
 
@@ -113,10 +163,9 @@ impl RunStatusDoc {
     /// The status as people read it: `running (no live process: resumable)`
     /// for a run whose process is gone.
     pub fn status_text(&self) -> String {
-        match self.live_process {
-            Some(false) if self.committed_anything() => format!("{} (no live process: resumable)", self.status),
-            Some(false) => format!("{} (no live process, nothing committed: start a new run)", self.status),
-            _ => self.status.to_string(),
+        match &self.live_note {
+            Some(note) => format!("{} ({note})", self.status),
+            None => self.status.to_string(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! and refused by the fence.
 
 mod common;
+mod serve_kit;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -486,6 +487,264 @@ async fn a_worker_cut_off_by_a_proxy_loses_its_partitions_and_writes_nothing_twi
     );
     assert!(log.contains("lease lost"), "the healed worker found its lease gone");
     off_runtime(|| owned.cleanup());
+}
+
+/// 4 workers against a fake OpenAI whose limit (fixed one-minute windows,
+/// as the fake counts them) is below the conversations to classify: with
+/// `requests_per_minute` under it, every worker draws from the run's one
+/// bucket, so no window sees more than the rate plus its burst and the
+/// fake answers no 429 at all, where 4 unpaced workers would pass the
+/// limit within a second (BENCHMARKS.md has both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_one_llm_rate_limit_and_meet_no_429() {
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let (intercom, openai) = fakes(300, 20).await;
+    let quality = quality_ids(&intercom);
+    let q = quality.len() as f64;
+    // The fake's limit below the calls the run needs; the shared rate below that, burst (1 s of it) included.
+    let limit = (q * 0.92).floor() as u32;
+    let rate = (q * 0.85).floor();
+    assert!(rate + rate / 60.0 < f64::from(limit) && f64::from(limit) < q);
+    openai.set_rpm_limit(limit);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("concurrency = 2\n", &format!("concurrency = 2\nrequests_per_minute = {rate}\n")),
+    )
+    .unwrap();
+    let url = match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+    let run = submit(&intercom, &openai, &config, &url);
+    let mut workers: Vec<Child> =
+        (0..4).map(|i| spawn_worker(&intercom, &openai, &url, &dir.path().join(format!("w{i}.log")), None)).collect();
+    wait_for(300, "the run to complete", || status_of(db, run) == "completed").await;
+    stop_workers(&mut workers).await;
+
+    assert_exactly_once(db, run, &quality);
+    let counters = openai.counters();
+    eprintln!(
+        "{} conversations, fake limit {limit}/min, shared rate {rate}/min: {} chat calls, {} 429s",
+        quality.len(),
+        counters.chat_completions,
+        counters.rate_limited
+    );
+    assert_eq!(counters.rate_limited, 0, "no 429 with the shared limit");
+    assert_eq!(counters.chat_completions, quality.len() as u64, "each conversation classified once");
+    let service = format!("openai {}/v1 test-model", openai.base_url());
+    let taken = sc(db, &format!("SELECT taken FROM rate_buckets WHERE run_id = {run} AND service = '{service}'"));
+    assert!(taken >= Some(quality.len() as i64), "every call took its token from the run's one bucket: {taken:?}");
+    let owners = sc(db, &format!("SELECT count(DISTINCT owner) FROM partition_commits WHERE run_id = {run}"));
+    assert!(owners >= Some(2), "several workers shared the run: {owners:?}");
+    off_runtime(|| owned.cleanup());
+}
+
+/// SIGKILLed workers (never stopped: no chance to commit or salvage)
+/// cost the workers that take their partitions over no paid call that the
+/// write-ahead had stored: each classification is in the memo before its
+/// call's slot is freed, so a kill re-pays at most the calls in flight,
+/// the LLM concurrency (2) times the partitions a worker holds (2 slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_paid_results_are_not_paid_again() {
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let seed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kills seeded with SLUICE_TEST_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // Slow calls, so a kill finds many classified but not yet committed.
+    let (intercom, openai) = fakes(2_400, 120).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), false);
+    let url = match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+    let run = submit(&intercom, &openai, &config, &url);
+    let log = |i: usize, generation: usize| dir.path().join(format!("worker-{i}-{generation}.log"));
+    let mut workers: Vec<Child> = (0..4).map(|i| spawn_worker(&intercom, &openai, &url, &log(i, 0), None)).collect();
+    let mut generations = [0usize; 4];
+    let mut kills = 0u64;
+    let mut unstored_at_kill = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while status_of(db, run) != "completed" {
+        assert!(Instant::now() < deadline, "the run did not complete; worker logs in {}", dir.path().display());
+        tokio::time::sleep(Duration::from_millis(rng.u64(800..2_000))).await;
+        if kills < 6 && status_of(db, run) == "running" {
+            let i = rng.usize(0..4);
+            let pid = workers[i].id().unwrap();
+            workers[i].start_kill().unwrap();
+            workers[i].wait().await.unwrap();
+            // Paid for by the killed worker and in the memo, but not in a committed batch.
+            let memo_only = sc(
+                db,
+                "SELECT count(*) FROM stage_results m WHERE m.stage = 'classify' AND NOT EXISTS
+                 (SELECT 1 FROM documents d WHERE d.source = m.source AND d.id = m.id)",
+            )
+            .unwrap_or(0);
+            eprintln!("killed worker {i} (pid {pid}); {memo_only} classifications in the memo, not yet committed");
+            unstored_at_kill += memo_only as u64;
+            generations[i] += 1;
+            workers[i] = spawn_worker(&intercom, &openai, &url, &log(i, generations[i]), None);
+            kills += 1;
+        }
+    }
+    stop_workers(&mut workers).await;
+    assert_exactly_once(db, run, &quality);
+    let paid = openai.counters().chat_completions;
+    let repaid = paid - quality.len() as u64;
+    let in_flight_per_kill = 2 * 2;
+    eprintln!(
+        "{kills} kills: {paid} LLM calls for {} conversations ({repaid} paid again; \
+         {unstored_at_kill} paid results were in the memo only at the kills)",
+        quality.len()
+    );
+    assert!(kills >= 1, "the run outlived at least one kill");
+    assert!(unstored_at_kill >= 1, "a kill found paid results not yet committed (else nothing was at stake)");
+    assert!(repaid <= kills * in_flight_per_kill, "{repaid} calls paid again after {kills} kills");
+    let stage_rows = sc(db, "SELECT count(*) FROM stage_results WHERE stage = 'classify'");
+    assert_eq!(stage_rows, Some(quality.len() as i64), "one memo per conversation");
+    off_runtime(|| owned.cleanup());
+}
+
+/// `POST /api/pipeline/run {"distributed": true}` over real HTTP: the run
+/// and its partitions are created for workers; the HTTP status and
+/// `/metrics` show partitions and workers; once every worker is killed
+/// the run stays `running` and both the HTTP status and `sluice status`
+/// say no worker is alive and a new worker resumes it, which it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orphaning() {
+    use serve_kit::{Server, get, post};
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let (intercom, openai) = fakes(1_200, 60).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), false);
+    let url = match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+    let (base, openai_url) = (intercom.base_url().to_string(), format!("{}/v1", openai.base_url()));
+    let env = [
+        ("INTERCOM_BASE_URL", base.as_str()),
+        ("INTERCOM_ACCESS_TOKEN", intercom.token()),
+        ("OPENAI_BASE_URL", openai_url.as_str()),
+        ("OPENAI_API_KEY", openai.key()),
+    ];
+    let server = Server::start(&config, Path::new(&url), &env);
+    let client = reqwest::Client::new();
+
+    let (code, answer) =
+        post(&client, &server.url("/api/pipeline/run"), serde_json::json!({"distributed": true})).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["status"], "started", "{answer}");
+    assert_eq!(answer["partitions"], PARTITIONS, "{answer}");
+    let run = answer["run_id"].as_i64().unwrap();
+    assert!(answer["message"].as_str().unwrap().contains("sluice worker"), "{answer}");
+    let (code, bad) = post(
+        &client,
+        &server.url("/api/pipeline/run"),
+        serde_json::json!({"distributed": true, "max_conversations": 5}),
+    )
+    .await;
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("max_conversations"), "{bad}");
+
+    let status = server.url(&format!("/api/pipeline/status/{run}"));
+    let (_, doc) = get(&client, &status).await;
+    assert_eq!(doc["distributed"], true, "{doc}");
+    assert_eq!(doc["status"], "running");
+    assert_eq!(doc["partitions"].as_array().unwrap().len(), PARTITIONS, "{doc}");
+    assert!(doc["partitions"].as_array().unwrap().iter().all(|p| p["done"] == false && p["owner"].is_null()));
+    assert_eq!(doc["live_process"], false, "no worker yet: {doc}");
+    assert!(doc["live_note"].as_str().unwrap().contains("no live worker"), "{doc}");
+
+    // Two workers: the status shows who holds what, /metrics the same as gauges.
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut workers: Vec<Child> =
+        (0..2).map(|i| spawn_worker(&intercom, &openai, &url, &log(&format!("w{i}")), Some(100))).collect();
+    wait_for(60, "a first commit", || sc(db, "SELECT count(*) FROM partition_commits") > Some(0)).await;
+    let (_, doc) = get(&client, &status).await;
+    assert_eq!(doc["live_process"], true, "{doc}");
+    assert!(doc.get("live_note").is_none(), "{doc}");
+    let pids: Vec<String> = workers.iter().map(|w| w.id().unwrap().to_string()).collect();
+    let shown = doc["workers"].as_array().unwrap();
+    assert!(
+        pids.iter().all(|pid| shown.iter().any(|w| w["pid"].as_i64() == pid.parse().ok() && w["alive"] == true)),
+        "{doc}"
+    );
+    assert!(shown.iter().all(|w| w["heartbeat_age_secs"].as_f64().is_some()), "{doc}");
+    let leased = doc["partitions"].as_array().unwrap().iter().filter(|p| p["lease_left_secs"].as_f64() > Some(0.0));
+    assert!(leased.clone().count() >= 1, "{doc}");
+    assert!(leased.clone().all(|p| pids.iter().any(|pid| p["owner"].as_str().unwrap().contains(&format!(":{pid}:")))));
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let gauge = |name: &str, labels: &[String]| -> Option<f64> {
+        metrics.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series.starts_with(&format!("{name}{{")) && labels.iter().all(|l| series.contains(l.as_str())))
+                .then(|| value.parse().ok())?
+        })
+    };
+    let run_label = format!("run_id=\"{run}\"");
+    let leased_now = gauge("sluice_distributed_partitions", &[run_label.clone(), "state=\"leased\"".into()]);
+    assert!(leased_now >= Some(1.0), "{leased_now:?} leased in /metrics:\n{metrics}");
+    assert_eq!(gauge("sluice_distributed_workers", &["state=\"alive\"".into()]), Some(2.0), "{metrics}");
+    for pid in &pids {
+        let age = gauge("sluice_worker_heartbeat_age_seconds", &[format!(":{pid}:")]);
+        assert!(age.is_some_and(|a| a >= 0.0), "worker {pid} in /metrics:\n{metrics}");
+    }
+    assert!(gauge("sluice_distributed_partition_commits", std::slice::from_ref(&run_label)).is_some(), "{metrics}");
+    assert!(gauge("sluice_distributed_partition_leased", &[run_label, "worker=".into()]).is_some(), "{metrics}");
+
+    // Every worker killed: nothing marks the run, but the status says why it does not move and what to do.
+    for w in workers.iter_mut() {
+        w.start_kill().unwrap();
+        w.wait().await.unwrap();
+    }
+    let alive = "SELECT count(*) FROM workers WHERE stopped_at IS NULL
+                 AND last_heartbeat > now() - make_interval(secs => lease_secs)";
+    wait_for(30, "the killed workers' heartbeats to run out", || sc(db, alive) == Some(0)).await;
+    let (_, doc) = get(&client, &status).await;
+    assert_eq!(doc["status"], "running");
+    assert_eq!(doc["live_process"], false, "{doc}");
+    assert!(doc["live_note"].as_str().unwrap().contains("resumable by starting a worker"), "{doc}");
+    let mut cli = sluice();
+    cli.args(["status", &run.to_string(), "--db", &url]);
+    let shown = String::from_utf8_lossy(&run_ok(&mut cli).stdout).into_owned();
+    assert!(shown.contains("running (no live worker: resumable by starting a worker"), "{shown}");
+    assert!(shown.contains("0 alive of 2"), "{shown}");
+
+    // A new worker takes the run over from the partitions' last commits.
+    let mut workers = vec![spawn_worker(&intercom, &openai, &url, &log("again"), None)];
+    wait_for(180, "the run to complete", || status_of(db, run) == "completed").await;
+    stop_workers(&mut workers).await;
+    assert_exactly_once(db, run, &quality);
+    let (_, doc) = get(&client, &status).await;
+    assert_eq!(doc["status"], "completed");
+    assert!(doc["partitions"].as_array().unwrap().iter().all(|p| p["done"] == true), "{doc}");
+    drop(server);
+    off_runtime(|| owned.cleanup());
+}
+
+/// A SQLite store answers `{"distributed": true}` with 422 and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refuses_a_distributed_run_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = generate_pipeline(dir.path(), 100, 10, 0);
+    let server = serve_kit::Server::start(&config, &dir.path().join("x.db"), &[]);
+    let client = reqwest::Client::new();
+    let (code, answer) =
+        serve_kit::post(&client, &server.url("/api/pipeline/run"), serde_json::json!({"distributed": true})).await;
+    assert_eq!(code, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("distributed runs need the PostgreSQL store") && error.contains("SQLite"), "{answer}");
+    let (_, history) = serve_kit::get(&client, &server.url("/api/pipeline/history")).await;
+    assert_eq!(history["runs"].as_array().map(Vec::len), Some(0), "nothing was created: {history}");
 }
 
 #[test]

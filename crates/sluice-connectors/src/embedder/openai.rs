@@ -201,7 +201,7 @@ impl Embedder for OpenAiEmbedder {
             ctx,
             "embed",
             &ctx.abort,
-            || self.api.post("/embeddings", &body),
+            || self.api.post_paced(ctx, "embed", "/embeddings", &body),
             |e: &ApiError| match e {
                 ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
                 _ => Verdict::Fatal,

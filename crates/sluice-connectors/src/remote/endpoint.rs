@@ -34,6 +34,11 @@ pub struct OpenAiEndpoint {
     pub max_attempts: u32,
     /// Time-out of one request, in seconds (1..=600). Default 60.
     pub timeout_secs: u64,
+    /// Requests per minute to this model over the whole run: every worker of
+    /// a distributed run together (a bucket in the store), or this process.
+    /// Unset: no pacing of ours; a 429's wait still holds every caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<f64>,
 }
 
 impl Default for OpenAiEndpoint {
@@ -44,6 +49,7 @@ impl Default for OpenAiEndpoint {
             api_key: None,
             max_attempts: 5,
             timeout_secs: 60,
+            requests_per_minute: None,
         }
     }
 }

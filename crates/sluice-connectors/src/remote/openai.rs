@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use sluice_core::StageError;
+use sluice_core::{Context, RateLimit, StageError};
 
 use crate::ConfigError;
 use crate::remote::http::{check_base_url, env_value, error_code, error_summary, transport_error};
@@ -27,13 +27,21 @@ impl OpenAiEndpoint {
     /// (e.g. `classify`) names the settings in messages. The time-out is
     /// clamped to 1..=600 s here; callers range-check it for the message.
     pub fn api(&self, prefix: &str) -> Result<OpenAiApi, ConfigError> {
-        OpenAiApi::resolve(
+        if let Some(rpm) = self.requests_per_minute
+            && !(rpm.is_finite() && (0.1..=1_000_000.0).contains(&rpm))
+        {
+            return Err(ConfigError(format!(
+                "{prefix}.requests_per_minute = {rpm} is out of range (allowed: 0.1..=1000000)"
+            )));
+        }
+        let api = OpenAiApi::resolve(
             prefix,
             self.base_url.as_deref(),
             self.api_key.as_ref(),
             &self.api_key_env,
             Duration::from_secs(self.timeout_secs.clamp(1, 600)),
-        )
+        )?;
+        Ok(api.with_requests_per_minute(self.requests_per_minute))
     }
 }
 
@@ -77,6 +85,8 @@ pub struct OpenAiApi {
     key: Secret,
     /// Names where the key came from, for messages (never the key itself).
     key_origin: String,
+    /// The pace of requests per model (see [`OpenAiEndpoint::requests_per_minute`]).
+    requests_per_minute: Option<f64>,
 }
 
 impl OpenAiApi {
@@ -128,7 +138,34 @@ impl OpenAiApi {
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base_url, key, key_origin })
+        Ok(Self { http, base_url, key, key_origin, requests_per_minute: None })
+    }
+
+    /// The same API paced at `rpm` requests per minute per model (`None`: only 429s pause).
+    pub fn with_requests_per_minute(mut self, rpm: Option<f64>) -> Self {
+        self.requests_per_minute = rpm;
+        self
+    }
+
+    /// The rate-limit bucket of requests for `model`: OpenAI limits are per
+    /// organization and model, so one bucket per base URL and model.
+    pub fn rate_limit(&self, model: &str) -> RateLimit {
+        RateLimit::new(format!("openai {} {model}", self.base_url), self.requests_per_minute)
+    }
+
+    /// [`Self::post`] paced by the run's [`sluice_core::Pacer`]: waits for the
+    /// model's bucket first, and a 429 pauses every caller of the model (in
+    /// every worker of a distributed run) for its `retry-after`.
+    pub async fn post_paced(&self, ctx: &Context, adapter: &str, path: &str, body: &Value) -> Result<Value, ApiError> {
+        let limit = self.rate_limit(body.get("model").and_then(Value::as_str).unwrap_or_default());
+        ctx.pace(adapter, &limit).await;
+        let answer = self.post(path, body).await;
+        if let Err(ApiError::Retryable { error_type, retry_after, .. }) = &answer
+            && error_type == "http_429"
+        {
+            ctx.pacer.pause(&limit.service, retry_after.unwrap_or(Duration::from_secs(1))).await;
+        }
+        answer
     }
 
     pub fn base_url(&self) -> &str {

@@ -147,8 +147,9 @@ async fn stores_opening_a_new_database_at_once_all_set_it_up() {
     for open in opens {
         open.await.unwrap().expect("every concurrent open succeeds");
     }
-    let versions = h.rows("SELECT count(*) FROM schema_migrations").await;
-    assert_eq!(versions[0][0].as_deref(), Some("5"), "each of the five migrations applied once");
+    let versions = h.rows("SELECT count(*), count(DISTINCT version), max(version) FROM schema_migrations").await;
+    assert_eq!(versions[0][0], versions[0][1], "each migration applied once");
+    assert_eq!(versions[0][2].as_deref(), Some("9"), "up to 0009_rate_buckets");
     h.finish().await;
 }
 
@@ -524,5 +525,54 @@ async fn a_run_whose_store_stays_down_fails_with_its_last_checkpoint_intact_and_
     let summary = pipeline(again.clone()).run(Start::Resume(run_id)).await.unwrap();
     assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
     assert_eq!(again.document_count().await.unwrap(), 4_000);
+    h.finish().await;
+}
+
+/// Two workers' pacers on one run draw from one bucket row: together they
+/// get the burst and no more, and a pause one of them sets holds the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_one_rate_bucket_and_its_pauses() {
+    use sluice_connectors::store::postgres::distributed::SharedPacer;
+    use sluice_core::{Pacer, RateLimit};
+    let Some((h, store)) = pg().await else { return };
+    let run = store.create_run(&new_run("p")).await.unwrap();
+    let a = SharedPacer::new(store.clone(), run.id);
+    let b = SharedPacer::new(PostgresStore::open(h.url()).await.unwrap(), run.id);
+
+    // 6 a minute: a burst of 1, then one every 10 s, for both workers together.
+    let slow = RateLimit::new("openai slow", Some(6.0));
+    let mut went = 0;
+    let mut waits = Vec::new();
+    for pacer in [&a, &b, &a, &b, &a, &b] {
+        match pacer.reserve(&slow).await {
+            Duration::ZERO => went += 1,
+            wait => waits.push(wait),
+        }
+    }
+    assert_eq!(went, 1, "one request of six goes; the others wait: {waits:?}");
+    assert!(waits.iter().all(|w| *w > Duration::from_secs(5) && *w <= Duration::from_secs(10)), "{waits:?}");
+    let taken = h.rows("SELECT taken, rate_per_s::text FROM rate_buckets WHERE service = 'openai slow'").await;
+    assert_eq!(taken[0][0].as_deref(), Some("1"));
+    assert_eq!(taken[0][1].as_deref().map(|r| r.parse::<f64>().unwrap()), Some(0.1));
+
+    // A fast bucket is taken in chunks (1/20 s of the rate), spent locally.
+    let fast = RateLimit::new("openai fast", Some(6000.0));
+    for _ in 0..5 {
+        assert_eq!(a.reserve(&fast).await, Duration::ZERO);
+    }
+    let taken = h.rows("SELECT taken FROM rate_buckets WHERE service = 'openai fast'").await;
+    assert_eq!(taken[0][0].as_deref(), Some("5"), "one statement took five tokens");
+
+    // A 429 met by worker a (no rate of ours for this service) holds worker b until it ends.
+    let unrated = RateLimit::new("intercom x", None);
+    assert_eq!(b.reserve(&unrated).await, Duration::ZERO);
+    a.pause("intercom x", Duration::from_secs(30)).await;
+    // b spends what it took before the pause for at most STASH_TTL.
+    tokio::time::sleep(sluice_connectors::store::postgres::distributed::STASH_TTL).await;
+    let wait = b.reserve(&unrated).await;
+    assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+    assert_eq!(b.reserve(&fast).await, Duration::ZERO, "other services go on");
+    let pauses = h.rows("SELECT pauses FROM rate_buckets WHERE service = 'intercom x'").await;
+    assert_eq!(pauses[0][0].as_deref(), Some("1"));
     h.finish().await;
 }

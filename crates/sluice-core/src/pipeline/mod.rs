@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use crate::mode::Mode;
+use crate::pacer::{LocalPacer, Pacer};
 use crate::phase::PhaseSpec;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -127,11 +128,21 @@ pub struct Pipeline {
     /// Written before each commit of the store, in order.
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) settings: Settings,
+    /// Shared by the runs of this pipeline; a distributed worker gives one shared through the store.
+    pub(crate) pacer: Arc<dyn Pacer>,
 }
 
 impl Pipeline {
     pub fn new(source: Arc<dyn Source>, store: Arc<dyn Store>) -> Self {
-        Self { source, stages: Vec::new(), phases: Vec::new(), store, sinks: Vec::new(), settings: Settings::default() }
+        Self {
+            source,
+            stages: Vec::new(),
+            phases: Vec::new(),
+            store,
+            sinks: Vec::new(),
+            settings: Settings::default(),
+            pacer: Arc::new(LocalPacer::default()),
+        }
     }
 
     pub fn stage(mut self, spec: StageSpec) -> Self {
@@ -160,6 +171,12 @@ impl Pipeline {
     /// The same pipeline reading from another source (e.g. retrying failures).
     pub fn with_source(mut self, source: Arc<dyn Source>) -> Self {
         self.source = source;
+        self
+    }
+
+    /// Paces rate-limited requests with `pacer` (e.g. buckets shared by every worker of a distributed run).
+    pub fn with_pacer(mut self, pacer: Arc<dyn Pacer>) -> Self {
+        self.pacer = pacer;
         self
     }
 

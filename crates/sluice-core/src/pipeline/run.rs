@@ -83,6 +83,7 @@ impl Pipeline {
             abort: CancellationToken::new(),
             usage,
             write_ahead,
+            pacer: self.pacer.clone(),
         };
         let shared = Arc::new(Shared::new(run_id, self, ctx, checkpoint.counts));
         let in_flight = shared.in_flight.clone();

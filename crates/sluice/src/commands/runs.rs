@@ -107,19 +107,12 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         None => crate::commands::worker::distributed_details(&args.store, args.run_id).await?,
         Some(_) => None,
     };
-    let mut doc = doc;
-    if let Some((_, workers)) = &distributed {
-        // Workers hold a distributed run, not the store's run slot: it is live while one of them is.
-        doc.live_process = doc.status.is_active().then(|| workers.iter().any(|w| w.alive));
-    }
+    let doc = match &distributed {
+        Some((parts, workers)) => doc.with_distributed(parts, workers),
+        None => doc,
+    };
     if args.json {
-        match &distributed {
-            Some((parts, workers)) => {
-                let doc = serde_json::to_value(&doc).map_err(|e| CliError::runtime(e.to_string()))?;
-                print_json(&crate::commands::worker::details_json(doc, parts, workers))?;
-            }
-            None => print_json(&doc)?,
-        }
+        print_json(&doc)?;
         return Ok(code::OK);
     }
     outln!("run {} ({})", doc.run_id, doc.pipeline);

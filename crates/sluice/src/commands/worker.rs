@@ -6,6 +6,7 @@
 //! come from each worker's environment; the pipeline from the run's saved
 //! settings. See docs/distributed.md and the store's `distributed` module.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ use serde_json::{Value, json};
 use sluice_connectors::registry::StoreConfig;
 use sluice_connectors::store::PostgresStore;
 use sluice_connectors::store::postgres::distributed::{
-    Claim, LATER_PHASES, LEASE_LOST, PartitionRow, PartitionStore, WorkerId, WorkerRow,
+    Claim, LATER_PHASES, LEASE_LOST, PartitionRow, PartitionStore, SharedPacer, WorkerId, WorkerRow,
 };
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::distributed::OnePartition;
 use sluice_core::store::RunId;
-use sluice_core::{Checkpoint, NewRun, Pipeline, RunStatus, Start, Store};
+use sluice_core::{Checkpoint, NewRun, Pacer, Pipeline, RunStatus, Start, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +113,8 @@ async fn work(
     let beat = Duration::from_secs_f64(lease / 3.0);
     let mut tasks: JoinSet<PartitionEnd> = JoinSet::new();
     let mut refused: Vec<RunId> = Vec::new();
+    // One pacer per run, shared by this worker's partitions of it (and, through the store, by every worker).
+    let mut pacers: HashMap<RunId, Arc<dyn Pacer>> = HashMap::new();
     let mut last_beat: Option<tokio::time::Instant> = None;
     let mut exit = code::OK;
     loop {
@@ -128,7 +131,11 @@ async fn work(
         while tasks.len() < slots && !stop.is_cancelled() {
             match store.claim_partition(&me.id, lease, &refused).await {
                 Ok(Some(claim)) => {
-                    tasks.spawn(run_partition(store.clone(), claim, lease, stop.child_token()));
+                    let pacer = pacers
+                        .entry(claim.fence.run)
+                        .or_insert_with(|| Arc::new(SharedPacer::new(store.clone(), claim.fence.run)))
+                        .clone();
+                    tasks.spawn(run_partition(store.clone(), claim, pacer, lease, stop.child_token()));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -198,12 +205,17 @@ async fn settle_open_runs(store: &PostgresStore) {
 /// The engine for a claimed partition: the run's saved pipeline, for a
 /// source partition without its later phases and reading only that
 /// partition, for the later-phases task as it is; committing through the fence.
-fn partition_pipeline(store: &PostgresStore, claim: &Claim, config: &Value) -> Result<Pipeline, CliError> {
+fn partition_pipeline(
+    store: &PostgresStore,
+    claim: &Claim,
+    config: &Value,
+    pacer: Arc<dyn Pacer>,
+) -> Result<Pipeline, CliError> {
     let mut file = PipelineFile::from_saved(config)?;
     // Nobody follows a worker's events one by one.
     file.per_document_events = Some(false);
     let fenced: Arc<dyn Store> = Arc::new(PartitionStore::new(store.clone(), claim));
-    let pipeline = build_pipeline(&file, fenced)?;
+    let pipeline = build_pipeline(&file, fenced)?.with_pacer(pacer);
     if claim.later {
         return Ok(pipeline);
     }
@@ -211,7 +223,13 @@ fn partition_pipeline(store: &PostgresStore, claim: &Claim, config: &Value) -> R
     Ok(pipeline.without_phases().with_source(source))
 }
 
-async fn run_partition(store: PostgresStore, claim: Claim, lease: f64, stop: CancellationToken) -> PartitionEnd {
+async fn run_partition(
+    store: PostgresStore,
+    claim: Claim,
+    pacer: Arc<dyn Pacer>,
+    lease: f64,
+    stop: CancellationToken,
+) -> PartitionEnd {
     let fence = claim.fence.clone();
     let (run, partition) = (fence.run, fence.partition.clone());
     let release = |why: &'static str| {
@@ -231,7 +249,7 @@ async fn run_partition(store: PostgresStore, claim: Claim, lease: f64, stop: Can
             return PartitionEnd::Over;
         }
     };
-    let pipeline = match partition_pipeline(&store, &claim, &config) {
+    let pipeline = match partition_pipeline(&store, &claim, &config, pacer) {
         Ok(pipeline) => pipeline,
         Err(e) => {
             errln!("error: this worker cannot run run {run}: {e}; leaving it to workers that can");
@@ -361,34 +379,50 @@ pub async fn run_distributed(args: &RunArgs) -> Result<u8, CliError> {
         }
         None => {
             let file = file.ok_or_else(|| CliError::usage("a pipeline file is needed to start a run"))?;
-            let pipeline = build_pipeline(&file, Arc::new(store.clone()))
-                .map_err(|e| CliError::usage(format!("{e} (in {})", args.config.display())))?;
-            let partitions = pipeline
-                .source()
-                .partitions()
+            let (run, partitions) = submit(&store, &file)
                 .await
-                .map_err(|e| CliError::runtime(format!("cannot list the source's partitions: {e}")))?;
-            let settings = pipeline.settings_ref();
-            let later = pipeline.phase_names().first().map(|next| {
-                let mut cp = Checkpoint::new(&settings.phase);
-                cp.advance_to(next);
-                cp
-            });
-            let new = NewRun {
-                pipeline: settings.name.clone(),
-                phase: settings.phase.clone(),
-                config: settings.config.clone(),
-                window: settings.labels.window.clone(),
-            };
-            let run = store.submit_distributed(&new, &partitions, later.as_ref()).await?;
-            report_submitted(args, &store, run.id, "created", Some(partitions.len() + usize::from(later.is_some())))?;
-            run.id
+                .map_err(|e| CliError { message: format!("{e} (in {})", args.config.display()), ..e })?;
+            report_submitted(args, &store, run, "created", Some(partitions))?;
+            run
         }
     };
     if !args.work {
         return Ok(code::OK);
     }
     work(store, 2, RUN_LEASE_SECS, Until::RunEnds(run_id), stop_on_signals()).await
+}
+
+/// Creates a distributed run of `file` and its partitions (the source's,
+/// plus one task for the later phases): the run id and how many partitions.
+pub async fn submit(store: &PostgresStore, file: &PipelineFile) -> Result<(RunId, usize), CliError> {
+    let pipeline = build_pipeline(file, Arc::new(store.clone())).map_err(|e| CliError::usage(e.to_string()))?;
+    let partitions = pipeline
+        .source()
+        .partitions()
+        .await
+        .map_err(|e| CliError::runtime(format!("cannot list the source's partitions: {e}")))?;
+    let settings = pipeline.settings_ref();
+    let later = pipeline.phase_names().first().map(|next| {
+        let mut cp = Checkpoint::new(&settings.phase);
+        cp.advance_to(next);
+        cp
+    });
+    let new = NewRun {
+        pipeline: settings.name.clone(),
+        phase: settings.phase.clone(),
+        config: settings.config.clone(),
+        window: settings.labels.window.clone(),
+    };
+    let run = store.submit_distributed(&new, &partitions, later.as_ref()).await?;
+    Ok((run.id, partitions.len() + usize::from(later.is_some())))
+}
+
+/// The store `sluice serve` makes distributed runs in (`None`: its store is not PostgreSQL).
+pub fn serve_store(config: StoreConfig) -> Result<Option<PostgresStore>, CliError> {
+    match config {
+        StoreConfig::Postgres(_) => postgres(config, RUN_LEASE_SECS, "sluice serve").map(Some),
+        StoreConfig::Sqlite(_) => Ok(None),
+    }
 }
 
 fn report_submitted(
@@ -461,14 +495,6 @@ pub async fn distributed_details(
         return Ok(None);
     }
     Ok(Some((store.run_partitions(run_id).await?, store.workers().await?)))
-}
-
-/// The JSON status of a distributed run: the run's, plus `partitions` and `workers`.
-pub fn details_json(mut doc: Value, partitions: &[PartitionRow], workers: &[WorkerRow]) -> Value {
-    doc["distributed"] = json!(true);
-    doc["partitions"] = json!(partitions);
-    doc["workers"] = json!(workers);
-    doc
 }
 
 /// Prints the partitions (done, leased by whom, position) and workers (alive, last heartbeat).

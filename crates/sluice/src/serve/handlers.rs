@@ -60,7 +60,7 @@ pub async fn run(State(state): Shared, headers: HeaderMap, body: Bytes) -> Resul
 pub async fn status(State(state): Shared, Path(raw): Path<String>) -> Result<Json<RunStatusDoc>, ApiError> {
     let id = run_id(&raw)?;
     let run = state.store.get_run(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
-    Ok(Json(RunStatusDoc::read(state.store.as_ref(), &run).await))
+    Ok(Json(state.status_doc(&run).await))
 }
 
 /// The same document as `/api/pipeline/status/{run_id}`.
@@ -211,6 +211,7 @@ pub async fn events(
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): Shared) -> Response {
+    state.distributed_gauges().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

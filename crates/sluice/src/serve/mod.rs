@@ -5,6 +5,7 @@ mod access;
 mod api_doc;
 mod dashboard;
 mod dates;
+mod distributed;
 mod error;
 mod handlers;
 mod incremental;
@@ -111,7 +112,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| CliError::runtime(format!("cannot set up metrics: {e}")))?;
-    let state = Arc::new(AppState::new(store.clone(), file, token, metrics));
+    // The same database as PostgreSQL, for distributed runs (`{"distributed": true}`).
+    let distributed =
+        crate::commands::worker::serve_store(crate::store_args::resolve(args.db.as_deref(), Some(&file))?.0)?;
+    let state = Arc::new(AppState::new(store.clone(), file, token, metrics).with_distributed(distributed));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;

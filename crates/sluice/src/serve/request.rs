@@ -26,4 +26,7 @@ pub struct RunRequest {
     pub incremental: Option<bool>,
     /// Check the request and the configuration, start nothing.
     pub dry_run: Option<bool>,
+    /// Create a distributed run for `sluice worker` processes to share
+    /// (PostgreSQL store only; docs/distributed.md); this server does not work on it.
+    pub distributed: Option<bool>,
 }

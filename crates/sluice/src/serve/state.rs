@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use sluice_connectors::store::PostgresStore;
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::{Event, RunId, RunInfo, RunWindow, Start, Store};
 use tokio::sync::broadcast;
@@ -40,6 +41,8 @@ pub struct AppState {
     starting: tokio::sync::Mutex<()>,
     /// `--every`: the incremental runs on schedule.
     schedule: Mutex<Option<ScheduleDoc>>,
+    /// The store as PostgreSQL, for distributed runs (`None`: SQLite, single-process only).
+    pub distributed: Option<PostgresStore>,
 }
 
 /// The run this process drives.
@@ -55,6 +58,9 @@ pub struct RunResponse {
     /// `started`, `resumed` or `dry_run`.
     pub status: String,
     pub message: String,
+    /// A distributed run: how many partitions its workers share (the later phases' task included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<usize>,
 }
 
 /// An event with its number in the run's stream (the SSE id).
@@ -105,7 +111,14 @@ impl AppState {
             channels: Mutex::new(BTreeMap::new()),
             starting: tokio::sync::Mutex::new(()),
             schedule: Mutex::new(None),
+            distributed: None,
         }
+    }
+
+    /// Lets `{"distributed": true}` create runs in `store` (the same database as [`Self::store`]).
+    pub fn with_distributed(mut self, store: Option<PostgresStore>) -> Self {
+        self.distributed = store;
+        self
     }
 
     pub fn schedule(&self) -> Option<ScheduleDoc> {
@@ -134,6 +147,9 @@ impl AppState {
     pub async fn start(self: &Arc<Self>, request: RunRequest) -> Result<RunResponse, ApiError> {
         let range = validate(&request)?;
         super::resume::check_request(&request)?;
+        if request.distributed == Some(true) {
+            return self.start_distributed(&request, range).await;
+        }
         let _starting = self.starting.lock().await;
         if let Some(active) = self.active_run_id() {
             self.wait_if_ended(active).await?;
@@ -191,6 +207,7 @@ impl AppState {
                     "the request and pipeline {:?} are valid; nothing was started",
                     pipeline.settings_ref().name
                 ),
+                partitions: None,
             });
         }
 
@@ -231,7 +248,7 @@ impl AppState {
         } else {
             format!("run {run_id} started{range_text}; monitor /api/pipeline/status/{run_id}")
         };
-        Ok(RunResponse { run_id: Some(run_id), status: verb.into(), message })
+        Ok(RunResponse { run_id: Some(run_id), status: verb.into(), message, partitions: None })
     }
 
     /// The run a resume request means: by id, or by the date range of `days`.

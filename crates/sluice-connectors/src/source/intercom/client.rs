@@ -22,6 +22,9 @@
 //! allowance, further requests wait for the window's reset (plus jitter), so
 //! a well-behaved run does not meet 429 at all. Every such wait is an
 //! `AdapterStateChange` event (`ok` -> `rate_limited` -> `ok`) and a log line.
+//! Before that, the run's [`sluice_core::Pacer`] paces the app's requests at
+//! `requests_per_minute` when set; a 429, or an answer saying the window is
+//! used up, pauses the app's bucket, which in a distributed run holds every worker.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,7 +32,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use sluice_core::{Context, SourceError};
+use sluice_core::{Context, RateLimit, SourceError};
 
 use crate::remote::http::{error_summary, header_str, jitter, now_epoch_secs, transport_error};
 use crate::util::secret::Secret;
@@ -135,6 +138,8 @@ pub(crate) struct IntercomClient {
     version: String,
     adapter: String,
     gate: RateGate,
+    /// The app's bucket in the run's pacer, shared by every worker of a distributed run.
+    limit: RateLimit,
 }
 
 /// An answer that came back in full.
@@ -152,6 +157,7 @@ impl IntercomClient {
         version: String,
         adapter: String,
         timeout: Duration,
+        requests_per_minute: Option<f64>,
     ) -> Result<Self, crate::ConfigError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -159,7 +165,9 @@ impl IntercomClient {
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| crate::ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base_url, token, token_origin, version, adapter, gate: RateGate::default() })
+        // Intercom's limits are per app (one token, one app) at one regional base URL.
+        let limit = RateLimit::new(format!("intercom {base_url}"), requests_per_minute);
+        Ok(Self { http, base_url, token, token_origin, version, adapter, gate: RateGate::default(), limit })
     }
 
     pub(crate) fn base_url(&self) -> &str {
@@ -169,6 +177,7 @@ impl IntercomClient {
     /// Sends a request (after pacing) and reads the whole answer. Transport
     /// failures are retryable; the status is left to the caller.
     async fn send(&self, ctx: &Context, request: reqwest::RequestBuilder, what: &str) -> Result<Answer, SourceError> {
+        ctx.pace(&self.adapter, &self.limit).await;
         self.gate.acquire(ctx, &self.adapter).await;
         let request = request
             .bearer_auth(self.token.expose())
@@ -181,6 +190,13 @@ impl IntercomClient {
         let status = response.status();
         let headers = response.headers().clone();
         self.gate.observe(&headers);
+        // The window is used up (by this process or another worker of the run): everyone waits for its reset.
+        if header_str(&headers, "x-ratelimit-remaining") == Some("0")
+            && let Some(reset) = header_str(&headers, "x-ratelimit-reset").and_then(|v| v.parse::<f64>().ok())
+        {
+            let wait = Duration::from_secs_f64((reset - now_epoch_secs()).clamp(0.0, MAX_WAIT.as_secs_f64()));
+            ctx.pacer.pause(&self.limit.service, wait).await;
+        }
         let body = response
             .bytes()
             .await
@@ -219,6 +235,9 @@ impl IntercomClient {
         if answer.status == StatusCode::TOO_MANY_REQUESTS {
             let reset = header_str(&answer.headers, "x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok());
             self.gate.exhausted(reset);
+            if let SourceError::Retryable { retry_after: Some(wait), .. } = &error {
+                ctx.pacer.pause(&self.limit.service, *wait).await;
+            }
             if let SourceError::Retryable { message, retry_after } = &error {
                 let wait = retry_after.map(|d| d.as_millis()).unwrap_or_default();
                 ctx.state_change(&self.adapter, "ok", "rate_limited", Some(format!("{message}; retry in {wait} ms")))

@@ -66,6 +66,11 @@ pub struct IntercomConfig {
     pub name: String,
     /// Time-out of one request, in seconds (1..=600). Default 60.
     pub timeout_secs: u64,
+    /// Requests per minute to this Intercom app over the whole run (every
+    /// worker of a distributed run together). Unset: paced by Intercom's
+    /// `X-RateLimit-*` headers only; a 429 or a used-up window still holds every worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<f64>,
 }
 
 impl Default for IntercomConfig {
@@ -90,6 +95,7 @@ impl Default for IntercomConfig {
             max_conversations: None,
             name: "intercom".to_string(),
             timeout_secs: 60,
+            requests_per_minute: None,
         }
     }
 }

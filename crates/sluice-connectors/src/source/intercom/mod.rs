@@ -116,6 +116,13 @@ impl IntercomSource {
         check_range("source.partitions", config.partitions, 1, 64)?;
         check_range("source.parts_concurrency", config.parts_concurrency, 1, 64)?;
         check_range("source.timeout_secs", config.timeout_secs, 1, 600)?;
+        if let Some(rpm) = config.requests_per_minute
+            && !(rpm.is_finite() && (0.1..=1_000_000.0).contains(&rpm))
+        {
+            return Err(ConfigError(format!(
+                "source.requests_per_minute = {rpm} is out of range (allowed: 0.1..=1000000)"
+            )));
+        }
         check_range("source.min_chars", config.min_chars, 0, 100_000)?;
         check_not_empty("source.name", &config.name)?;
         check_not_empty("source.intercom_version", &config.intercom_version)?;
@@ -145,6 +152,7 @@ impl IntercomSource {
             config.intercom_version.trim().to_string(),
             config.name.clone(),
             Duration::from_secs(config.timeout_secs),
+            config.requests_per_minute,
         )?;
         let parts_retry =
             RetryPolicy { max_retries: 6, min_delay: Duration::from_millis(250), max_delay: Duration::from_secs(30) };

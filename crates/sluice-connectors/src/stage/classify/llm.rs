@@ -311,7 +311,7 @@ impl LlmClassifier {
                 ctx,
                 "classify",
                 &ctx.abort,
-                || self.api.post("/chat/completions", &body),
+                || self.api.post_paced(ctx, "classify", "/chat/completions", &body),
                 |e: &ApiError| match e {
                     ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
                     _ => Verdict::Fatal,

@@ -358,7 +358,16 @@ async fn insert_memos(tx: &mut PgConnection, m: &MemoColumns) -> Result<(), sqlx
 }
 
 /// Stores results ahead of their batch, with the run's ledger, in one short transaction.
-pub(super) async fn write_ahead(db: &Db, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+/// `fence`: a distributed partition's, whose own checkpoint keeps the ledger
+/// (raised only while the claim is still this worker's); the memos, keyed by
+/// content, are written either way, so whoever takes the partition over reuses them.
+pub(super) async fn write_ahead(
+    db: &Db,
+    run: RunId,
+    memos: &[MemoEntry],
+    cost: &CostLedger,
+    fence: Option<&Fence>,
+) -> Result<(), StoreError> {
     let what = format!("storing {} results of run {run} ahead of their batch", memos.len());
     let batch = CommitBatch { memos: memos.to_vec(), ..CommitBatch::default() };
     let rows = encode_batch(&batch, false).map_err(|e| db.contract(format!("{what}: {e}")))?;
@@ -367,12 +376,23 @@ pub(super) async fn write_ahead(db: &Db, run: RunId, memos: &[MemoEntry], cost: 
     insert_memos(&mut tx, &rows.memos).await.map_err(db.sql(&what))?;
     // A run with no batch committed keeps no checkpoint ("nothing to resume"):
     // its ledger goes with its first batch, from the process's meter.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1 AND checkpoint IS NOT NULL",
-        raised_cost("checkpoint", "$2::jsonb")
-    )))
-    .bind(run)
-    .bind(Json(&cost))
+    match fence {
+        None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1 AND checkpoint IS NOT NULL",
+            raised_cost("checkpoint", "$2::jsonb")
+        )))
+        .bind(run)
+        .bind(Json(&cost)),
+        Some(fence) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE run_partitions SET checkpoint = {}
+             WHERE run_id = $1 AND name = $3 AND epoch = $4 AND NOT done",
+            raised_cost("checkpoint", "$2::jsonb")
+        )))
+        .bind(run)
+        .bind(Json(&cost))
+        .bind(&fence.partition)
+        .bind(fence.epoch),
+    }
     .execute(&mut *tx)
     .await
     .map_err(db.sql(&what))?;

@@ -276,7 +276,7 @@ impl Store for PostgresStore {
 
     async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
         self.ready().await?;
-        commit::write_ahead(self.db(), run, memos, cost).await
+        commit::write_ahead(self.db(), run, memos, cost, None).await
     }
 
     async fn memo_lookup(

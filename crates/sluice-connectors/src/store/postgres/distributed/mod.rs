@@ -25,15 +25,19 @@
 //!   engine finished it; the worker that marks the last one done completes
 //!   the run, under the run row's lock, and refreshes the run's checkpoint,
 //!   which is derived from the partitions (positions by name, summed counts).
+//! - **Rate limits are shared** ([`pacer`]): a token bucket row per (run,
+//!   service), so N workers keep one rate, and one worker's 429 pauses all.
 
 pub mod fence;
 mod lease;
+mod pacer;
 mod partition_store;
 mod report;
 mod submit;
 
 pub use self::fence::{Fence, LEASE_LOST};
 pub use self::lease::{Claim, WorkerId};
+pub use self::pacer::{STASH_TTL, SharedPacer};
 pub use self::partition_store::PartitionStore;
 pub use self::report::{PartitionRow, WorkerRow};
 

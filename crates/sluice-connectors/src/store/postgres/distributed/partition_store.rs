@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_core::store::{
-    ActiveRunGuard, CommitBatch, FailureRow, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
+    ActiveRunGuard, CommitBatch, FailureRow, MemoEntry, MemoKey, NewRun, PhaseResult, RunId, RunInfo, RunStatus, Store,
 };
-use sluice_core::{Checkpoint, Document, StoreError};
+use sluice_core::{Checkpoint, CostLedger, Document, StoreError};
 
 use super::super::PostgresStore;
-use super::super::commit::{Uncertain, commit, salvage_memos};
+use super::super::commit::{Uncertain, commit, salvage_memos, write_ahead};
 use super::super::runs::read_run;
 use super::fence::{Fence, LEASE_LOST};
 use super::lease::Claim;
@@ -116,6 +116,14 @@ impl Store for PartitionStore {
             }
         }
         result
+    }
+
+    /// Paid results the moment they are in, so a SIGKILL of this worker costs
+    /// the partition's new owner at most the calls in flight, not the batches
+    /// in flight; the ledger goes to the partition's checkpoint, under the fence.
+    async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
+        self.store.ready().await?;
+        write_ahead(self.store.db(), run, memos, cost, Some(&self.fence)).await
     }
 
     async fn memo_lookup(
