@@ -107,6 +107,10 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         None => crate::commands::worker::distributed_details(&args.store, args.run_id).await?,
         Some(_) => None,
     };
+    let schedule = match &args.server {
+        Some(server) => remote::schedule(server).await?,
+        None => None,
+    };
     let mut doc = doc;
     if let Some((_, workers)) = &distributed {
         // Workers hold a distributed run, not the store's run slot: it is live while one of them is.
@@ -118,7 +122,13 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                 let doc = serde_json::to_value(&doc).map_err(|e| CliError::runtime(e.to_string()))?;
                 print_json(&crate::commands::worker::details_json(doc, parts, workers))?;
             }
-            None => print_json(&doc)?,
+            None => {
+                let mut doc = serde_json::to_value(&doc).map_err(|e| CliError::runtime(e.to_string()))?;
+                if let (Some(schedule), Some(object)) = (&schedule, doc.as_object_mut()) {
+                    object.insert("schedule".into(), schedule.clone());
+                }
+                print_json(&doc)?
+            }
         }
         return Ok(code::OK);
     }
@@ -126,6 +136,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     outln!("  status:   {}", doc.status_text());
     outln!("  phase:    {}", doc.current_phase);
     outln!("  counts:   {}", summary_line(&doc.counts));
+    if let Some(schedule) = &schedule {
+        outln!("  schedule: {}", remote::schedule_text(schedule));
+    }
     if let Some(cp) = &doc.checkpoint {
         // Later phases count apart, in the order they ran.
         let current = (cp.in_later_phase() && !cp.phase_done(&cp.phase)).then_some(&cp.phase);
