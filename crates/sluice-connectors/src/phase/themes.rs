@@ -621,10 +621,11 @@ mod tests {
         let (members, v) = three_groups();
         let fitted = themes_of(members, &v, &config, "s", 1);
         let fit = fit_of(&fitted);
-        let theme_of = |out: &PhaseOutput, id: &str| {
-            out.results.iter().find(|r| r.value["document_ids"].as_array().unwrap().iter().any(|d| d == id)).unwrap()
-        };
-        let a_theme = theme_of(&fitted, "a0").key.clone();
+        fn theme_of(out: &PhaseOutput, id: &str) -> String {
+            let has = |r: &&PhaseResult| r.value["document_ids"].as_array().unwrap().iter().any(|d| d == id);
+            out.results.iter().find(has).unwrap().key.clone()
+        }
+        let a_theme = theme_of(&fitted, "a0");
 
         // Two new documents, one near the invoice group and one far from everything.
         let mut v2 = Vocabulary::default();
@@ -635,7 +636,7 @@ mod tests {
         assert_eq!(out.updates.len(), 2, "only the new documents are written");
         assert_eq!(out.updates[0].annotations["theme"]["id"], a_theme.as_str());
         assert_eq!(out.updates[1].annotations["theme"]["far"], true);
-        assert_eq!(theme_of(&out, "new-near").key, a_theme, "nearest centroid");
+        assert_eq!(theme_of(&out, "new-near"), a_theme, "nearest centroid");
         assert_eq!(out.results.iter().map(|r| r.value["size"].as_u64().unwrap()).sum::<u64>(), 32);
         assert_eq!(out.results[0].value["label"], fitted.results[0].value["label"], "labels stay");
 
@@ -651,7 +652,7 @@ mod tests {
         for i in 0..4 {
             members.push(member(&mut v3, &format!("far-{i}"), vec![9.0, 9.0, 9.0 + i as f32], "elsewhere"));
         }
-        let (_, why) = assign(members, &fit, &config, "s").err().expect("drifted");
+        let Err((_, why)) = assign(members, &fit, &config, "s") else { panic!("drifted") };
         assert!(why.contains("farther than"), "{why}");
 
         // New documents past refit_new_share: fit again.
@@ -661,7 +662,7 @@ mod tests {
         for i in 0..2 {
             members.push(member(&mut v4, &format!("n-{i}"), vec![0.0, 1.0, 0.0], "login"));
         }
-        let (_, why) = assign(members, &fit, &strict, "s").err().expect("drifted");
+        let Err((_, why)) = assign(members, &fit, &strict, "s") else { panic!("drifted") };
         assert!(why.contains("came since the fit of run 1"), "{why}");
     }
 
