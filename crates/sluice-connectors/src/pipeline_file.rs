@@ -293,6 +293,11 @@ fn quoted_after<'a>(message: &'a str, prefix: &str, end: char) -> Option<&'a str
 pub fn build_pipeline(file: &PipelineFile, store: Arc<dyn Store>) -> Result<Pipeline, ConfigError> {
     let mut file = file.clone();
     file.source.kind_mut().pin()?;
+    // An incremental pipeline assigns new documents to the themes it has (see phase::themes).
+    let incremental = file.source.kind_mut().incremental().is_some_and(|i| i.incremental());
+    if let Some(themes) = file.phases.theme_extraction.as_mut() {
+        themes.incremental = incremental;
+    }
     let settings = file.settings();
     let source = file.source.kind().build()?;
     let mut pipeline = Pipeline::new(source, store).settings(settings);

@@ -55,7 +55,9 @@ fn outline(items: &[SourceItem]) -> Vec<(String, Option<String>)> {
         .map(|item| match item {
             SourceItem::Record(r) => (r.id.clone(), None),
             SourceItem::Invalid { id, error_type, .. } => (id.clone(), Some(error_type.clone())),
-            SourceItem::Document(_) => unreachable!("a file source yields records"),
+            SourceItem::Document(_) | SourceItem::Unchanged { .. } | SourceItem::Deleted { .. } => {
+                unreachable!("a file source yields records")
+            }
         })
         .collect()
 }

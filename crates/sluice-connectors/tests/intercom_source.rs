@@ -186,7 +186,7 @@ async fn include_parts_appends_replies_and_uses_bounded_gets() {
         .flat_map(|p| &p.items)
         .filter_map(|i| match i {
             SourceItem::Record(r) => Some(r),
-            SourceItem::Document(_) | SourceItem::Invalid { .. } => None,
+            _ => None,
         })
         .find(|r| ds.get(&r.id).is_some_and(|c| c.parts.iter().any(|p| p.body.is_some())))
         .expect("some conversation has replies");

@@ -45,7 +45,7 @@ fn records(items: &[SourceItem]) -> Vec<Record> {
         .iter()
         .filter_map(|i| match i {
             SourceItem::Record(r) => Some(r.clone()),
-            SourceItem::Document(_) | SourceItem::Invalid { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -152,7 +152,9 @@ async fn jsonl_malformed_lines_become_invalid_items_with_line_numbers() {
             .map(|item| match item {
                 SourceItem::Record(r) => (r.id.clone(), None),
                 SourceItem::Invalid { id, error_type, .. } => (id.clone(), Some(error_type.clone())),
-                SourceItem::Document(_) => unreachable!("a file source yields records"),
+                SourceItem::Document(_) | SourceItem::Unchanged { .. } | SourceItem::Deleted { .. } => {
+                    unreachable!("a file source yields records")
+                }
             })
             .collect();
         let at = |line: u32| format!("{name}:{line}");

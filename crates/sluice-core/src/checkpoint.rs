@@ -54,6 +54,12 @@ pub struct Counts {
     pub chunks: u64,
     /// Embeddings computed (chunks or whole documents).
     pub embedded: u64,
+    /// Items the source found as stored (a page answered 304): no stage work, nothing written.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+    /// Stored documents the source found gone, marked or removed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
 }
 
 impl Counts {
@@ -66,6 +72,8 @@ impl Counts {
         self.skipped_unchanged += other.skipped_unchanged;
         self.chunks += other.chunks;
         self.embedded += other.embedded;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
     }
 
     /// Records whose journey ended (stored, filtered or failed).

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::SourceError;
 use crate::record::{Document, Record};
+use crate::store::{OnDelete, Store};
 
 /// One entry of a page: a record, or something the source could not turn
 /// into one (a malformed line, an unreadable file). Invalid entries go to the
@@ -25,6 +26,17 @@ pub enum SourceItem {
         error_type: String,
         error: String,
     },
+    /// The item is as the store has it (a crawled page answered `304 Not
+    /// Modified`): no stage work, nothing written; counted as `unchanged`.
+    Unchanged {
+        id: String,
+    },
+    /// The item is gone at the source (a page now 404/410, a deleted file):
+    /// its stored document is marked or removed with the batch; counted as `deleted`.
+    Deleted {
+        id: String,
+        action: OnDelete,
+    },
 }
 
 impl SourceItem {
@@ -32,7 +44,7 @@ impl SourceItem {
         match self {
             SourceItem::Record(r) => &r.id,
             SourceItem::Document(d) => d.id(),
-            SourceItem::Invalid { id, .. } => id,
+            SourceItem::Invalid { id, .. } | SourceItem::Unchanged { id } | SourceItem::Deleted { id, .. } => id,
         }
     }
 }
@@ -59,6 +71,14 @@ pub trait Source: Send + Sync {
     /// the same configuration.
     async fn partitions(&self) -> Result<Vec<String>, SourceError> {
         Ok(vec!["main".to_string()])
+    }
+
+    /// Called once before a run's first fetch, with the store it writes to:
+    /// a source that reads differently depending on what is stored (a crawl
+    /// sending conditional requests for the pages it has) reads it here.
+    async fn prepare(&self, store: &dyn Store) -> Result<(), SourceError> {
+        let _ = store;
+        Ok(())
     }
 
     /// Fetches the page at `cursor` (`None`: the first page) of `partition`.

@@ -140,6 +140,29 @@ pub struct CommitBatch {
     pub updates: Vec<DocumentUpdate>,
     /// Results of a run that belong to no single document (themes, stories).
     pub results: Vec<PhaseResult>,
+    /// Documents the source found gone (a crawled page now 404/410, a deleted file).
+    pub deletions: Vec<Deletion>,
+}
+
+/// What becomes of a stored document whose source item is gone
+/// (`on_delete` in a source's settings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Kept, with a tombstone (`deleted_documents`): reads, later phases and
+    /// search skip it; storing it again (the page is back) lifts the mark.
+    #[default]
+    Mark,
+    /// Deleted from the store, with its chunks.
+    Remove,
+}
+
+/// A stored document `(source, id)` the source reports gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub source: String,
+    pub id: String,
+    pub action: OnDelete,
 }
 
 /// A later phase's additions to a stored document: its embedding, if the
@@ -261,8 +284,8 @@ pub trait Store: Send + Sync {
     }
 
     /// Up to `limit` stored documents of `source` with ids after `after`, in
-    /// id order, with what stages and phases added (chunks left out). Later
-    /// phases read the store through this.
+    /// id order, with what stages and phases added (chunks left out), those
+    /// marked deleted left out. Later phases read the store through this.
     async fn scan_documents(
         &self,
         source: &str,
@@ -293,6 +316,14 @@ pub trait Store: Send + Sync {
         Err(StoreError::Contract {
             message: format!("{} keeps no high-water mark for incremental runs", self.describe()),
         })
+    }
+
+    /// The ids of the documents of `source` marked deleted ([`OnDelete::Mark`]),
+    /// which [`scan_documents`](Store::scan_documents) leaves out. Stores that
+    /// keep no marks answer none.
+    async fn deleted_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        let _ = source;
+        Ok(Vec::new())
     }
 
     /// The failures recorded by a run, oldest first.

@@ -36,14 +36,27 @@
 //!
 //! Every request waits `latency_ms` first (robots.txt excepted) and is
 //! counted per path and query ([`FakeSite::fetch_count`]), so a test can check
-//! that a resumed crawl does not fetch committed pages again.
+//! that a resumed crawl does not fetch committed pages again, and per status
+//! answered ([`FakeSite::status_count`]).
+//!
+//! # Conditional requests (RFC 9110 §13)
+//!
+//! Every `200` carries a strong `ETag` (a hash of the body sent) and a
+//! `Last-Modified` (the site's date, plus an hour per [`FakeSite::edit`] of
+//! the page). A GET with `If-None-Match` gets `304 Not Modified` when one of
+//! its entity tags (or `*`) matches by weak comparison, and `If-Modified-Since`
+//! is then ignored; without `If-None-Match`, a valid `If-Modified-Since` at or
+//! after `Last-Modified` gets the `304`. A 304 has no body and carries the
+//! `ETag` and `Last-Modified` a 200 would. Preconditions apply only where
+//! the answer would be a 200. [`FakeSite::remove`] makes a page answer 404
+//! or 410 from then on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -182,7 +195,16 @@ struct Shared {
     user_agents: Mutex<BTreeSet<String>>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Answers by status (robots.txt excepted).
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    /// Pages removed, with the status they answer (404 or 410).
+    removed: Mutex<HashMap<String, StatusCode>>,
+    /// Edits per page: each adds a paragraph and an hour to its `Last-Modified`.
+    edits: Mutex<HashMap<String, u64>>,
 }
+
+/// The `Last-Modified` of every page never edited: 2026-01-01T00:00:00Z.
+const SITE_DATE_SECS: u64 = 1_767_225_600;
 
 /// The site, served on 127.0.0.1. Dropping it stops the server.
 pub struct FakeSite {
@@ -209,6 +231,9 @@ impl FakeSite {
             user_agents: Mutex::new(BTreeSet::new()),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            statuses: Mutex::new(BTreeMap::new()),
+            removed: Mutex::new(HashMap::new()),
+            edits: Mutex::new(HashMap::new()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let running = Running::start(config.port, router).await?;
@@ -259,9 +284,26 @@ impl FakeSite {
         self.shared.answered_while_slow.load(Ordering::Relaxed)
     }
 
+    /// Answers given with `status` (robots.txt excepted), e.g. 200 or 304.
+    pub fn status_count(&self, status: u16) -> u64 {
+        lock(&self.shared.statuses).get(&status).copied().unwrap_or(0)
+    }
+
     pub fn reset_counts(&self) {
         self.lock_counts().clear();
+        lock(&self.shared.statuses).clear();
         self.shared.max_in_flight.store(0, Ordering::Relaxed);
+    }
+
+    /// Removes the page at `path`: it answers `gone` (404 Not Found or 410 Gone) from now on.
+    pub fn remove(&self, path: &str, gone: u16) {
+        let status = StatusCode::from_u16(gone).ok().filter(|s| *s == StatusCode::NOT_FOUND || *s == StatusCode::GONE);
+        lock(&self.shared.removed).insert(path.to_string(), status.unwrap_or(StatusCode::NOT_FOUND));
+    }
+
+    /// Changes the page at `path`: one more paragraph, a new `ETag`, an hour later `Last-Modified`.
+    pub fn edit(&self, path: &str) {
+        *lock(&self.shared.edits).entry(path.to_string()).or_default() += 1;
     }
 
     pub fn set_latency_ms(&self, ms: u64) {
@@ -275,6 +317,7 @@ impl FakeSite {
     /// off-site links and non-text content yield nothing.
     pub fn expected(&self, max_depth: Option<u32>) -> Expected {
         let nodes = &self.shared.nodes;
+        let removed = lock(&self.shared.removed).clone();
         let base = self.base_url();
         let mut seen: BTreeSet<String> = BTreeSet::from(["/".to_string()]);
         let mut queue: VecDeque<(String, u32)> = VecDeque::from([("/".to_string(), 0)]);
@@ -292,7 +335,7 @@ impl FakeSite {
                 at = to.clone();
             }
             let url = format!("{base}{at}");
-            match nodes.get(&at) {
+            match nodes.get(&at).filter(|_| !removed.contains_key(&at)) {
                 None | Some(Node::Drop) => pages.push(ExpectedPage { url, depth, stored: false }),
                 Some(Node::Binary) | Some(Node::Redirect { .. }) | Some(Node::Refresh { .. }) => {}
                 Some(Node::Text(_)) | Some(Node::Encoded { .. }) => {
@@ -343,8 +386,88 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    let response = answer(&shared, &key, &headers).await;
+    *lock(&shared.statuses).entry(response.status().as_u16()).or_default() += 1;
+    response
+}
+
+/// The answer to a GET of `key` (path and query), conditional requests included.
+async fn answer(shared: &Shared, key: &str, headers: &HeaderMap) -> Response {
+    if let Some(status) = lock(&shared.removed).get(key).copied() {
+        let body = if status == StatusCode::GONE { "<h1>Gone</h1>" } else { "<h1>Not found</h1>" };
+        return text_response(status, "text/html; charset=utf-8", body.into());
+    }
+    let edits = lock(&shared.edits).get(key).copied().unwrap_or(0);
+    let response = plain_answer(shared, key, headers, edits).await;
+    if response.status() != StatusCode::OK || matches!(shared.nodes.get(key), Some(Node::Drop)) {
+        return response;
+    }
+    conditional(response, headers, edits).await
+}
+
+/// Adds `ETag` and `Last-Modified` to a 200, and answers 304 instead where the request's preconditions say so.
+async fn conditional(response: Response, request: &HeaderMap, edits: u64) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return text_response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "body".into());
+    };
+    let etag = format!("\"{:016x}\"", fnv1a(&bytes));
+    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(SITE_DATE_SECS + edits * 3600);
+    for (name, value) in [(header::ETAG, etag.clone()), (header::LAST_MODIFIED, httpdate::fmt_http_date(modified))] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    if not_modified(request, &etag, modified) {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [header::ETAG, header::LAST_MODIFIED] {
+            if let Some(value) = parts.headers.get(&name) {
+                resp.headers_mut().insert(name, value.clone());
+            }
+        }
+        return resp;
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// RFC 9110 §13.2.2 for a GET: `If-None-Match` (weak comparison) decides when
+/// present; otherwise a valid `If-Modified-Since` not before `modified`.
+fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    let none_match: Vec<&str> = request.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).collect();
+    if !none_match.is_empty() {
+        let ours = opaque_tag(etag);
+        return none_match
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|tag| tag == "*" || (!tag.is_empty() && opaque_tag(tag) == ours));
+    }
+    let since = request.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok());
+    match since.and_then(|s| httpdate::parse_http_date(s).ok()) {
+        Some(since) => modified <= since,
+        None => false,
+    }
+}
+
+/// An entity tag without its weakness indicator (`W/"x"` and `"x"` compare equal weakly).
+fn opaque_tag(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// FNV-1a, 64 bits: a stable hash of a body for its `ETag`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The unconditional answer to `key`, with `edits` paragraphs added to an HTML page.
+async fn plain_answer(shared: &Shared, key: &str, headers: &HeaderMap, edits: u64) -> Response {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
-    match shared.nodes.get(&key) {
+    match shared.nodes.get(key) {
         None => text_response(StatusCode::NOT_FOUND, "text/html; charset=utf-8", "<h1>Not found</h1>".into()),
         Some(Node::Redirect { status, to }) => {
             let mut resp = text_response(*status, "text/html; charset=utf-8", String::new());
@@ -370,9 +493,13 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap)
         }
         Some(node @ Node::Html { slow, .. }) => {
             if *slow {
-                wait_slowly(&shared).await;
+                wait_slowly(shared).await;
             }
-            text_response(StatusCode::OK, "text/html; charset=utf-8", render(node, &host))
+            let mut html = render(node, &host);
+            for n in 1..=edits {
+                html = html.replacen("</main>", &format!("<p>Revised, revision {n}.</p></main>"), 1);
+            }
+            text_response(StatusCode::OK, "text/html; charset=utf-8", html)
         }
     }
 }

@@ -265,6 +265,10 @@ pub struct RunArgs {
     /// `incremental = true` in `[source]`. See docs/incremental.md.
     #[arg(long, conflicts_with_all = ["resume", "resume_run_id", "watch"])]
     pub incremental: bool,
+    /// Fit the themes again on this run, even an incremental one (which otherwise assigns new
+    /// documents to the themes it has until they drift); see docs/incremental.md.
+    #[arg(long, conflicts_with_all = ["resume", "resume_run_id"])]
+    pub refit_themes: bool,
     /// Create a distributed run (PostgreSQL store) for `sluice worker`s and exit; see docs/distributed.md.
     #[arg(long)]
     pub distributed: bool,
@@ -373,6 +377,10 @@ pub struct ServeArgs {
     /// `30s`); a tick while a run is active is skipped. See docs/incremental.md.
     #[arg(long)]
     pub every: Option<String>,
+    /// Start an incremental run at the times a cron expression names, in UTC
+    /// (`"*/15 * * * *"`, or six fields with seconds first: `"0 */15 * * * *"`).
+    #[arg(long, conflicts_with = "every")]
+    pub cron: Option<String>,
 }
 
 /// Seconds, possibly fractional, from 0.1 to a day.

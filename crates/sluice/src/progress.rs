@@ -413,6 +413,9 @@ pub fn summary_line(c: &Counts) -> String {
     if c.skipped_unchanged > 0 {
         line.push_str(&format!(" skipped_unchanged={}", c.skipped_unchanged));
     }
+    if c.unchanged > 0 || c.deleted > 0 {
+        line.push_str(&format!(" unchanged={} deleted={}", c.unchanged, c.deleted));
+    }
     line
 }
 

@@ -5,6 +5,7 @@
 
 pub mod facets;
 pub mod stories;
+pub mod theme_fit;
 pub mod themes;
 
 use std::sync::Arc;

@@ -1,8 +1,18 @@
 //! `theme_extraction`: groups the stored documents into themes by k-means
 //! over their embeddings (k-means++ start from a fixed seed, so the same
 //! data gives the same themes), and labels each theme with the terms that
-//! set its documents apart. Writes one `theme` result per theme and each
-//! document's theme into its annotations, in one commit.
+//! set its documents apart. Writes one `theme` result per theme (with its
+//! centroid and radius) and each document's theme into its annotations, in
+//! one commit.
+//!
+//! **On an incremental run** the themes are not fitted again: each new or
+//! changed document (no theme annotation, or one made for other content) goes
+//! to the nearest centroid of the last fit ([`theme_fit`](super::theme_fit)),
+//! and the others keep theirs. The fit is made again when the documents
+//! assigned since the last fit pass `refit_new_share` of all, when those far
+//! from every centroid (beyond [`FAR_RADII`] radii) pass `refit_far_share`,
+//! when there is no earlier fit, or when asked (`refit = true`, `sluice run
+//! --refit-themes`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +24,7 @@ use sluice_core::{
 };
 
 use super::THEME_EXTRACTION;
+use super::theme_fit::{FAR_RADII, Fit, centroid_and_radius, distance, previous_fit};
 use crate::ConfigError;
 
 /// `[phases.theme_extraction]`.
@@ -32,6 +43,18 @@ pub struct ThemeConfig {
     /// Terms in each theme's label (1..=10).
     #[serde(default = "default_label_terms")]
     pub label_terms: usize,
+    /// Incremental runs fit again once the documents assigned since the last fit pass this share of all (0-1).
+    #[serde(default = "default_refit_new_share")]
+    pub refit_new_share: f64,
+    /// ... or once those far from every centroid pass this share of all (0-1).
+    #[serde(default = "default_refit_far_share")]
+    pub refit_far_share: f64,
+    /// Fit again on this run whatever the drift (`sluice run --refit-themes` sets it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refit: bool,
+    /// Set for the runs of an incremental pipeline: assign instead of fitting (see the module).
+    #[serde(skip)]
+    pub incremental: bool,
 }
 
 impl Default for ThemeConfig {
@@ -41,8 +64,19 @@ impl Default for ThemeConfig {
             seed: default_seed(),
             iterations: default_iterations(),
             label_terms: default_label_terms(),
+            refit_new_share: default_refit_new_share(),
+            refit_far_share: default_refit_far_share(),
+            refit: false,
+            incremental: false,
         }
     }
+}
+
+fn default_refit_new_share() -> f64 {
+    0.5
+}
+fn default_refit_far_share() -> f64 {
+    0.1
 }
 
 fn default_themes() -> usize {
@@ -77,6 +111,13 @@ impl ThemeExtraction {
         check("themes", config.themes, 1000)?;
         check("iterations", config.iterations, 1000)?;
         check("label_terms", config.label_terms, 10)?;
+        for (key, share) in [("refit_new_share", config.refit_new_share), ("refit_far_share", config.refit_far_share)] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(ConfigError(format!(
+                    "phases.theme_extraction.{key} = {share} is out of range (allowed: 0-1, a share of the documents)"
+                )));
+            }
+        }
         Ok(Self { config })
     }
 }
@@ -84,6 +125,8 @@ impl ThemeExtraction {
 /// A document taking part in clustering.
 struct Member {
     id: String,
+    /// The content hash it had when placed: a theme annotation made for other content is stale.
+    hash: String,
     embedding: Vec<f32>,
     /// Ids in the run's [`Vocabulary`], sorted, each once.
     terms: Vec<u32>,
@@ -110,6 +153,7 @@ impl PhaseTask for ThemeExtraction {
                 let text: String = doc.record.text.chars().take(LABEL_TEXT_CHARS).collect();
                 members.push(Member {
                     id: doc.record.id,
+                    hash: doc.content_hash,
                     embedding,
                     terms: vocabulary.terms_of(&text),
                     category: doc.classification.map(|c| c.category),
@@ -130,18 +174,150 @@ impl PhaseTask for ThemeExtraction {
                 }));
             }
         }
+        let dims = members.first().map_or(0, |m| m.embedding.len());
+        let fit = match self.config.incremental && !self.config.refit && dims > 0 {
+            true => previous_fit(&input, dims).await?,
+            false => None,
+        };
+        if self.config.incremental && fit.is_none() && !self.config.refit {
+            tracing::info!("theme_extraction: no earlier fit of this pipeline with centroids: fitting the themes");
+        }
         let config = self.config.clone();
         let source = input.source.to_string();
-        let output = tokio::task::spawn_blocking(move || themes_of(members, &vocabulary, &config, &source))
-            .await
-            .map_err(|e| EngineError::Invalid(format!("theme_extraction ended abnormally: {e}")))?;
+        let run_id = input.run_id;
+        let output = tokio::task::spawn_blocking(move || match fit {
+            Some(fit) => match assign(members, &fit, &config, &source) {
+                Ok(output) => output,
+                Err((members, why)) => {
+                    tracing::info!("theme_extraction: fitting the themes again: {why}");
+                    themes_of(members, &vocabulary, &config, &source, run_id)
+                }
+            },
+            None => themes_of(members, &vocabulary, &config, &source, run_id),
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("theme_extraction ended abnormally: {e}")))?;
         let mut output = output;
         output.counts.filtered = without_embedding;
         Ok(output)
     }
 }
 
-fn themes_of(members: Vec<Member>, vocabulary: &Vocabulary, config: &ThemeConfig, source: &str) -> PhaseOutput {
+/// Where an incremental run puts a document: a theme of the fit, whether it
+/// is far from it, whether it was assigned since the fit, and whether this run placed it.
+struct Placement {
+    theme: usize,
+    far: bool,
+    assigned: bool,
+    placed_now: bool,
+}
+
+/// Assigns the new and changed documents to the fit's themes, or answers why
+/// the themes must be fitted again (handing the members back).
+fn assign(
+    members: Vec<Member>,
+    fit: &Fit,
+    config: &ThemeConfig,
+    source: &str,
+) -> Result<PhaseOutput, (Vec<Member>, String)> {
+    let mut placements = Vec::with_capacity(members.len());
+    for member in &members {
+        let kept = member.annotations.get("theme").filter(|a| {
+            a["hash"].as_str() == Some(member.hash.as_str()) && a["fitted_run"].as_i64() == Some(fit.fitted_run)
+        });
+        let kept = kept.and_then(|a| {
+            let theme = fit.index_of(a["id"].as_str()?)?;
+            let flag = |key: &str| a[key].as_bool().unwrap_or(false);
+            Some(Placement { theme, far: flag("far"), assigned: flag("assigned"), placed_now: false })
+        });
+        let placement = match kept {
+            Some(placement) => placement,
+            None => match fit.nearest(&member.embedding) {
+                Some((theme, far)) => Placement { theme, far, assigned: true, placed_now: true },
+                None => return Err((members, "the last fit has no themes".into())),
+            },
+        };
+        placements.push(placement);
+    }
+    let total = members.len() as f64;
+    let since_fit = placements.iter().filter(|p| p.assigned).count();
+    let far = placements.iter().filter(|p| p.assigned && p.far).count();
+    if since_fit as f64 / total > config.refit_new_share {
+        let why = format!(
+            "{since_fit} of {} documents came since the fit of run {} (refit_new_share = {})",
+            members.len(),
+            fit.fitted_run,
+            config.refit_new_share
+        );
+        return Err((members, why));
+    }
+    if far as f64 / total > config.refit_far_share {
+        let why = format!(
+            "{far} of {} documents are farther than {FAR_RADII} radii from every theme (refit_far_share = {})",
+            members.len(),
+            config.refit_far_share
+        );
+        return Err((members, why));
+    }
+    let placed_now = placements.iter().filter(|p| p.placed_now).count();
+    tracing::info!(
+        placed_now,
+        since_fit,
+        far,
+        fitted_run = fit.fitted_run,
+        "theme_extraction: new and changed documents assigned to the themes of the last fit"
+    );
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); fit.themes.len()];
+    for (index, placement) in placements.iter().enumerate() {
+        groups[placement.theme].push(index);
+    }
+    let results = fit
+        .themes
+        .iter()
+        .zip(&groups)
+        .map(|(theme, group)| {
+            let mut value = theme.value.clone();
+            let ids: Vec<&str> = group.iter().map(|&i| members[i].id.as_str()).collect();
+            value["size"] = json!(group.len());
+            value["document_ids"] = json!(ids);
+            value["top_category"] = json!(top_category(group, &members));
+            PhaseResult { kind: "theme".into(), key: theme.key.clone(), value }
+        })
+        .collect();
+    let updates = members
+        .into_iter()
+        .zip(&placements)
+        .filter(|(_, p)| p.placed_now)
+        .map(|(member, p)| {
+            let theme = &fit.themes[p.theme];
+            let mut annotations = member.annotations;
+            let note = json!({"id": theme.key, "label": theme.label, "hash": member.hash,
+                              "fitted_run": fit.fitted_run, "assigned": true, "far": p.far});
+            annotations.insert("theme".into(), note);
+            DocumentUpdate { source: source.to_string(), id: member.id, embedding: None, annotations }
+        })
+        .collect();
+    Ok(PhaseOutput { updates, results, counts: Counts { stored: placed_now as u64, ..Counts::default() } })
+}
+
+/// The category most of a group's documents have.
+fn top_category<'a>(group: &[usize], members: &'a [Member]) -> Option<&'a str> {
+    let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in group {
+        if let Some(category) = &members[i].category {
+            *categories.entry(category).or_default() += 1;
+        }
+    }
+    categories.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(c, _)| *c)
+}
+
+fn themes_of(
+    members: Vec<Member>,
+    vocabulary: &Vocabulary,
+    config: &ThemeConfig,
+    source: &str,
+    run_id: sluice_core::store::RunId,
+) -> PhaseOutput {
     if members.is_empty() {
         return PhaseOutput::default();
     }
@@ -170,14 +346,10 @@ fn themes_of(members: Vec<Member>, vocabulary: &Vocabulary, config: &ThemeConfig
         let key = format!("theme-{number:03}");
         let terms = label_terms(group, &members, vocabulary, &document_frequency, total, config.label_terms);
         let label = if terms.is_empty() { format!("theme {number}") } else { terms.join(" / ") };
-        let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
-        for &i in group {
-            if let Some(category) = &members[i].category {
-                *categories.entry(category).or_default() += 1;
-            }
-        }
-        let top_category = categories.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(c, _)| *c);
+        let top_category = top_category(group, &members);
         let ids: Vec<&str> = group.iter().map(|&i| members[i].id.as_str()).collect();
+        let vectors: Vec<&[f32]> = group.iter().map(|&i| members[i].embedding.as_slice()).collect();
+        let (centroid, radius) = centroid_and_radius(&vectors);
         results.push(PhaseResult {
             kind: "theme".into(),
             key: key.clone(),
@@ -187,6 +359,9 @@ fn themes_of(members: Vec<Member>, vocabulary: &Vocabulary, config: &ThemeConfig
                 "size": group.len(),
                 "top_category": top_category,
                 "document_ids": ids,
+                "centroid": centroid,
+                "radius": radius,
+                "fitted_run": run_id,
             }),
         });
         for &i in group {
@@ -199,7 +374,9 @@ fn themes_of(members: Vec<Member>, vocabulary: &Vocabulary, config: &ThemeConfig
         .zip(theme_of)
         .map(|(member, (key, label))| {
             let mut annotations = member.annotations;
-            annotations.insert("theme".into(), json!({"id": key, "label": label}));
+            let note = json!({"id": key, "label": label, "hash": member.hash, "fitted_run": run_id,
+                              "assigned": false, "far": false});
+            annotations.insert("theme".into(), note);
             DocumentUpdate { source: source.to_string(), id: member.id, embedding: None, annotations }
         })
         .collect();
@@ -333,10 +510,6 @@ fn kmeans(vectors: &[&[f32]], k: usize, seed: u64, iterations: usize) -> Vec<usi
     assignment
 }
 
-fn distance(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +517,7 @@ mod tests {
     fn member(vocabulary: &mut Vocabulary, id: &str, embedding: Vec<f32>, text: &str) -> Member {
         Member {
             id: id.into(),
+            hash: format!("h-{id}"),
             embedding,
             terms: vocabulary.terms_of(text),
             category: Some("bug".into()),
@@ -381,7 +555,7 @@ mod tests {
     #[test]
     fn separated_groups_become_themes_labelled_by_their_terms() {
         let (members, v) = three_groups();
-        let out = themes_of(members, &v, &ThemeConfig { themes: 3, ..ThemeConfig::default() }, "s");
+        let out = themes_of(members, &v, &ThemeConfig { themes: 3, ..ThemeConfig::default() }, "s", 1);
         assert_eq!(out.results.len(), 3);
         assert_eq!(out.counts.stored, 30);
         let mut labels: Vec<String> = Vec::new();
@@ -400,19 +574,103 @@ mod tests {
     fn the_same_seed_gives_the_same_themes_and_more_themes_than_documents_is_fine() {
         let config = ThemeConfig { themes: 4, seed: 7, ..ThemeConfig::default() };
         let (members, v) = three_groups();
-        let a = themes_of(members, &v, &config, "s");
+        let a = themes_of(members, &v, &config, "s", 1);
         let (members, v) = three_groups();
-        let b = themes_of(members, &v, &config, "s");
+        let b = themes_of(members, &v, &config, "s", 1);
         assert_eq!(a.results, b.results);
         let (members, v) = three_groups();
-        let two = themes_of(members.into_iter().take(2).collect(), &v, &config, "s");
+        let two = themes_of(members.into_iter().take(2).collect(), &v, &config, "s", 1);
         assert_eq!(two.results.len(), 2);
-        assert!(themes_of(Vec::new(), &v, &config, "s").results.is_empty());
+        assert!(themes_of(Vec::new(), &v, &config, "s", 1).results.is_empty());
+    }
+
+    /// The fit `themes_of` made, as an incremental run reads it back.
+    fn fit_of(out: &PhaseOutput) -> Fit {
+        let themes = out
+            .results
+            .iter()
+            .map(|r| crate::phase::theme_fit::FitTheme {
+                key: r.key.clone(),
+                label: r.value["label"].as_str().unwrap().to_string(),
+                centroid: r.value["centroid"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+                radius: r.value["radius"].as_f64().unwrap(),
+                value: r.value.clone(),
+            })
+            .collect();
+        Fit { fitted_run: 1, themes }
+    }
+
+    /// The members as stored after `out`: each with the annotation the output gave it.
+    fn annotated(out: &PhaseOutput, vocabulary: &mut Vocabulary) -> Vec<Member> {
+        let (members, _) = three_groups();
+        members
+            .into_iter()
+            .map(|mut m| {
+                if let Some(u) = out.updates.iter().find(|u| u.id == m.id) {
+                    m.annotations = u.annotations.clone();
+                }
+                m.terms = vocabulary.terms_of("x");
+                m
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_incremental_run_assigns_new_documents_to_the_nearest_theme_and_refits_past_the_drift() {
+        let config = ThemeConfig { themes: 3, ..ThemeConfig::default() };
+        let (members, v) = three_groups();
+        let fitted = themes_of(members, &v, &config, "s", 1);
+        let fit = fit_of(&fitted);
+        fn theme_of(out: &PhaseOutput, id: &str) -> String {
+            let has = |r: &&PhaseResult| r.value["document_ids"].as_array().unwrap().iter().any(|d| d == id);
+            out.results.iter().find(has).unwrap().key.clone()
+        }
+        let a_theme = theme_of(&fitted, "a0");
+
+        // Two new documents, one near the invoice group and one far from everything.
+        let mut v2 = Vocabulary::default();
+        let mut members = annotated(&fitted, &mut v2);
+        members.push(member(&mut v2, "new-near", vec![1.02, 0.01, 0.0], "invoice"));
+        members.push(member(&mut v2, "new-far", vec![9.0, 9.0, 9.0], "elsewhere"));
+        let out = assign(members, &fit, &config, "s").map_err(|(_, why)| why).unwrap();
+        assert_eq!(out.updates.len(), 2, "only the new documents are written");
+        assert_eq!(out.updates[0].annotations["theme"]["id"], a_theme.as_str());
+        assert_eq!(out.updates[1].annotations["theme"]["far"], true);
+        assert_eq!(theme_of(&out, "new-near"), a_theme, "nearest centroid");
+        assert_eq!(out.results.iter().map(|r| r.value["size"].as_u64().unwrap()).sum::<u64>(), 32);
+        assert_eq!(out.results[0].value["label"], fitted.results[0].value["label"], "labels stay");
+
+        // A changed document (its hash moved) is placed again; the unchanged are not.
+        let mut members = annotated(&fitted, &mut Vocabulary::default());
+        members[0].hash = "changed".into();
+        let out = assign(members, &fit, &config, "s").map_err(|(_, why)| why).unwrap();
+        assert_eq!(out.updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["a0"]);
+
+        // Far documents past refit_far_share (10%): fit again.
+        let mut v3 = Vocabulary::default();
+        let mut members = annotated(&fitted, &mut v3);
+        for i in 0..4 {
+            members.push(member(&mut v3, &format!("far-{i}"), vec![9.0, 9.0, 9.0 + i as f32], "elsewhere"));
+        }
+        let Err((_, why)) = assign(members, &fit, &config, "s") else { panic!("drifted") };
+        assert!(why.contains("farther than"), "{why}");
+
+        // New documents past refit_new_share: fit again.
+        let strict = ThemeConfig { refit_new_share: 0.05, ..config.clone() };
+        let mut v4 = Vocabulary::default();
+        let mut members = annotated(&fitted, &mut v4);
+        for i in 0..2 {
+            members.push(member(&mut v4, &format!("n-{i}"), vec![0.0, 1.0, 0.0], "login"));
+        }
+        let Err((_, why)) = assign(members, &fit, &strict, "s") else { panic!("drifted") };
+        assert!(why.contains("came since the fit of run 1"), "{why}");
     }
 
     #[test]
     fn out_of_range_settings_are_refused() {
         let err = ThemeExtraction::new(ThemeConfig { themes: 0, ..ThemeConfig::default() }).err().unwrap();
         assert!(err.0.contains("themes = 0"), "{err}");
+        let err = ThemeExtraction::new(ThemeConfig { refit_far_share: 1.5, ..ThemeConfig::default() }).err().unwrap();
+        assert!(err.0.contains("refit_far_share = 1.5"), "{err}");
     }
 }

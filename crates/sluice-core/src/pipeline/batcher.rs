@@ -13,7 +13,7 @@ use crate::checkpoint::{Counts, Position};
 use crate::event::EventKind;
 use crate::record::Document;
 use crate::source::SourceItem;
-use crate::store::{Failure, MemoEntry};
+use crate::store::{Deletion, Failure, MemoEntry};
 
 /// A fetched page, minus the records of it that were already committed.
 pub(crate) struct PageMsg {
@@ -62,6 +62,8 @@ pub(crate) struct Batch {
     pub seq: u64,
     pub docs: Vec<Document>,
     pub failures: Vec<Failure>,
+    /// Stored documents the source found gone; they pass the stages by.
+    pub deletions: Vec<Deletion>,
     /// Stage results to remember with this batch.
     pub memos: Vec<MemoEntry>,
     /// Position of each partition this batch moved, after its last record.
@@ -163,6 +165,7 @@ fn item_bytes(item: &SourceItem) -> usize {
         SourceItem::Record(record) => record.approx_bytes(),
         SourceItem::Document(doc) => doc.approx_bytes(),
         SourceItem::Invalid { raw, .. } => raw.len(),
+        SourceItem::Unchanged { id } | SourceItem::Deleted { id, .. } => id.len(),
     }
 }
 
@@ -170,6 +173,9 @@ struct BatchBuilder {
     next_seq: u64,
     docs: Vec<Document>,
     failures: Vec<Failure>,
+    deletions: Vec<Deletion>,
+    /// Items found as stored since the last batch.
+    unchanged: u64,
     positions: BTreeMap<String, Position>,
     bytes: usize,
     dropped: u64,
@@ -177,7 +183,16 @@ struct BatchBuilder {
 
 impl BatchBuilder {
     fn new(next_seq: u64) -> Self {
-        Self { next_seq, docs: Vec::new(), failures: Vec::new(), positions: BTreeMap::new(), bytes: 0, dropped: 0 }
+        Self {
+            next_seq,
+            docs: Vec::new(),
+            failures: Vec::new(),
+            deletions: Vec::new(),
+            unchanged: 0,
+            positions: BTreeMap::new(),
+            bytes: 0,
+            dropped: 0,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -185,7 +200,7 @@ impl BatchBuilder {
     }
 
     fn len(&self) -> usize {
-        self.docs.len() + self.failures.len()
+        self.docs.len() + self.failures.len() + self.deletions.len()
     }
 
     fn push(&mut self, source_name: &str, item: SourceItem, bytes: usize) {
@@ -193,6 +208,10 @@ impl BatchBuilder {
         match item {
             SourceItem::Record(record) => self.docs.push(Document::from_record(record)),
             SourceItem::Document(doc) => self.docs.push(*doc),
+            SourceItem::Unchanged { .. } => self.unchanged += 1,
+            SourceItem::Deleted { id, action } => {
+                self.deletions.push(Deletion { source: source_name.to_string(), id, action })
+            }
             SourceItem::Invalid { id, raw, error_type, error } => {
                 self.failures.push(Failure {
                     source: source_name.to_string(),
@@ -214,9 +233,12 @@ impl BatchBuilder {
         self.next_seq += 1;
         let docs = std::mem::take(&mut self.docs);
         let failures = std::mem::take(&mut self.failures);
+        let deletions = std::mem::take(&mut self.deletions);
         let delta = Counts {
             fetched: (docs.len() + failures.len()) as u64,
             failed: failures.len() as u64,
+            unchanged: std::mem::take(&mut self.unchanged),
+            deleted: deletions.len() as u64,
             ..Counts::default()
         };
         tracing::info!("Processing batch {seq}: {} {noun}", docs.len() + failures.len());
@@ -227,6 +249,7 @@ impl BatchBuilder {
             seq,
             docs,
             failures,
+            deletions,
             memos: Vec::new(),
             positions: std::mem::take(&mut self.positions),
             delta,

@@ -98,6 +98,7 @@ pub(crate) async fn commit_batches(
         let first_doc = documents.len();
         documents.extend(batch.docs);
         commit.failures.extend(batch.failures);
+        commit.deletions.extend(batch.deletions);
         commit.memos.extend(batch.memos);
         reports.push(Report {
             seq: batch.seq,

@@ -132,7 +132,7 @@ fn refuse_oversized(item: SourceItem, max_bytes: usize) -> SourceItem {
     let bytes = match &item {
         SourceItem::Record(record) => record.approx_bytes(),
         SourceItem::Document(doc) => doc.record.approx_bytes(),
-        SourceItem::Invalid { .. } => return item,
+        SourceItem::Invalid { .. } | SourceItem::Unchanged { .. } | SourceItem::Deleted { .. } => return item,
     };
     if bytes <= max_bytes {
         return item;
@@ -140,7 +140,7 @@ fn refuse_oversized(item: SourceItem, max_bytes: usize) -> SourceItem {
     let mut record = match item {
         SourceItem::Record(record) => record,
         SourceItem::Document(doc) => doc.record,
-        SourceItem::Invalid { .. } => return item,
+        other => return other,
     };
     let mut cut = OVERSIZED_TEXT_KEPT.min(record.text.len());
     while !record.text.is_char_boundary(cut) {

@@ -329,6 +329,10 @@ const MAIN_PARTITION: &str = "main";
 
 /// The first phase: the source's partitions through the stages.
 async fn run_first_phase(shared: &Arc<Shared>, checkpoint: Checkpoint) -> (Checkpoint, bool) {
+    if let Err(error) = shared.source.prepare(shared.store.as_ref()).await {
+        shared.fail(EngineError::Source(error));
+        return (checkpoint, false);
+    }
     match shared.source.partitions().await {
         Ok(partitions) => {
             let (cp, reached_end) = run_pass(shared, checkpoint, partitions).await;

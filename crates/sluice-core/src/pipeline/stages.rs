@@ -34,6 +34,10 @@ pub(crate) async fn process_batch(
         }
     }
     let mut docs = std::mem::take(&mut batch.docs);
+    if docs.is_empty() {
+        // Only failures or deletions: nothing for the stage.
+        return Ok(batch);
+    }
     batch.docs.reserve(docs.len());
     let memo = stage.memo().map(|memo| (memo, memo.fingerprint()));
     if let Some((memo, fingerprint)) = &memo {

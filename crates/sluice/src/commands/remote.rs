@@ -46,6 +46,24 @@ pub async fn status(server: &str, run_id: i64) -> Result<RunStatusDoc, CliError>
     call(client()?.get(url(server, &format!("/api/pipeline/status/{run_id}"))), server).await
 }
 
+/// The server's schedule (`serve --every` / `--cron`), as `/api/pipeline/active` shows it; `None` without one.
+pub async fn schedule(server: &str) -> Result<Option<Value>, CliError> {
+    let active: Value = call(client()?.get(url(server, "/api/pipeline/active")), server).await?;
+    Ok(active.get("schedule").filter(|s| !s.is_null()).cloned())
+}
+
+/// One line for a schedule: what it is, the next tick, and the ticks so far.
+pub fn schedule_text(schedule: &Value) -> String {
+    let what = match (schedule["every_secs"].as_u64(), schedule["cron"].as_str()) {
+        (Some(secs), _) => format!("every {secs}s"),
+        (None, Some(expr)) => format!("cron {expr:?} (UTC)"),
+        (None, None) => "unknown".into(),
+    };
+    let next = schedule["next_tick"].as_str().unwrap_or("none");
+    let (started, skipped) = (schedule["started"].as_u64().unwrap_or(0), schedule["skipped"].as_u64().unwrap_or(0));
+    format!("{what}, next tick {next} ({started} started, {skipped} skipped while a run was active)")
+}
+
 pub async fn history(server: &str, limit: u32) -> Result<Vec<RunStatusDoc>, CliError> {
     #[derive(serde::Deserialize)]
     struct History {

@@ -69,6 +69,12 @@ pub async fn run(args: RunArgs) -> Result<u8, CliError> {
     if !resuming && (args.incremental || sluice_connectors::incremental::is_incremental(&file)) {
         plan_incremental(&mut file, &store, &origin).await?;
     }
+    if args.refit_themes {
+        let themes = file.phases.theme_extraction.as_mut().ok_or_else(|| {
+            CliError::usage(format!("--refit-themes: {origin} have no [phases.theme_extraction] to fit"))
+        })?;
+        themes.refit = true;
+    }
     if args.max_records.is_some() {
         file.max_records = args.max_records;
     }

@@ -111,14 +111,25 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         Some((parts, workers)) => doc.with_distributed(parts, workers),
         None => doc,
     };
+    let schedule = match &args.server {
+        Some(server) => remote::schedule(server).await?,
+        None => None,
+    };
     if args.json {
-        print_json(&doc)?;
+        let mut value = serde_json::to_value(&doc).map_err(|e| CliError::runtime(e.to_string()))?;
+        if let (Some(schedule), Some(object)) = (&schedule, value.as_object_mut()) {
+            object.insert("schedule".into(), schedule.clone());
+        }
+        print_json(&value)?;
         return Ok(code::OK);
     }
     outln!("run {} ({})", doc.run_id, doc.pipeline);
     outln!("  status:   {}", doc.status_text());
     outln!("  phase:    {}", doc.current_phase);
     outln!("  counts:   {}", summary_line(&doc.counts));
+    if let Some(schedule) = &schedule {
+        outln!("  schedule: {}", remote::schedule_text(schedule));
+    }
     if let Some(cp) = &doc.checkpoint {
         // Later phases count apart, in the order they ran.
         let current = (cp.in_later_phase() && !cp.phase_done(&cp.phase)).then_some(&cp.phase);

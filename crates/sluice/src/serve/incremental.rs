@@ -8,11 +8,15 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 
-/// The schedule, as `/api/pipeline/active` shows it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// The schedule, as `/api/pipeline/active` shows it: `every_secs` (`--every`) or `cron` (`--cron`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, ToSchema)]
 pub struct ScheduleDoc {
-    /// Seconds between ticks.
-    pub every_secs: u64,
+    /// Seconds between ticks (`--every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
+    /// The cron expression (`--cron`), evaluated in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
     /// When the next incremental run starts (RFC 3339 UTC).
     pub next_tick: Option<String>,
     /// Ticks that started a run, and ticks skipped while one was active.

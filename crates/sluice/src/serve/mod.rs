@@ -97,7 +97,11 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         idle_timeout: args.idle_timeout_secs,
         max_connections: args.max_connections as usize,
     };
-    let every = args.every.as_deref().map(schedule::parse_every).transpose().map_err(CliError::usage)?;
+    let schedule = match (&args.every, &args.cron) {
+        (Some(every), _) => Some(schedule::Schedule::Every(schedule::parse_every(every).map_err(CliError::usage)?)),
+        (None, Some(expr)) => Some(schedule::Schedule::cron(expr).map_err(CliError::usage)?),
+        (None, None) => None,
+    };
     let mut file = PipelineFile::load(&args.config)?;
     crate::env::apply_env(&mut file, &env_var)?;
     let store: Arc<dyn sluice_core::Store> = open_store_for(args.db.as_deref(), Some(&file))?;
@@ -138,8 +142,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         shutdown_state.shutdown().await;
         stop_serving.cancel();
     });
-    if let Some(every) = every {
-        schedule::spawn(state.clone(), every, shutdown.clone());
+    if let Some(schedule) = schedule {
+        schedule::spawn(state.clone(), schedule, shutdown.clone());
     }
     listener::serve(listener, app(state, access, limits), limits, shutdown).await;
     Ok(code::OK)

@@ -10,13 +10,22 @@
 //! | 2xx HTML with a `<meta http-equiv="refresh">` to another page (≤ 100 s) | the target, like a redirect |
 //! | 2xx `text/plain` | a page without links |
 //! | 2xx other content types | skipped (logged) |
+//! | 304 to a conditional request (a page the store has) | unchanged: its stored links are followed |
+//! | 404, 410 for a page the store has (or marked deleted) | gone: the document is marked or removed |
 //! | 301, 302, 303, 307, 308 | the target, for the crawl to follow |
 //! | 408, 429, 5xx, connection errors, time-outs, bodies cut short | retried, then a failure |
 //! | other 4xx | a failure, at once |
 //!
 //! Bodies are decoded by their charset ([`super::charset`]).
+//!
+//! **Conditional requests.** For a page the store holds with an `ETag` or a
+//! `Last-Modified` (kept in its fields `etag`, `last_modified`, with its
+//! `links`), the request carries `If-None-Match` / `If-Modified-Since`
+//! ([`Stored`], loaded once before the run). A `304` then costs no body and
+//! no stage work, and the crawl goes on through the page's stored links.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -63,6 +72,33 @@ impl FetchSettings {
     }
 }
 
+/// What the store holds of a page: its validators and the links it had.
+#[derive(Clone, Debug, Default)]
+pub struct StoredPage {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// `None` for a page stored before links were kept: it gets no conditional request.
+    pub links: Option<Vec<Url>>,
+}
+
+/// The crawl's pages the store holds, by canonical URL, and those it marked deleted.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub pages: HashMap<String, StoredPage>,
+    pub deleted: HashSet<String>,
+}
+
+impl Stored {
+    /// The validators to send for `url`, when a 304 could be acted on.
+    fn conditional(&self, url: &Url) -> Option<&StoredPage> {
+        self.pages.get(url.as_str()).filter(|p| p.links.is_some() && (p.etag.is_some() || p.last_modified.is_some()))
+    }
+
+    fn knows(&self, url: &Url) -> bool {
+        self.pages.contains_key(url.as_str()) || self.deleted.contains(url.as_str())
+    }
+}
+
 /// A fetched page.
 #[derive(Clone, Debug)]
 pub struct FetchedPage {
@@ -74,6 +110,9 @@ pub struct FetchedPage {
     pub title: Option<String>,
     /// Followable links, canonical, in document order (not yet scoped).
     pub links: Vec<Url>,
+    /// The answer's `ETag` and `Last-Modified`, for the next crawl's conditional request.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 /// What fetching a URL came to.
@@ -91,6 +130,16 @@ pub enum Fetched {
     Redirect {
         from: Url,
         to: Url,
+    },
+    /// `304 Not Modified`: the stored page is current; `links` are its stored links.
+    Unchanged {
+        url: Url,
+        links: Vec<Url>,
+    },
+    /// `404` or `410` for a page the store has: it is gone.
+    Gone {
+        url: Url,
+        status: u16,
     },
     /// Not a page to store: robots.txt forbids it, a redirect leaves the allowed hosts, not text.
     Skipped {
@@ -121,6 +170,8 @@ pub struct Fetcher {
     settings: FetchSettings,
     gates: HostGates,
     robots: RobotsCache,
+    /// What the store holds, set before the run ([`Fetcher::set_stored`]).
+    stored: RwLock<Arc<Stored>>,
 }
 
 impl Fetcher {
@@ -132,7 +183,22 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, settings, gates: HostGates::new(per_host_concurrency), robots: RobotsCache::default() })
+        Ok(Self {
+            http,
+            settings,
+            gates: HostGates::new(per_host_concurrency),
+            robots: RobotsCache::default(),
+            stored: RwLock::default(),
+        })
+    }
+
+    /// What the store holds of this crawl's pages (conditional requests, deletions).
+    pub fn set_stored(&self, stored: Stored) {
+        *self.stored.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(stored);
+    }
+
+    fn stored(&self) -> Arc<Stored> {
+        self.stored.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn settings(&self) -> &FetchSettings {
@@ -150,10 +216,26 @@ impl Fetcher {
             return Fetched::Skipped { url, reason };
         }
         let delay = rules.crawl_delay().map_or(self.settings.delay, |d| d.max(self.settings.delay));
-        let answer = match self.get_with_retries(&url, delay).await {
+        let stored = self.stored();
+        let known = stored.conditional(&url);
+        let answer = match self.get_with_retries(&url, delay, known).await {
             Ok(answer) => answer,
             Err(e) => return Fetched::Failed { url, status: e.status, error_type: e.error_type, error: e.message },
         };
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return match known.and_then(|k| k.links.clone()) {
+                Some(links) => Fetched::Unchanged { url, links },
+                None => Fetched::Failed {
+                    error: format!("HTTP 304 for {url}, which was not asked conditionally"),
+                    url,
+                    status: Some(304),
+                    error_type: "http_304".into(),
+                },
+            };
+        }
+        if matches!(answer.status, StatusCode::NOT_FOUND | StatusCode::GONE) && stored.knows(&url) {
+            return Fetched::Gone { url, status: answer.status.as_u16() };
+        }
         if answer.status.is_redirection() && answer.status != StatusCode::NOT_MODIFIED {
             let location = answer.headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
             let Some(to) = location.and_then(|loc| resolve(&url, loc)) else {
@@ -195,7 +277,7 @@ impl Fetcher {
                 let Ok(robots_url) = Url::parse(&format!("{origin}/robots.txt")) else {
                     return Rules::AllowAll;
                 };
-                match self.get_with_retries(&robots_url, self.settings.delay).await {
+                match self.get_with_retries(&robots_url, self.settings.delay, None).await {
                     Ok(answer) => Rules::from_answer(&origin, answer.status.as_u16(), &answer.body),
                     Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => Rules::AllowAll,
                     Err(e) => {
@@ -207,7 +289,12 @@ impl Fetcher {
             .await
     }
 
-    async fn get_with_retries(&self, url: &Url, delay: Duration) -> Result<Answer, AttemptError> {
+    async fn get_with_retries(
+        &self,
+        url: &Url,
+        delay: Duration,
+        known: Option<&StoredPage>,
+    ) -> Result<Answer, AttemptError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_base)
             .with_max_delay(Duration::from_secs(10))
@@ -216,7 +303,7 @@ impl Fetcher {
         let mut attempts = 0usize;
         let result = (|| {
             attempts += 1;
-            self.get_once(url, delay)
+            self.get_once(url, delay, known)
         })
         .retry(backoff)
         .when(|e: &AttemptError| e.retryable)
@@ -231,7 +318,7 @@ impl Fetcher {
         })
     }
 
-    async fn get_once(&self, url: &Url, delay: Duration) -> Result<Answer, AttemptError> {
+    async fn get_once(&self, url: &Url, delay: Duration, known: Option<&StoredPage>) -> Result<Answer, AttemptError> {
         let _permit = self.gates.acquire(&authority(url), delay).await;
         let transport = |e: &reqwest::Error| AttemptError {
             retryable: true,
@@ -240,13 +327,20 @@ impl Fetcher {
             message: format!("{url}: {}", transport_error(e)),
             retry_after: None,
         };
-        let mut response = self
+        let mut request = self
             .http
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5")
-            .send()
-            .await
-            .map_err(|e| transport(&e))?;
+            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5");
+        if let Some(known) = known {
+            // Both when both are known: a server that ignores one may honour the other.
+            if let Some(etag) = &known.etag {
+                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = &known.last_modified {
+                request = request.header(reqwest::header::IF_MODIFIED_SINCE, date);
+            }
+        }
+        let mut response = request.send().await.map_err(|e| transport(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
         if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
@@ -276,10 +370,16 @@ impl Fetcher {
     }
 }
 
+/// A header's value as text, when it is one.
+fn header_text(headers: &reqwest::header::HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// A 2xx answer as a page (or, for a meta refresh, a redirect), or skipped when it is not text.
 fn page_of(url: Url, answer: Answer) -> Fetched {
-    let content_type =
-        answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = header_text(&answer.headers, reqwest::header::CONTENT_TYPE).unwrap_or_default();
+    let etag = header_text(&answer.headers, reqwest::header::ETAG);
+    let last_modified = header_text(&answer.headers, reqwest::header::LAST_MODIFIED);
     let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let is_html = match mime.as_str() {
         "text/html" | "application/xhtml+xml" => true,
@@ -297,7 +397,8 @@ fn page_of(url: Url, answer: Answer) -> Fetched {
     } else {
         (None, Vec::new())
     };
-    Fetched::Page(FetchedPage { url, status: answer.status.as_u16(), content_type, body, title, links })
+    let status = answer.status.as_u16();
+    Fetched::Page(FetchedPage { url, status, content_type, body, title, links, etag, last_modified })
 }
 
 /// An answer without a content type is HTML when it looks like it.

@@ -4,11 +4,18 @@
 //!
 //! Each page becomes a record: id = the canonical URL (after redirects),
 //! text = the raw HTML or text, fields `url`, `title`, `status`,
-//! `content_type`, `depth` (no fetch time: it would change the content hash
-//! of an unchanged page, and with it the reuse of paid results; the store
-//! keeps `stored_at`). A page that cannot
+//! `content_type`, `depth`, `links` (the page's followable links), and
+//! `etag` / `last_modified` when the server sent them (no fetch time: it
+//! would change the content hash of an unchanged page, and with it the reuse
+//! of paid results; the store keeps `stored_at`). A page that cannot
 //! be had (404, 5xx or a dropped connection after retries) becomes a failure
 //! with its URL as id and the status in the error.
+//!
+//! **A re-crawl** (any later run over the same store) asks conditionally for
+//! the pages the store has ([`fetch`]): a `304` is an unchanged item (no
+//! stage work, nothing written) whose stored links the crawl follows; a page
+//! the store has that is now `404`/`410` is a deleted item, marked or removed
+//! as `on_delete` says.
 //!
 //! **The cursor is the crawl frontier** ([`frontier`]): a page of this
 //! source is one crawled URL, and its `next` cursor is the frontier after it
@@ -41,10 +48,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sluice_core::store::{OnDelete, Store};
 use sluice_core::{Context, Page, Record, Source, SourceError, SourceItem};
 
 pub use self::canonical::{canonical, parse_absolute, resolve};
-use self::fetch::{FetchSettings, Fetched, Fetcher};
+use self::fetch::{FetchSettings, Fetched, Fetcher, Stored, StoredPage};
 pub use self::frontier::Frontier;
 pub use self::links::{ParsedPage, parse_html};
 use self::prefetch::Prefetcher;
@@ -138,6 +146,12 @@ pub struct CrawlConfig {
     /// Source name stored with every record.
     #[serde(default = "default_name")]
     pub name: String,
+    /// Ask for the pages the store has with `If-None-Match` / `If-Modified-Since` (default true).
+    #[serde(default = "default_true")]
+    pub conditional: bool,
+    /// A stored page now 404/410: `"mark"` (default: kept, left out of reads) or `"remove"`.
+    #[serde(default)]
+    pub on_delete: OnDelete,
 }
 
 impl CrawlConfig {
@@ -158,6 +172,8 @@ impl CrawlConfig {
             respect_robots: true,
             user_agent: default_user_agent(),
             name: default_name(),
+            conditional: true,
+            on_delete: OnDelete::default(),
         }
     }
 }
@@ -283,27 +299,48 @@ impl CrawlSource {
                 tracing::info!(url = %url, reason, "page skipped");
                 None
             }
+            Fetched::Gone { url, status } => {
+                tracing::info!(url = %url, status, action = ?self.config.on_delete, "page gone");
+                Some(SourceItem::Deleted { id: url.to_string(), action: self.config.on_delete })
+            }
+            Fetched::Unchanged { url, links } => {
+                self.queue_links(frontier, depth, &links);
+                tracing::debug!(url = %url, "page unchanged (304)");
+                Some(SourceItem::Unchanged { id: url.to_string() })
+            }
             Fetched::Failed { url, status, error_type, error } => {
                 tracing::warn!(url = %url, error, "page failed");
                 let raw = json!({ "url": url.as_str(), "status": status, "depth": depth }).to_string();
                 Some(SourceItem::Invalid { id: url.to_string(), raw, error_type, error })
             }
             Fetched::Page(page) => {
-                if self.config.max_depth.is_none_or(|max| depth < max) {
-                    for link in &page.links {
-                        if self.fetcher.settings().allows_host(link) {
-                            frontier.push(link.as_str(), depth + 1);
-                        }
-                    }
-                }
+                self.queue_links(frontier, depth, &page.links);
                 let url = page.url.to_string();
-                let record = Record::new(&self.config.name, &url, page.body)
+                let links: Vec<&str> = page.links.iter().map(url::Url::as_str).collect();
+                let mut record = Record::new(&self.config.name, &url, page.body)
                     .with_field("url", url.clone())
                     .with_field("title", page.title.unwrap_or_default())
                     .with_field("status", page.status)
                     .with_field("content_type", page.content_type)
-                    .with_field("depth", depth);
+                    .with_field("depth", depth)
+                    .with_field("links", links);
+                if let Some(etag) = page.etag {
+                    record = record.with_field("etag", etag);
+                }
+                if let Some(date) = page.last_modified {
+                    record = record.with_field("last_modified", date);
+                }
                 Some(SourceItem::Record(record))
+            }
+        }
+    }
+
+    fn queue_links(&self, frontier: &mut Frontier, depth: u32, links: &[url::Url]) {
+        if self.config.max_depth.is_none_or(|max| depth < max) {
+            for link in links {
+                if self.fetcher.settings().allows_host(link) {
+                    frontier.push(link.as_str(), depth + 1);
+                }
             }
         }
     }
@@ -313,6 +350,45 @@ impl CrawlSource {
 impl Source for CrawlSource {
     fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Reads what the store holds of this crawl: the validators and links of
+    /// its pages (for conditional requests) and the pages marked deleted.
+    /// Held in memory for the run: a few hundred bytes a page.
+    async fn prepare(&self, store: &dyn Store) -> Result<(), SourceError> {
+        let mut stored = Stored::default();
+        let unreadable =
+            |e: sluice_core::StoreError| SourceError::fatal(format!("crawl: reading the stored pages: {e}"));
+        if let Ok(ids) = store.deleted_ids(&self.config.name).await {
+            stored.deleted = ids.into_iter().collect();
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let docs = match store.scan_documents(&self.config.name, after.as_deref(), SCAN_PAGE).await {
+                Ok(docs) => docs,
+                // A store that cannot be read back (a sink-only store): every page is fetched in full.
+                Err(sluice_core::StoreError::Contract { .. }) => break,
+                Err(e) => return Err(unreadable(e)),
+            };
+            let Some(last) = docs.last() else { break };
+            after = Some(last.id().to_string());
+            let full = docs.len() == SCAN_PAGE;
+            for doc in docs {
+                stored.pages.insert(doc.id().to_string(), stored_page(&doc.record.fields, self.config.conditional));
+            }
+            if !full {
+                break;
+            }
+        }
+        let conditional = stored.pages.values().filter(|p| p.links.is_some()).count();
+        tracing::info!(
+            pages = stored.pages.len(),
+            conditional,
+            deleted = stored.deleted.len(),
+            "crawl: stored pages read"
+        );
+        self.fetcher.set_stored(stored);
+        Ok(())
     }
 
     /// One page = the next URL of the frontier that gives an item (skipped
@@ -340,6 +416,22 @@ impl Source for CrawlSource {
     async fn estimated_total(&self) -> Option<u64> {
         self.config.max_pages
     }
+}
+
+/// Stored documents read per query by [`CrawlSource::prepare`].
+const SCAN_PAGE: usize = 500;
+
+/// What a stored page's fields say for a conditional request (nothing when `conditional` is off).
+fn stored_page(fields: &serde_json::Map<String, serde_json::Value>, conditional: bool) -> StoredPage {
+    if !conditional {
+        return StoredPage::default();
+    }
+    let text = |key: &str| fields.get(key).and_then(serde_json::Value::as_str).map(str::to_string);
+    let links = fields
+        .get("links")
+        .and_then(serde_json::Value::as_array)
+        .map(|links| links.iter().filter_map(|l| l.as_str()).filter_map(|l| url::Url::parse(l).ok()).collect());
+    StoredPage { etag: text("etag"), last_modified: text("last_modified"), links }
 }
 
 /// `kind = "crawl"`: its records are web pages.

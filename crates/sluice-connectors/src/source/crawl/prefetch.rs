@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::fetch::{Fetched, Fetcher};
+use super::fetch::{Fetched, FetchedPage, Fetcher};
 use super::frontier::Frontier;
 
 /// Finished pages held at most before the crawl reaches them.
@@ -210,8 +210,10 @@ impl Inner {
         let Some((_, depth)) = st.running.remove(&url) else { return };
         match &fetched {
             Fetched::Redirect { to, .. } => st.add_further(to, depth),
-            Fetched::Page(page) if self.max_depth.is_none_or(|max| depth < max) => {
-                for link in &page.links {
+            Fetched::Page(FetchedPage { links, .. }) | Fetched::Unchanged { links, .. }
+                if self.max_depth.is_none_or(|max| depth < max) =>
+            {
+                for link in links {
                     if self.fetcher.settings().allows_host(link) {
                         st.add_further(link, depth + 1);
                     }

@@ -13,6 +13,9 @@ use crate::util::html::decode_entities;
 use crate::util::text::{MAX_RAW_BYTES, raw_of, truncate_utf8};
 use crate::util::time::timestamp_from_value;
 
+/// A stored document of a files source: id, `updated_at`, content hash.
+pub(crate) type StoredFile = (String, Option<i64>, String);
+
 /// One file of the listing.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {

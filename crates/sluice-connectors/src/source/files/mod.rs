@@ -4,7 +4,16 @@
 //! path of its first file, so files added or removed before the cursor do not
 //! shift what a resumed run reads next. With `watch = true` the source never
 //! ends: see [`watch`] (the `watch` cargo feature).
+//!
+//! **Deleted files.** With `on_delete` set, a document of this source that the
+//! store has and whose file is no longer there is reported deleted (marked
+//! or removed, as `on_delete` says) after the listing: one per page, the
+//! cursor naming it (`/gone/<id>`: no relative path starts with `/`), so a
+//! resumed run neither skips nor repeats one. Unset (the default), deleted
+//! files stay in the store as before: a store may hold documents of the same
+//! source name from another directory.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,9 +22,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sluice_core::{Context, Page, Source, SourceError};
+use sluice_core::store::{OnDelete, Store};
+use sluice_core::{Context, Page, Source, SourceError, SourceItem};
 
-use self::listing::{Entry, read_entry, walk};
+use self::listing::{Entry, StoredFile, read_entry, walk};
 #[cfg(feature = "watch")]
 use self::watch::{WatchSettings, Watcher};
 use crate::ConfigError;
@@ -73,6 +83,10 @@ pub struct FilesConfig {
     /// notification, in case one was missed (100..=3600000 ms).
     #[serde(default = "default_rescan_ms")]
     pub rescan_ms: u64,
+    /// A stored document whose file is gone: `"mark"` (kept, left out of reads) or
+    /// `"remove"`; unset (default): it stays in the store as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<OnDelete>,
 }
 
 impl FilesConfig {
@@ -85,6 +99,7 @@ impl FilesConfig {
             watch: false,
             debounce_ms: default_debounce_ms(),
             rescan_ms: default_rescan_ms(),
+            on_delete: None,
         }
     }
 }
@@ -99,6 +114,8 @@ pub struct FilesSource {
     extensions: Arc<Vec<String>>,
     /// The listing of the current walk of the partition; re-made on a fetch of the first page.
     listing: Mutex<Option<Arc<Vec<Entry>>>>,
+    /// The ids of this source's documents the store held before the run (with `on_delete`).
+    stored: Mutex<Arc<BTreeSet<String>>>,
     /// Set in watch mode: it serves every fetch then.
     #[cfg(feature = "watch")]
     watcher: Option<Watcher>,
@@ -144,6 +161,7 @@ impl FilesSource {
                 page_size: config.page_size,
                 debounce: Duration::from_millis(config.debounce_ms),
                 rescan: Duration::from_millis(config.rescan_ms),
+                on_delete: config.on_delete,
             })
         });
         Ok(Self {
@@ -151,9 +169,32 @@ impl FilesSource {
             root,
             extensions,
             listing: Mutex::new(None),
+            stored: Mutex::default(),
             #[cfg(feature = "watch")]
             watcher,
         })
+    }
+
+    /// The page of deleted files at `/gone/<from>`: the first stored id at or
+    /// after `from` that the listing lacks; the next cursor names the one after it.
+    fn gone_page(&self, listing: &[Entry], from: &str, action: OnDelete) -> Page {
+        let stored = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let listed = |id: &str| listing.binary_search_by(|e| e.rel.as_str().cmp(id)).is_ok();
+        let mut missing = stored
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .filter(|id| !listed(id));
+        let Some(id) = missing.next() else { return Page::default() };
+        tracing::info!(id, action = ?action, "files: file gone");
+        let next = missing.next().map(|next| format!("{GONE}{next}"));
+        Page { items: vec![SourceItem::Deleted { id: id.clone(), action }], next, dropped: 0 }
+    }
+
+    /// The cursor after the last page of the listing: the first deleted file's, if any.
+    fn after_listing(&self, listing: &[Entry]) -> Option<String> {
+        self.config.on_delete?;
+        let stored = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let first = stored.iter().find(|id| listing.binary_search_by(|e| e.rel.as_str().cmp(id)).is_err());
+        first.map(|id| format!("{GONE}{id}"))
     }
 
     async fn list(&self, fresh: bool) -> Result<Arc<Vec<Entry>>, SourceError> {
@@ -182,6 +223,27 @@ impl Source for FilesSource {
         Ok(vec![PARTITION.to_string()])
     }
 
+    /// With `on_delete`, reads which documents of this source the store has
+    /// (to tell deleted files); in watch mode also what each was stored as
+    /// (so a file touched but unchanged is not yielded again after a restart).
+    async fn prepare(&self, store: &dyn Store) -> Result<(), SourceError> {
+        #[cfg(feature = "watch")]
+        let watching = self.watcher.is_some();
+        #[cfg(not(feature = "watch"))]
+        let watching = false;
+        if self.config.on_delete.is_none() && !watching {
+            return Ok(());
+        }
+        let docs = stored_documents(store, &self.config.name).await?;
+        *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(docs.iter().map(|d| d.0.clone()).collect());
+        #[cfg(feature = "watch")]
+        if let Some(watcher) = &self.watcher {
+            watcher.remember(docs).await;
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, ctx: &Context, partition: &str, cursor: Option<&str>) -> Result<Page, SourceError> {
         if partition != PARTITION {
             return Err(SourceError::fatal(format!("files: unknown partition {partition:?}")));
@@ -193,12 +255,18 @@ impl Source for FilesSource {
         #[cfg(not(feature = "watch"))]
         let _ = ctx;
         let listing = self.list(cursor.is_none()).await?;
+        if let (Some(from), Some(action)) = (cursor.and_then(|c| c.strip_prefix(GONE)), self.config.on_delete) {
+            return Ok(self.gone_page(&listing, from, action));
+        }
         let start = match cursor {
             None => 0,
             Some(cursor) => listing.partition_point(|e| e.rel.as_str() < cursor),
         };
         let end = (start + self.config.page_size).min(listing.len());
-        let next = listing.get(end).map(|e| e.rel.clone());
+        let next = match listing.get(end) {
+            Some(e) => Some(e.rel.clone()),
+            None => self.after_listing(&listing),
+        };
         let (root, name) = (self.root.clone(), self.config.name.clone());
         let items = tokio::task::spawn_blocking(move || {
             listing[start..end].iter().map(|entry| read_entry(&name, &root, entry)).collect::<Vec<_>>()
@@ -219,6 +287,32 @@ impl Source for FilesSource {
     #[cfg(feature = "watch")]
     fn batch_linger(&self) -> Option<Duration> {
         self.watcher.as_ref().map(|_| Watcher::LINGER)
+    }
+}
+
+/// The cursor prefix of the pages of deleted files.
+const GONE: &str = "/gone/";
+
+/// Stored documents read per query.
+const SCAN_PAGE: usize = 1000;
+
+/// Every stored (not deleted) document of `source`, in id order.
+async fn stored_documents(store: &dyn Store, source: &str) -> Result<Vec<StoredFile>, SourceError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let docs = match store.scan_documents(source, after.as_deref(), SCAN_PAGE).await {
+            Ok(docs) => docs,
+            // A store that cannot be read back: nothing is known to be stored.
+            Err(sluice_core::StoreError::Contract { .. }) => return Ok(out),
+            Err(e) => return Err(SourceError::fatal(format!("files: reading the stored documents: {e}"))),
+        };
+        let full = docs.len() == SCAN_PAGE;
+        after = docs.last().map(|d| d.id().to_string());
+        out.extend(docs.into_iter().map(|d| (d.record.id, d.record.updated_at, d.content_hash)));
+        if !full {
+            return Ok(out);
+        }
     }
 }
 

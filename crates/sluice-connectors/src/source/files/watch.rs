@@ -20,10 +20,18 @@
 //! instant, so a resumed listing takes the same files), then hands over to the
 //! watch at `watch:<instant>`.
 //!
-//! Within one process, a file whose bytes hash as they did when it was last
-//! yielded (touched, rewritten unchanged) is skipped, and a file that appears
-//! with an old stamp (a directory moved in keeps its files' stamps) is still
-//! taken. Deleted files stay in the store.
+//! A file whose content is as it was when last stored or yielded (touched,
+//! rewritten unchanged: its record hashes alike but for its mtime) is
+//! skipped; the memory of what was stored is read from the store before the
+//! run, so it survives restarts. A file that appears with an old stamp (a
+//! directory moved in keeps its files' stamps) is still taken.
+//!
+//! **Deleted files** (with `on_delete` set): every scan compares the files
+//! present with the previous scan (the first scan of a process with what the
+//! store holds, so files deleted while sluice was down count too), and each
+//! file gone is yielded as deleted before anything else, the cursor staying
+//! where it is (a deletion has no stamp). One lost to a crash is found again
+//! by the next process's first scan. Unset, deleted files stay in the store.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -33,11 +41,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::Watcher as _;
-use sha2::{Digest, Sha256};
+use sluice_core::store::OnDelete;
 use sluice_core::{Context, Page, SourceError, SourceItem};
 use tokio::sync::{Mutex, Notify};
 
-use super::listing::{Entry, entry_of_bytes, io_failure, walk};
+use super::listing::{Entry, StoredFile, entry_of_bytes, io_failure, walk};
 
 /// Scans prompted by change notifications are at least this far apart, so a
 /// burst of events (a large file being written) costs one listing, not hundreds.
@@ -57,6 +65,8 @@ pub struct WatchSettings {
     pub debounce: Duration,
     /// The directory is listed again this often even without a notification.
     pub rescan: Duration,
+    /// What becomes of the document of a deleted file; `None`: it stays.
+    pub on_delete: Option<OnDelete>,
 }
 
 /// Serves every fetch of a files source in watch mode.
@@ -81,8 +91,12 @@ struct State {
     late: VecDeque<Entry>,
     /// Every path a listing or scan of this process has seen.
     seen: HashSet<String>,
-    /// Hash of the bytes last yielded per path.
-    yielded: HashMap<String, [u8; 32]>,
+    /// Per path, the `updated_at` and content hash it was last stored (or yielded) with.
+    known: HashMap<String, (Option<i64>, String)>,
+    /// The paths of the last scan; `None` before the first of this process.
+    present: Option<HashSet<String>>,
+    /// Files found deleted, not yielded yet.
+    gone: VecDeque<String>,
     last_scan: Option<Instant>,
     /// When the next unsettled file settles.
     settle_at: Option<Instant>,
@@ -254,6 +268,31 @@ impl Watcher {
         Self { settings, state: Mutex::new(State::default()), changed: Arc::new(Notify::new()) }
     }
 
+    /// What the store holds of this source, read before the run.
+    pub(crate) async fn remember(&self, stored: Vec<StoredFile>) {
+        let mut state = self.state.lock().await;
+        state.known = stored.into_iter().map(|(id, updated_at, hash)| (id, (updated_at, hash))).collect();
+    }
+
+    /// Notes the files a scan found, and queues those gone since the last
+    /// scan (the first: since the store's documents) when deletions are on.
+    fn note_present(&self, state: &mut State, scanned: &[Stamped]) {
+        if self.settings.on_delete.is_none() {
+            return;
+        }
+        let current: HashSet<String> = scanned.iter().map(|f| f.entry.rel.clone()).collect();
+        let before: HashSet<String> = state.present.take().unwrap_or_else(|| state.known.keys().cloned().collect());
+        let mut gone: Vec<String> = before.difference(&current).cloned().collect();
+        gone.sort();
+        state.gone.retain(|rel| !current.contains(rel));
+        for rel in gone {
+            if !state.gone.contains(&rel) {
+                state.gone.push_back(rel);
+            }
+        }
+        state.present = Some(current);
+    }
+
     pub async fn fetch(&self, ctx: &Context, cursor: Option<&str>) -> Result<Page, SourceError> {
         let mut state = self.state.lock().await;
         self.start_notifier(&mut state);
@@ -316,6 +355,7 @@ impl Watcher {
             Some((at, listing)) if *at == settled => listing.clone(),
             _ => {
                 let scanned = self.scan().await?;
+                self.note_present(state, &scanned);
                 state.seen.extend(scanned.iter().map(|f| f.entry.rel.clone()));
                 state.last_scan = Some(Instant::now());
                 let listing: Arc<Vec<Stamped>> = Arc::new(scanned.into_iter().filter(|f| f.stamp <= settled).collect());
@@ -353,6 +393,12 @@ impl Watcher {
             next: Some(WatchCursor::Watch(next.clone()).to_string()),
         };
         loop {
+            if let (Some(rel), Some(action)) = (state.gone.pop_front(), self.settings.on_delete) {
+                // No stamp to order it by: the cursor stays where it is.
+                tracing::info!(path = rel, action = ?action, "files: file gone");
+                state.known.remove(&rel);
+                return Ok(page(Some(SourceItem::Deleted { id: rel, action }), &after));
+            }
             if let Some(entry) = state.late.pop_front() {
                 // Before the cursor in stamp order: the cursor stays where it is.
                 let item = self.read(state, &entry).await;
@@ -368,6 +414,7 @@ impl Watcher {
             let scan_at = self.next_scan_at(state);
             if Instant::now() >= scan_at {
                 let scanned = self.scan().await?;
+                self.note_present(state, &scanned);
                 let baseline = state.last_scan.is_some();
                 let outcome = sort_scan(scanned, &after, now_ns(), self.settings.debounce, &mut state.seen, baseline);
                 state.queue = outcome.ready.into();
@@ -418,13 +465,34 @@ impl Watcher {
             }
             Err(e) => return Some(io_failure(&entry.rel, &e)),
         };
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        if state.yielded.insert(entry.rel.clone(), hash) == Some(hash) {
-            tracing::debug!(path = entry.rel, "files: content unchanged, skipped");
-            return None;
+        let mut item = entry_of_bytes(&self.settings.source, &self.settings.root, entry, bytes);
+        if let SourceItem::Record(record) = &mut item {
+            let hash = record.content_hash();
+            let unchanged = state.known.get(&entry.rel).is_some_and(|(updated_at, known)| {
+                *known == hash || (!is_json(&entry.rel) && hash_as_of(record, *updated_at) == *known)
+            });
+            state.known.insert(entry.rel.clone(), (record.updated_at, hash));
+            if unchanged {
+                tracing::debug!(path = entry.rel, "files: content unchanged, skipped");
+                return None;
+            }
         }
-        Some(entry_of_bytes(&self.settings.source, &self.settings.root, entry, bytes))
+        Some(item)
     }
+}
+
+/// A JSON file's `updated_at` may be its own (content); other files' is their mtime.
+fn is_json(rel: &str) -> bool {
+    rel.rsplit_once('.').is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("json"))
+}
+
+/// The record's content hash had it the `updated_at` (the mtime) it was stored with:
+/// equal to the stored hash when only the mtime moved (a touch, an unchanged rewrite).
+fn hash_as_of(record: &mut sluice_core::Record, updated_at: Option<i64>) -> String {
+    let real = std::mem::replace(&mut record.updated_at, updated_at);
+    let hash = record.content_hash();
+    record.updated_at = real;
+    hash
 }
 
 /// An empty page that leaves the cursor where it is (the run is stopping).

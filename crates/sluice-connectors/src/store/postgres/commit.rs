@@ -11,6 +11,7 @@ use sluice_core::{Checkpoint, CostLedger, StoreError};
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 
+use super::deleted::write_deletions;
 use super::distributed::fence::Fence;
 use super::encode::{EncodedBatch, MemoColumns, encode_batch};
 use super::errors::is_transient;
@@ -298,6 +299,7 @@ async fn write_rows(
         .await
         .map_err(stage)?;
     }
+    write_deletions(tx, run, &rows.docs, &rows.deletions).await.map_err(stage)?;
     insert_memos(tx, &rows.memos).await.map_err(stage)?;
     let u = &rows.updates;
     if !u.source.is_empty() {

@@ -57,6 +57,7 @@
 //! errors or logs: the store names itself by its redacted URL.
 
 mod commit;
+mod deleted;
 pub mod distributed;
 mod encode;
 mod errors;
@@ -197,7 +198,13 @@ impl PostgresStore {
 impl InspectStore for PostgresStore {
     async fn document_count(&self) -> Result<u64, StoreError> {
         self.ready().await?;
-        read::count(self.db(), "SELECT count(*) FROM documents", "counting documents").await
+        read::count(
+            self.db(),
+            "SELECT count(*) FROM documents d
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_documents t WHERE t.source = d.source AND t.id = d.id)",
+            "counting documents",
+        )
+        .await
     }
 
     async fn chunk_count(&self) -> Result<u64, StoreError> {
@@ -305,6 +312,15 @@ impl Store for PostgresStore {
     async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
         self.ready().await?;
         read::count_documents(self.db(), source).await.map(Some)
+    }
+
+    async fn deleted_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        self.ready().await?;
+        sqlx::query_scalar("SELECT id FROM deleted_documents WHERE source = $1 ORDER BY id COLLATE \"C\"")
+            .bind(source)
+            .fetch_all(self.db().pool())
+            .await
+            .map_err(self.db().sql(format!("reading the deleted documents of {source}")))
     }
 
     async fn phase_results(&self, run: RunId, kind: &str) -> Result<Vec<PhaseResult>, StoreError> {

@@ -151,7 +151,11 @@ pub(super) async fn scan_documents(
 /// The stored documents of `source` (a range of the documents_scan index).
 pub(super) async fn count_documents(db: &Db, source: &str) -> Result<u64, StoreError> {
     let what = format!("counting the stored documents of {source}");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE source = $1")
+    let n: i64 = sqlx::query_scalar(
+        // Marked-deleted documents are left out, as the phases' scan leaves them out.
+        "SELECT count(*) FROM documents d WHERE d.source = $1
+           AND NOT EXISTS (SELECT 1 FROM deleted_documents t WHERE t.source = d.source AND t.id = d.id)",
+    )
         .bind(source)
         .fetch_one(db.pool())
         .await

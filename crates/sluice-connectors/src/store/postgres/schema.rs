@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/postgres/0004_memo_vectors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_distributed.sql")),
     (9, include_str!("../../../migrations/postgres/0009_rate_buckets.sql")),
+    (8, include_str!("../../../migrations/postgres/0008_deleted_documents.sql")),
 ];
 
 /// The migration whose code part moves memo vectors out of the JSON.

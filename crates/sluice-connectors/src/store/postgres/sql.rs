@@ -100,7 +100,8 @@ macro_rules! scan_documents {
     ($after:literal) => {
         concat!(
             "SELECT id, text, fields, updated_at, content_hash, classification, embedding::real[], annotations
-             FROM documents WHERE source = $1",
+             FROM documents d WHERE source = $1
+               AND NOT EXISTS (SELECT 1 FROM deleted_documents t WHERE t.source = d.source AND t.id = d.id)",
             $after,
             " ORDER BY source, id COLLATE \"C\" LIMIT $2"
         )

@@ -25,6 +25,16 @@ pub(super) struct DocRow {
     chunks: Vec<ChunkRow>,
 }
 
+impl DocRow {
+    pub(super) fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 pub(super) struct ChunkRow {
     idx: i64,
     offset: i64,

@@ -8,6 +8,7 @@
 //! frees it when the holding process dies, however it dies.
 
 mod commit;
+mod deleted;
 mod errors;
 mod high_water;
 mod lock;
@@ -33,6 +34,7 @@ use self::commit::{
     apply_updates, encode_batch, encode_memos, encode_updates, insert_failures, raised_cost, upsert_memos,
     upsert_results, write_batch,
 };
+use self::deleted::{NOT_DELETED, apply_deletions, deleted_ids, lift_tombstones};
 use self::errors::{classify_setup, json, open_hint, sql};
 use self::lock::open_lock_file;
 use self::read::{ScannedRow, count};
@@ -173,7 +175,11 @@ impl SqliteStore {
 #[async_trait]
 impl InspectStore for SqliteStore {
     async fn document_count(&self) -> Result<u64, StoreError> {
-        self.call(|conn| count(conn, "SELECT count(*) FROM documents").map_err(sql("counting documents"))).await
+        self.call(|conn| {
+            count(conn, &format!("SELECT count(*) FROM documents d WHERE {NOT_DELETED}"))
+                .map_err(sql("counting documents"))
+        })
+        .await
     }
 
     async fn chunk_count(&self) -> Result<u64, StoreError> {
@@ -412,6 +418,7 @@ impl Store for SqliteStore {
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let docs = encode_batch(batch)?;
         let failures = batch.failures.clone();
+        let deletions = batch.deletions.clone();
         let memos = encode_memos(&batch.memos)?;
         let updates = encode_updates(batch)?;
         let results = batch
@@ -438,6 +445,8 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound(format!("run {run} (cannot commit a batch to it)")));
             }
             write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
+            lift_tombstones(&tx, &docs).map_err(sql(what()))?;
+            apply_deletions(&tx, run, &deletions, &now).map_err(sql(what()))?;
             insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
             apply_updates(&tx, &updates).map_err(sql(what()))?;
@@ -512,10 +521,11 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let what = || format!("reading the stored documents of {source}");
             let mut stmt = conn
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT id, text, fields, updated_at, content_hash, classification, embedding, annotations
-                     FROM documents WHERE source = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
-                )
+                         FROM documents d WHERE source = ?1 AND (?2 IS NULL OR id > ?2) AND {NOT_DELETED}
+                         ORDER BY id LIMIT ?3"
+                ))
                 .map_err(sql(what()))?;
             let rows = stmt
                 .query_map(params![source, after, limit], ScannedRow::read)
@@ -529,11 +539,19 @@ impl Store for SqliteStore {
     async fn count_documents(&self, source: &str) -> Result<Option<u64>, StoreError> {
         let source = source.to_owned();
         self.call(move |conn| {
-            conn.query_row("SELECT count(*) FROM documents WHERE source = ?1", params![source], |row| {
-                row.get::<_, i64>(0)
-            })
+            // Marked-deleted documents are left out, as the phases' scan leaves them out.
+            let query = format!("SELECT count(*) FROM documents d WHERE d.source = ?1 AND {}", deleted::NOT_DELETED);
+            conn.query_row(&query, params![source], |row| row.get::<_, i64>(0))
             .map(|n| Some(u64::try_from(n).unwrap_or(0)))
             .map_err(sql(format!("counting the stored documents of {source}")))
+        })
+        .await
+    }
+
+    async fn deleted_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        let source = source.to_owned();
+        self.call(move |conn| {
+            deleted_ids(conn, &source).map_err(sql(format!("reading the deleted documents of {source}")))
         })
         .await
     }
