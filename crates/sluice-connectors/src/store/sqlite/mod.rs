@@ -30,8 +30,8 @@ use sluice_core::store::{
 use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
-    apply_updates, encode_batch, encode_memos, encode_updates, insert_failures, raised_cost, upsert_memos,
-    upsert_results, write_batch,
+    DOCUMENTS_PER_PIECE, DocRow, apply_updates, encode_documents, encode_memos, encode_updates, insert_failures,
+    raised_cost, upsert_memos, upsert_results, write_batch,
 };
 use self::errors::{classify_setup, json, open_hint, sql};
 use self::lock::open_lock_file;
@@ -73,6 +73,12 @@ struct Inner {
     path: PathBuf,
     lock_path: PathBuf,
     conn: Mutex<Connection>,
+}
+
+/// What a commit hands its writer: documents, then the end of them.
+enum Piece {
+    Documents(Vec<DocRow>),
+    End,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -410,7 +416,6 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let docs = encode_batch(batch)?;
         let failures = batch.failures.clone();
         let memos = encode_memos(&batch.memos)?;
         let updates = encode_updates(batch)?;
@@ -422,8 +427,11 @@ impl Store for SqliteStore {
         let checkpoint_json = json(checkpoint, "the checkpoint")?;
         let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
         let phase = checkpoint.phase.clone();
-        let (n_docs, n_failures) = (docs.len(), failures.len());
-        self.call(move |conn| {
+        let (n_docs, n_failures) = (batch.documents.len(), failures.len());
+        // The documents reach the writer in pieces, encoded here while it
+        // writes the ones before: the two overlap instead of taking turns.
+        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(2);
+        let write = self.call(move |conn| {
             let what = || format!("commit of run {run} ({n_docs} documents, {n_failures} failures)");
             let now = now_rfc3339();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
@@ -437,14 +445,33 @@ impl Store for SqliteStore {
             if updated == 0 {
                 return Err(StoreError::NotFound(format!("run {run} (cannot commit a batch to it)")));
             }
-            write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
+            loop {
+                match arriving.blocking_recv() {
+                    Some(Piece::Documents(docs)) => write_batch(&tx, &docs, &now, run).map_err(sql(what()))?,
+                    Some(Piece::End) => break,
+                    // Encoding failed: the transaction rolls back; the caller reports why.
+                    None => return Err(contract_error(format!("{}: the documents were not all encoded", what()))),
+                }
+            }
             insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
             apply_updates(&tx, &updates).map_err(sql(what()))?;
             upsert_results(&tx, run, &results, &now).map_err(sql(what()))?;
             tx.commit().map_err(sql(what()))
-        })
-        .await
+        });
+        let encode = async move {
+            for docs in batch.documents.chunks(DOCUMENTS_PER_PIECE) {
+                let piece = Piece::Documents(encode_documents(docs)?);
+                if pieces.send(piece).await.is_err() {
+                    return Ok(()); // The writer stopped: its error is the one to report.
+                }
+            }
+            let _ = pieces.send(Piece::End).await;
+            Ok::<(), StoreError>(())
+        };
+        let (written, encoded) = tokio::join!(write, encode);
+        encoded?;
+        written
     }
 
     async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
