@@ -1,10 +1,11 @@
 //! Benchmarks of the engine, printed as Markdown rows for BENCHMARKS.md.
 //!
 //! ```sh
-//! cargo run --release -p sluice-bench -- throughput [RECORDS]
+//! cargo run --release -p sluice-bench -- throughput [RECORDS] [STORE/BATCH/EVENTS]  # e.g. sqlite/50/off: that row only
 //! cargo run --release -p sluice-bench -- rss RECORDS          # one size per process: peak RSS is per process
 //! cargo run --release -p sluice-bench -- modes
 //! cargo run --release -p sluice-bench -- intercom [CONVERSATIONS] [CONCURRENCY...]  # see intercom.rs
+//! cargo run --release -p sluice-bench -- intercom-store [CONVERSATIONS] [ROUNDS]    # see intercom_store.rs
 //! cargo run --release -p sluice-bench -- distributed [CONVERSATIONS] [WORKERS...]  # see distributed.rs
 //! cargo run --release -p sluice-bench -- postgres [RECORDS]   # needs SLUICE_BENCH_POSTGRES_URL (see postgres.rs)
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
@@ -18,6 +19,7 @@ mod crawl;
 mod distributed;
 mod embed;
 mod intercom;
+mod intercom_store;
 mod postgres;
 
 use std::sync::Arc;
@@ -45,13 +47,16 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let number = |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
-        Some("throughput") => runtime.block_on(throughput(number(1, 1_000_000))),
+        Some("throughput") => runtime.block_on(throughput(number(1, 1_000_000), args.get(2).map(String::as_str))),
         Some("rss") => runtime.block_on(rss(number(1, 100_000))),
         Some("modes") => runtime.block_on(modes()),
         Some("intercom") => {
             let concurrencies: Vec<usize> = args.iter().skip(2).filter_map(|s| s.parse().ok()).collect();
             let concurrencies = if concurrencies.is_empty() { vec![16, 64] } else { concurrencies };
             runtime.block_on(intercom::intercom(number(1, 20_000) as usize, concurrencies))
+        }
+        Some("intercom-store") => {
+            runtime.block_on(intercom_store::intercom_store(number(1, 20_000) as usize, number(2, 5) as usize))
         }
         Some("intercom-child") => runtime.block_on(intercom::child(
             number(1, 1) as usize,
@@ -83,7 +88,7 @@ fn main() {
             args.get(3).map_or("chars", String::as_str),
         ),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
+            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
         ),
     }
 }
@@ -147,7 +152,8 @@ async fn drive(pipeline: &Pipeline) -> (Duration, u64) {
     (started.elapsed(), seen)
 }
 
-async fn throughput(records: u64) {
+/// Every row of the table, or only `only` (`store/batch size/events`, e.g. `sqlite/50/off`).
+async fn throughput(records: u64, only: Option<&str>) {
     println!("| store | batch size | per-document events | records | wall s | records/s | events |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (store, batch_size, events) in [
@@ -157,6 +163,9 @@ async fn throughput(records: u64) {
         ("sqlite", 500, false),
         ("sqlite", 500, true),
     ] {
+        if only.is_some_and(|row| row != format!("{store}/{batch_size}/{}", if events { "on" } else { "off" })) {
+            continue;
+        }
         {
             let dir = bench_dir();
             let db = dir.path().join("bench.db");

@@ -47,6 +47,7 @@ suite!(
     upserting_a_document_replaces_its_chunks,
     batches_of_any_size_store_every_document_and_chunk,
     a_document_repeated_within_a_batch_is_written_once_per_occurrence_last_wins,
+    a_long_commit_is_one_transaction_across_its_pieces,
     checkpoint_and_counts_are_written_together_and_read_back_equal,
     a_commit_failing_midway_leaves_documents_failures_and_checkpoint_unchanged,
     a_second_store_on_the_same_database_is_busy_while_the_guard_lives,
@@ -362,6 +363,32 @@ async fn a_document_repeated_within_a_batch_is_written_once_per_occurrence_last_
     store.commit(run.id, &batch(vec![first, third.clone(), second, third]), &checkpoint(2)).await.unwrap();
     let a = store.get_document("src", "a").await.unwrap().unwrap();
     assert_eq!((a.write_count, a.text.as_str(), a.chunks), (6, "third", 0));
+}
+
+/// A commit of more documents than the SQLite writer takes at once (it gets
+/// them in pieces of 32 while the rest are encoded) is still one
+/// transaction: a repeat across pieces ends as its last occurrence, and a
+/// failure in a late piece leaves nothing of the earlier ones.
+async fn a_long_commit_is_one_transaction_across_its_pieces(h: &dyn StoreHarness) {
+    let store = h.open().await;
+    let run = store.create_run(&new_run("p")).await.unwrap();
+    let mut documents: Vec<Document> = (0..100).map(|i| doc(&format!("d{i:03}"), &format!("first {i}"))).collect();
+    documents[70] = doc("d005", "again");
+    store.commit(run.id, &batch(documents), &checkpoint(1)).await.unwrap();
+    assert_eq!(store.document_count().await.unwrap(), 99);
+    let again = store.get_document("src", "d005").await.unwrap().unwrap();
+    assert_eq!((again.write_count, again.text.as_str()), (2, "again"));
+
+    h.poison().await;
+    let mut documents: Vec<Document> = (0..100).map(|i| doc(&format!("n{i:03}"), "new")).collect();
+    documents[1] = doc("d001", "rewritten");
+    documents[90] = doc("poison", "x");
+    let err = store.commit(run.id, &batch(documents), &checkpoint(2)).await.unwrap_err();
+    assert!(err.to_string().contains("poisoned document"), "{err}");
+    assert_eq!(store.document_count().await.unwrap(), 99, "nothing of the earlier pieces stays");
+    let d001 = store.get_document("src", "d001").await.unwrap().unwrap();
+    assert_eq!((d001.write_count, d001.text.as_str()), (1, "first 1"));
+    assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, Some(checkpoint(1)));
 }
 
 async fn checkpoint_and_counts_are_written_together_and_read_back_equal(h: &dyn StoreHarness) {

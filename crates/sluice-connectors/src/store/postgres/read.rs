@@ -156,10 +156,10 @@ pub(super) async fn count_documents(db: &Db, source: &str) -> Result<u64, StoreE
         "SELECT count(*) FROM documents d WHERE d.source = $1
            AND NOT EXISTS (SELECT 1 FROM deleted_documents t WHERE t.source = d.source AND t.id = d.id)",
     )
-        .bind(source)
-        .fetch_one(db.pool())
-        .await
-        .map_err(db.sql(&what))?;
+    .bind(source)
+    .fetch_one(db.pool())
+    .await
+    .map_err(db.sql(&what))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 

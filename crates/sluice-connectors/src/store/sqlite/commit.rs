@@ -3,9 +3,11 @@
 //! in multi-row statements, failures, memos, later phases' updates and run
 //! results, all inside the caller's transaction.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, params};
-use sluice_core::StoreError;
 use sluice_core::store::{CommitBatch, Failure, MemoEntry, RunId};
+use sluice_core::{Document, StoreError};
 
 use super::errors::{json, to_i64};
 use crate::store::embedding_to_bytes;
@@ -42,10 +44,14 @@ pub(super) struct ChunkRow {
     embedding: Option<Vec<u8>>,
 }
 
-/// Encodes a batch into owned rows (so it can move to the blocking pool).
-pub(super) fn encode_batch(batch: &CommitBatch) -> Result<Vec<DocRow>, StoreError> {
-    let mut rows = Vec::with_capacity(batch.documents.len());
-    for doc in &batch.documents {
+/// Documents a commit hands the writer at once: encoding the next piece
+/// overlaps writing this one, and a piece fills one multi-row upsert.
+pub(super) const DOCUMENTS_PER_PIECE: usize = MAX_ROWS_PER_STATEMENT;
+
+/// Encodes documents into owned rows (so they can move to the blocking pool).
+pub(super) fn encode_documents(documents: &[Document]) -> Result<Vec<DocRow>, StoreError> {
+    let mut rows = Vec::with_capacity(documents.len());
+    for doc in documents {
         let record = &doc.record;
         let mut chunks = Vec::with_capacity(doc.chunks.len());
         for c in &doc.chunks {
@@ -229,6 +235,29 @@ fn pieces(total: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Piece sizes there are: 1, 2, 4, ... [`MAX_ROWS_PER_STATEMENT`].
+const PIECE_SIZES: usize = MAX_ROWS_PER_STATEMENT.ilog2() as usize + 1;
+
+/// One statement's SQL for each piece size, made once: the statement cache
+/// is keyed by the text, which is then not rebuilt for every piece.
+struct PieceSql([String; PIECE_SIZES]);
+
+impl PieceSql {
+    fn new(head: &str, row: &str, tail: &str) -> Self {
+        Self(std::array::from_fn(|i| repeat_sql(head, row, 1 << i, tail)))
+    }
+
+    /// The SQL for a piece of `len` rows (a power of two, as [`pieces`] cuts them).
+    fn rows(&self, len: usize) -> &str {
+        &self.0[len.ilog2() as usize]
+    }
+}
+
+static UPSERT_SQL: LazyLock<PieceSql> = LazyLock::new(|| PieceSql::new(UPSERT_HEAD, UPSERT_ROW, UPSERT_TAIL));
+static CHUNK_SQL: LazyLock<PieceSql> = LazyLock::new(|| PieceSql::new(CHUNK_HEAD, CHUNK_ROW, ""));
+static DELETE_CHUNKS_SQL: LazyLock<PieceSql> =
+    LazyLock::new(|| PieceSql::new("DELETE FROM chunks WHERE source = ? AND doc_id IN (", "?", ")"));
+
 /// `head` followed by `rows` copies of `row` separated by commas, then `tail`.
 fn repeat_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + (row.len() + 1) * rows + tail.len());
@@ -281,8 +310,7 @@ fn write_segment(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> r
     for source in sources {
         let ids: Vec<&str> = docs.iter().filter(|d| d.source == source).map(|d| d.id.as_str()).collect();
         for (start, len) in pieces(ids.len()) {
-            let sql = repeat_sql("DELETE FROM chunks WHERE source = ? AND doc_id IN (", "?", len, ")");
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = conn.prepare_cached(DELETE_CHUNKS_SQL.rows(len))?;
             stmt.raw_bind_parameter(1, source)?;
             for (k, id) in ids[start..start + len].iter().enumerate() {
                 stmt.raw_bind_parameter(k + 2, id)?;
@@ -292,7 +320,7 @@ fn write_segment(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> r
     }
 
     for (start, len) in pieces(docs.len()) {
-        let mut stmt = conn.prepare_cached(&repeat_sql(UPSERT_HEAD, UPSERT_ROW, len, UPSERT_TAIL))?;
+        let mut stmt = conn.prepare_cached(UPSERT_SQL.rows(len))?;
         let mut n = 0;
         let mut bind = |value: &dyn rusqlite::ToSql| {
             n += 1;
@@ -316,7 +344,7 @@ fn write_segment(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> r
 
     let chunks: Vec<(&DocRow, &ChunkRow)> = docs.iter().flat_map(|d| d.chunks.iter().map(move |c| (d, c))).collect();
     for (start, len) in pieces(chunks.len()) {
-        let mut stmt = conn.prepare_cached(&repeat_sql(CHUNK_HEAD, CHUNK_ROW, len, ""))?;
+        let mut stmt = conn.prepare_cached(CHUNK_SQL.rows(len))?;
         let mut n = 0;
         let mut bind = |value: &dyn rusqlite::ToSql| {
             n += 1;

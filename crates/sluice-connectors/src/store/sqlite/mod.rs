@@ -31,8 +31,8 @@ use sluice_core::store::{
 use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
-    apply_updates, encode_batch, encode_memos, encode_updates, insert_failures, raised_cost, upsert_memos,
-    upsert_results, write_batch,
+    DOCUMENTS_PER_PIECE, DocRow, apply_updates, encode_documents, encode_memos, encode_updates, insert_failures,
+    raised_cost, upsert_memos, upsert_results, write_batch,
 };
 use self::deleted::{NOT_DELETED, apply_deletions, deleted_ids, lift_tombstones};
 use self::errors::{classify_setup, json, open_hint, sql};
@@ -75,6 +75,12 @@ struct Inner {
     path: PathBuf,
     lock_path: PathBuf,
     conn: Mutex<Connection>,
+}
+
+/// What a commit hands its writer: documents, then the end of them.
+enum Piece {
+    Documents(Vec<DocRow>),
+    End,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -416,7 +422,6 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, run: RunId, batch: &CommitBatch, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let docs = encode_batch(batch)?;
         let failures = batch.failures.clone();
         let deletions = batch.deletions.clone();
         let memos = encode_memos(&batch.memos)?;
@@ -429,8 +434,11 @@ impl Store for SqliteStore {
         let checkpoint_json = json(checkpoint, "the checkpoint")?;
         let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
         let phase = checkpoint.phase.clone();
-        let (n_docs, n_failures) = (docs.len(), failures.len());
-        self.call(move |conn| {
+        let (n_docs, n_failures) = (batch.documents.len(), failures.len());
+        // The documents reach the writer in pieces, encoded here while it
+        // writes the ones before: the two overlap instead of taking turns.
+        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(2);
+        let write = self.call(move |conn| {
             let what = || format!("commit of run {run} ({n_docs} documents, {n_failures} failures)");
             let now = now_rfc3339();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
@@ -444,16 +452,37 @@ impl Store for SqliteStore {
             if updated == 0 {
                 return Err(StoreError::NotFound(format!("run {run} (cannot commit a batch to it)")));
             }
-            write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
-            lift_tombstones(&tx, &docs).map_err(sql(what()))?;
+            loop {
+                match arriving.blocking_recv() {
+                    Some(Piece::Documents(docs)) => {
+                        write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
+                        lift_tombstones(&tx, &docs).map_err(sql(what()))?;
+                    }
+                    Some(Piece::End) => break,
+                    // Encoding failed: the transaction rolls back; the caller reports why.
+                    None => return Err(contract_error(format!("{}: the documents were not all encoded", what()))),
+                }
+            }
             apply_deletions(&tx, run, &deletions, &now).map_err(sql(what()))?;
             insert_failures(&tx, run, &failures, &now).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
             apply_updates(&tx, &updates).map_err(sql(what()))?;
             upsert_results(&tx, run, &results, &now).map_err(sql(what()))?;
             tx.commit().map_err(sql(what()))
-        })
-        .await
+        });
+        let encode = async move {
+            for docs in batch.documents.chunks(DOCUMENTS_PER_PIECE) {
+                let piece = Piece::Documents(encode_documents(docs)?);
+                if pieces.send(piece).await.is_err() {
+                    return Ok(()); // The writer stopped: its error is the one to report.
+                }
+            }
+            let _ = pieces.send(Piece::End).await;
+            Ok::<(), StoreError>(())
+        };
+        let (written, encoded) = tokio::join!(write, encode);
+        encoded?;
+        written
     }
 
     async fn write_ahead(&self, run: RunId, memos: &[MemoEntry], cost: &CostLedger) -> Result<(), StoreError> {
@@ -540,10 +569,10 @@ impl Store for SqliteStore {
         let source = source.to_owned();
         self.call(move |conn| {
             // Marked-deleted documents are left out, as the phases' scan leaves them out.
-            let query = format!("SELECT count(*) FROM documents d WHERE d.source = ?1 AND {}", deleted::NOT_DELETED);
+            let query = format!("SELECT count(*) FROM documents d WHERE d.source = ?1 AND {}", NOT_DELETED);
             conn.query_row(&query, params![source], |row| row.get::<_, i64>(0))
-            .map(|n| Some(u64::try_from(n).unwrap_or(0)))
-            .map_err(sql(format!("counting the stored documents of {source}")))
+                .map(|n| Some(u64::try_from(n).unwrap_or(0)))
+                .map_err(sql(format!("counting the stored documents of {source}")))
         })
         .await
     }
