@@ -54,6 +54,10 @@ pub struct Counts {
     pub chunks: u64,
     /// Embeddings computed (chunks or whole documents).
     pub embedded: u64,
+    /// Records seen again (a re-run, a re-fetch after a cursor fallback)
+    /// that are stored with the same content by the same pipeline: neither
+    /// sent through the stages nor rewritten, nor counted as fetched.
+    pub unchanged: u64,
 }
 
 impl Counts {
@@ -66,11 +70,17 @@ impl Counts {
         self.skipped_unchanged += other.skipped_unchanged;
         self.chunks += other.chunks;
         self.embedded += other.embedded;
+        self.unchanged += other.unchanged;
     }
 
-    /// Records whose journey ended (stored, filtered or failed).
+    /// Records whose journey ended (stored, filtered, failed or found unchanged).
     pub fn finished(&self) -> u64 {
-        self.stored + self.filtered + self.failed
+        self.stored + self.filtered + self.failed + self.unchanged
+    }
+
+    /// Records the source gave this run: fetched, or found unchanged.
+    pub fn seen(&self) -> u64 {
+        self.fetched + self.unchanged
     }
 }
 

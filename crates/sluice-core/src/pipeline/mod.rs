@@ -11,6 +11,7 @@ mod run;
 mod stages;
 mod state;
 mod streaming;
+mod unchanged;
 mod write_ahead;
 
 use std::sync::Arc;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/postgres/0003_phases.sql")),
     (4, include_str!("../../../migrations/postgres/0004_memo_vectors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_distributed.sql")),
+    (6, include_str!("../../../migrations/postgres/0006_pipeline_fingerprint.sql")),
 ];
 
 /// The migration whose code part moves memo vectors out of the JSON.
