@@ -84,7 +84,7 @@ dimensions = 16
     path
 }
 
-fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi, store: &TestDb) -> std::process::Command {
+fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi) -> std::process::Command {
     let mut cmd = sluice();
     cmd.env("INTERCOM_BASE_URL", intercom.base_url())
         .env("INTERCOM_ACCESS_TOKEN", intercom.token())
@@ -114,7 +114,7 @@ fn ok(out: Output) -> Output {
 
 /// A completed run of `config` (a new one, or the resume of `resume`); its status document.
 fn run(intercom: &FakeIntercom, openai: &FakeOpenAi, store: &TestDb, config: &Path, resume: Option<i64>) -> Value {
-    let mut cmd = sluice_for(intercom, openai, store);
+    let mut cmd = sluice_for(intercom, openai);
     cmd.args(["run", "-q", "--json", "-c"]).arg(config).arg("--db").arg(store.arg());
     if let Some(id) = resume {
         cmd.args(["--resume-run-id", &id.to_string()]);
@@ -123,7 +123,7 @@ fn run(intercom: &FakeIntercom, openai: &FakeOpenAi, store: &TestDb, config: &Pa
     let summary = json_stdout(&out);
     assert_eq!(summary["status"], "completed", "{}", stderr(&out));
     let id = summary["run_id"].as_i64().expect("the summary names its run");
-    let mut status = sluice_for(intercom, openai, store);
+    let mut status = sluice_for(intercom, openai);
     status.args(["status", &id.to_string(), "--json", "--db"]).arg(store.arg());
     json_stdout(&ok(output(status)))
 }
@@ -149,7 +149,7 @@ fn stop_fallback_resume_then_rerun(store: TestDb) {
     let config = pipeline(dir.path(), 400);
 
     // Run 1 is stopped (SIGTERM) a few pages in: its checkpoint holds a cursor.
-    let mut cmd = sluice_for(&intercom, &openai, &store);
+    let mut cmd = sluice_for(&intercom, &openai);
     cmd.args(["run", "-q", "-c"]).arg(&config).arg("--db").arg(store.arg());
     let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let started = Instant::now();

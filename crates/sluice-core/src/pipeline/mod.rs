@@ -4,6 +4,7 @@
 mod batcher;
 mod commit;
 mod fetch;
+mod fingerprint;
 mod handle;
 mod legacy;
 mod panics;

@@ -9,8 +9,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fingerprint::pipeline_fingerprint;
 use super::handle::InFlight;
-use super::unchanged::pipeline_fingerprint;
 use super::{Pipeline, Settings};
 use crate::checkpoint::Counts;
 use crate::context::Context;

@@ -3,29 +3,10 @@
 //! pipeline of the same fingerprint. Those leave the batch: no stage sees
 //! them, nothing rewrites them, and only the checkpoint moves past them.
 
-use sha2::{Digest, Sha256};
-
 use super::batcher::Batch;
 use super::state::Shared;
-use crate::record::{Document, to_hex};
-use crate::stage::StageSpec;
+use crate::record::Document;
 use crate::store::MemoKey;
-
-/// The fingerprint of a pipeline's stages, in order: what shapes the rows
-/// it stores besides the record's content. `None` when a stage cannot tell
-/// its own, so nothing is ever skipped by mistake.
-pub(crate) fn pipeline_fingerprint(stages: &[StageSpec]) -> Option<String> {
-    let mut hasher = Sha256::new();
-    hasher.update(b"sluice pipeline v1\0");
-    for spec in stages {
-        let stage = spec.stage.as_ref();
-        hasher.update(stage.name().as_bytes());
-        hasher.update([0u8]);
-        hasher.update(stage.fingerprint()?.as_bytes());
-        hasher.update([0u8]);
-    }
-    Some(to_hex(&hasher.finalize()))
-}
 
 /// Takes the unchanged documents out of the batch and counts them. A
 /// lookup that fails or answers oddly only costs the saving: the whole
@@ -91,60 +72,9 @@ fn count_unchanged(delta: &mut crate::checkpoint::Counts, skipped: u64, memo_sta
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use async_trait::async_trait;
-
     use super::*;
     use crate::checkpoint::Counts;
-    use crate::context::Context;
-    use crate::error::StageError;
     use crate::record::Record;
-    use crate::stage::{Outcome, Stage};
-
-    struct Configured(&'static str, Option<&'static str>);
-
-    #[async_trait]
-    impl Stage for Configured {
-        fn name(&self) -> &str {
-            self.0
-        }
-        async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
-            Ok(docs.into_iter().map(Outcome::Kept).collect())
-        }
-        fn fingerprint(&self) -> Option<String> {
-            self.1.map(str::to_string)
-        }
-    }
-
-    fn specs(stages: &[(&'static str, Option<&'static str>)]) -> Vec<StageSpec> {
-        stages.iter().map(|&(name, fp)| StageSpec::new(Arc::new(Configured(name, fp)))).collect()
-    }
-
-    #[test]
-    fn a_pipeline_is_fingerprinted_only_when_every_stage_tells_its_own() {
-        let a = pipeline_fingerprint(&specs(&[("chunk", Some("1000/100")), ("embed", Some("model-a"))]));
-        assert!(a.is_some());
-        assert_eq!(a, pipeline_fingerprint(&specs(&[("chunk", Some("1000/100")), ("embed", Some("model-a"))])));
-        assert_eq!(pipeline_fingerprint(&specs(&[("chunk", Some("1000/100")), ("custom", None)])), None);
-        assert!(pipeline_fingerprint(&[]).is_some(), "no stage: the row is the record itself");
-    }
-
-    #[test]
-    fn a_changed_stage_config_order_or_stage_changes_the_fingerprint() {
-        let base = pipeline_fingerprint(&specs(&[("chunk", Some("1000/100")), ("embed", Some("model-a"))]));
-        let others = [
-            specs(&[("chunk", Some("800/100")), ("embed", Some("model-a"))]),
-            specs(&[("chunk", Some("1000/100")), ("embed", Some("model-b"))]),
-            specs(&[("embed", Some("model-a")), ("chunk", Some("1000/100"))]),
-            specs(&[("chunk", Some("1000/100"))]),
-            // The name/value boundary is kept: "ab"+"c" is not "a"+"bc".
-            specs(&[("chunk1", Some("000/100")), ("embed", Some("model-a"))]),
-        ];
-        for other in others {
-            assert_ne!(base, pipeline_fingerprint(&other));
-        }
-    }
 
     #[test]
     fn unchanged_documents_leave_the_batch_and_the_rest_keep_their_order() {
