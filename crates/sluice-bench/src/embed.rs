@@ -36,7 +36,7 @@ const BATCH: usize = 50;
 const DOC_CHARS: usize = 14_000;
 
 /// `documents` support-ticket-like texts of about [`DOC_CHARS`] characters.
-fn write_corpus(path: &std::path::Path, documents: usize) {
+pub(crate) fn write_corpus(path: &std::path::Path, documents: usize) {
     let words = ["invoice", "refund", "login", "password", "crash", "export", "billing", "slow", "report", "api"];
     let mut out = String::new();
     for d in 0..documents {

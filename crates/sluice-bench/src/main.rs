@@ -11,6 +11,7 @@
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
 //! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]  # see embed.rs
+//! cargo run --release -p sluice-bench -- unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY]  # see unchanged.rs
 //! cargo run --release -p sluice-bench -- chunk MB unbroken|natural [chars|before]  # see chunk.rs
 //! ```
 
@@ -21,6 +22,7 @@ mod embed;
 mod intercom;
 mod intercom_store;
 mod postgres;
+mod unchanged;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,13 +84,19 @@ fn main() {
             args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8003/".into()),
             number(2, 8) as usize,
         )),
+        Some("unchanged") => runtime.block_on(unchanged::unchanged(
+            number(1, 2_000) as usize,
+            args.get(2).map(std::path::PathBuf::from),
+            args.get(3).cloned(),
+            number(4, 16) as usize,
+        )),
         Some("chunk") => chunk::chunk(
             number(1, 1) as usize,
             args.get(2).map_or("unbroken", String::as_str),
             args.get(3).map_or("chars", String::as_str),
         ),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | chunk MB unbroken|natural [chars|before]"
+            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY] | chunk MB unbroken|natural [chars|before]"
         ),
     }
 }

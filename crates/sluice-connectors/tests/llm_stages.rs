@@ -275,9 +275,10 @@ async fn unchanged_content_is_not_classified_again_until_the_fingerprint_changes
     assert_eq!(first.checkpoint.cost.llm_calls, 20);
     assert_eq!(fake.counters().chat_completions, 20);
 
-    // A re-run with a fresh stage (a new process): every result comes from the memo.
+    // A re-run with a fresh stage (a new process): every stored conversation
+    // is unchanged, so it is skipped before the stage (one call saved each).
     let again = run(&store, &input, Arc::new(classifier(&fake, |_| {}))).await;
-    assert_eq!((again.counts.classified, again.counts.skipped_unchanged), (20, 20));
+    assert_eq!((again.counts.classified, again.counts.skipped_unchanged, again.counts.unchanged), (0, 20, 20));
     assert_eq!(again.checkpoint.cost.llm_calls, 0);
     assert_eq!(fake.counters().chat_completions, 20, "no call for unchanged conversations");
 
@@ -333,7 +334,9 @@ async fn openai_embeddings_batch_record_usage_retry_and_are_remembered() {
     assert_eq!((first.counts.embedded, first.checkpoint.cost.embedding_calls), (12, 3), "batches of 10: 8+2, then 2");
     let before = fake.counters().embedding_responses;
     let second = run(&store, &input, stage).await;
-    assert_eq!((second.counts.embedded, second.counts.skipped_unchanged), (12, 12));
+    // Stored unchanged: skipped before the stage, one embed stage saved per document.
+    assert_eq!((second.counts.embedded, second.counts.unchanged), (0, second.counts.skipped_unchanged));
+    assert!(second.counts.unchanged > 0);
     assert_eq!(fake.counters().embedding_responses, before, "no embedding call for unchanged content");
 
     // A refused key fails the batch.

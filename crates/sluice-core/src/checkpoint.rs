@@ -54,8 +54,10 @@ pub struct Counts {
     pub chunks: u64,
     /// Embeddings computed (chunks or whole documents).
     pub embedded: u64,
-    /// Items the source found as stored (a page answered 304): no stage work, nothing written.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Records seen again and left alone: a re-run's or a re-fetch's record
+    /// stored with the same content by the same pipeline, or a crawled page
+    /// answered 304. Neither sent through the stages nor rewritten, nor
+    /// counted as fetched.
     pub unchanged: u64,
     /// Stored documents the source found gone, marked or removed.
     #[serde(skip_serializing_if = "is_zero")]
@@ -76,9 +78,14 @@ impl Counts {
         self.deleted += other.deleted;
     }
 
-    /// Records whose journey ended (stored, filtered or failed).
+    /// Records whose journey ended (stored, filtered, failed or found unchanged).
     pub fn finished(&self) -> u64 {
-        self.stored + self.filtered + self.failed
+        self.stored + self.filtered + self.failed + self.unchanged
+    }
+
+    /// Records the source gave this run: fetched, or found unchanged.
+    pub fn seen(&self) -> u64 {
+        self.fetched + self.unchanged
     }
 }
 

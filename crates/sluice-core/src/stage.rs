@@ -49,6 +49,16 @@ pub trait Stage: Send + Sync {
     fn memo(&self) -> Option<&dyn Memo> {
         None
     }
+
+    /// What in this stage's configuration shapes the documents it keeps
+    /// (sizes, model, prompt, rules...), or `None` when it cannot tell. A
+    /// stored document made from the same content by stages whose
+    /// fingerprints all match is skipped whole by a later run: not sent
+    /// through the stages, not rewritten. One stage answering `None` turns
+    /// that off for its pipeline.
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A memoisable stage's three answers, which must agree with each other.

@@ -142,6 +142,10 @@ pub struct CommitBatch {
     pub results: Vec<PhaseResult>,
     /// Documents the source found gone (a crawled page now 404/410, a deleted file).
     pub deletions: Vec<Deletion>,
+    /// The fingerprint of the pipeline that made `documents` (see
+    /// [`Stage::fingerprint`](crate::stage::Stage::fingerprint)), stored
+    /// with each, so a later run can tell it would make them alike.
+    pub fingerprint: Option<String>,
 }
 
 /// What becomes of a stored document whose source item is gone
@@ -270,11 +274,20 @@ pub trait Store: Send + Sync {
         Ok(vec![None; keys.len()])
     }
 
+    /// Whether each record is stored with this content hash and was made
+    /// by a pipeline of this fingerprint (so running it again would write
+    /// the same row); one answer per key, in order, in one read. Stores
+    /// that keep no fingerprint answer all no.
+    async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+        let _ = fingerprint;
+        Ok(vec![false; keys.len()])
+    }
+
     /// Stores stage results the moment they are paid for, ahead of their
     /// batch, in a short transaction of its own, together with the run's
-    /// cost ledger `cost` (kept in its checkpoint, once it has one: a run
-    /// with no batch committed keeps none, and its first commit carries the
-    /// ledger so far). The stored ledger only
+    /// cost ledger `cost`, kept in its checkpoint (a run with no batch
+    /// committed yet gets an empty one, which still resumes nothing, so a
+    /// kill before the first commit keeps the ledger). The stored ledger only
     /// grows: each field becomes the larger of the stored one and `cost`, here
     /// and in [`commit`](Store::commit), whichever lands first. Stores that
     /// keep no memo store only the ledger, or nothing.

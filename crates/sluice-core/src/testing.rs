@@ -37,6 +37,8 @@ pub struct MemState {
     pub runs: Vec<RunInfo>,
     /// Each stored document with the number of times it was written.
     pub docs: BTreeMap<(String, String), (Document, u32)>,
+    /// The pipeline fingerprint each stored document was written under.
+    pub fingerprints: BTreeMap<(String, String), Option<String>>,
     pub failures: Vec<FailureRow>,
     pub memos: BTreeMap<(String, String, String), MemoEntry>,
     pub results: BTreeMap<(RunId, String, String), PhaseResult>,
@@ -156,6 +158,7 @@ impl Store for MemStore {
         for doc in &batch.documents {
             let key = (doc.source().to_string(), doc.id().to_string());
             let writes = s.docs.get(&key).map_or(0, |(_, n)| *n);
+            s.fingerprints.insert(key.clone(), batch.fingerprint.clone());
             s.docs.insert(key, (doc.clone(), writes + 1));
         }
         for update in &batch.updates {
@@ -194,9 +197,10 @@ impl Store for MemStore {
             s.memos.insert((memo.source.clone(), memo.id.clone(), memo.stage.clone()), memo.clone());
         }
         let run = s.runs.iter_mut().find(|r| r.id == run).ok_or(StoreError::NotFound(run.to_string()))?;
-        if let Some(checkpoint) = run.checkpoint.as_mut() {
-            checkpoint.cost = checkpoint.cost.max(cost);
-        }
+        // Before the first commit: an empty checkpoint that holds the ledger.
+        let phase = run.phase.clone();
+        let checkpoint = run.checkpoint.get_or_insert_with(|| Checkpoint::new(phase));
+        checkpoint.cost = checkpoint.cost.max(cost);
         Ok(())
     }
     async fn memo_lookup(
@@ -213,6 +217,17 @@ impl Store for MemStore {
                     .get(&(k.source.clone(), k.id.clone(), stage.to_string()))
                     .filter(|m| m.fingerprint == fingerprint && m.content_hash == k.content_hash)
                     .map(|m| m.value.clone())
+            })
+            .collect())
+    }
+    async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+        let s = self.state();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let key = (k.source.clone(), k.id.clone());
+                s.docs.get(&key).is_some_and(|(doc, _)| doc.content_hash == k.content_hash)
+                    && s.fingerprints.get(&key).is_some_and(|f| f.as_deref() == Some(fingerprint))
             })
             .collect())
     }

@@ -412,6 +412,87 @@ impl Memo for Paid {
     }
 }
 
+/// [`Paid`] that also tells what shapes its rows, so a pipeline of it can
+/// skip a stored, unchanged document whole.
+struct Told(Paid);
+
+#[async_trait]
+impl Stage for Told {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn counter(&self) -> Option<StageCounter> {
+        self.0.counter()
+    }
+    fn memo(&self) -> Option<&dyn Memo> {
+        Some(&self.0)
+    }
+    fn fingerprint(&self) -> Option<String> {
+        Some(self.0.model.clone())
+    }
+    async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
+        self.0.process(ctx, docs).await
+    }
+}
+
+#[tokio::test]
+async fn a_rerun_skips_unchanged_documents_whole_until_their_content_or_the_config_changes() {
+    let store = Arc::new(MemStore::default());
+    let run_with = |model: &str, edit: Option<usize>| {
+        let stage = Arc::new(Told(Paid { model: model.into(), calls: AtomicU64::new(0) }));
+        let mut source = VecSource::new(120, 2, 25);
+        if let Some(i) = edit
+            && let SourceItem::Record(record) = &mut source.partitions[0][i]
+        {
+            record.text.push_str(" (edited)");
+        }
+        let pipeline = Pipeline::new(Arc::new(source), store.clone())
+            .settings(settings(Mode::Streaming))
+            .stage(StageSpec::new(stage.clone()));
+        (pipeline, stage)
+    };
+    let (first, stage) = run_with("model-a", None);
+    let summary = first.run(Start::New).await.unwrap();
+    assert_eq!((stage.0.calls.load(Ordering::SeqCst), summary.counts.stored), (120, 120));
+
+    let (again, stage) = run_with("model-a", None);
+    let summary = again.run(Start::New).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert_eq!(stage.0.calls.load(Ordering::SeqCst), 0, "nothing paid");
+    let c = summary.counts;
+    assert_eq!((c.fetched, c.stored, c.classified, c.unchanged), (0, 0, 0, 120), "{c:?}");
+    assert_eq!(c.skipped_unchanged, 120, "one paid stage skipped per document");
+    assert_eq!(store.max_write_count(), 1, "nothing rewritten");
+    assert!(summary.checkpoint.partitions.values().all(|p| p.done), "the checkpoint moved past them");
+
+    // One edited record: that one alone goes through the stage, and is paid for.
+    let (edited, stage) = run_with("model-a", Some(3));
+    let summary = edited.run(Start::New).await.unwrap();
+    assert_eq!(stage.0.calls.load(Ordering::SeqCst), 1);
+    assert_eq!((summary.counts.stored, summary.counts.unchanged), (1, 119));
+    let writes: Vec<u32> = store.state.lock().unwrap().docs.values().map(|(_, n)| *n).collect();
+    assert_eq!((writes.iter().filter(|n| **n == 2).count(), writes.iter().filter(|n| **n == 1).count()), (1, 119));
+
+    // Another configuration makes other rows: every document again.
+    let (changed, stage) = run_with("model-b", Some(3));
+    let summary = changed.run(Start::New).await.unwrap();
+    assert_eq!(stage.0.calls.load(Ordering::SeqCst), 120);
+    assert_eq!((summary.counts.stored, summary.counts.unchanged), (120, 0));
+}
+
+#[tokio::test]
+async fn a_stage_that_cannot_tell_its_configuration_turns_the_skip_off() {
+    let store = Arc::new(MemStore::default());
+    for _ in 0..2 {
+        let pipeline = Pipeline::new(Arc::new(VecSource::new(30, 1, 10)), store.clone())
+            .settings(settings(Mode::Streaming))
+            .stage(StageSpec::new(Arc::new(Paid { model: "m".into(), calls: AtomicU64::new(0) })));
+        let summary = pipeline.run(Start::New).await.unwrap();
+        assert_eq!((summary.counts.stored, summary.counts.unchanged), (30, 0));
+    }
+    assert_eq!(store.max_write_count(), 2, "rewritten: the pipeline has no fingerprint");
+}
+
 #[tokio::test]
 async fn unchanged_content_is_not_paid_for_twice_until_the_fingerprint_changes() {
     let store = Arc::new(MemStore::default());

@@ -312,7 +312,8 @@ impl Reporter {
             ("classified", c.classified),
             ("chunks", c.chunks),
             ("embedded", c.embedded),
-            ("unchanged", c.skipped_unchanged),
+            ("unchanged", c.unchanged),
+            ("reused", c.skipped_unchanged),
         ]
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -397,8 +398,9 @@ fn si(n: u64) -> String {
 /// chunks, embeddings, errors), under the checkpoint's names: always all of them.
 pub fn live_line(c: &Counts) -> String {
     format!(
-        "fetched={} stored={} chunks={} embedded={} failed={} filtered={} classified={} skipped_unchanged={}",
-        c.fetched, c.stored, c.chunks, c.embedded, c.failed, c.filtered, c.classified, c.skipped_unchanged
+        "fetched={} stored={} chunks={} embedded={} failed={} filtered={} classified={} skipped_unchanged={} \
+         unchanged={}",
+        c.fetched, c.stored, c.chunks, c.embedded, c.failed, c.filtered, c.classified, c.skipped_unchanged, c.unchanged
     )
 }
 
@@ -413,8 +415,11 @@ pub fn summary_line(c: &Counts) -> String {
     if c.skipped_unchanged > 0 {
         line.push_str(&format!(" skipped_unchanged={}", c.skipped_unchanged));
     }
-    if c.unchanged > 0 || c.deleted > 0 {
-        line.push_str(&format!(" unchanged={} deleted={}", c.unchanged, c.deleted));
+    if c.unchanged > 0 {
+        line.push_str(&format!(" unchanged={}", c.unchanged));
+    }
+    if c.deleted > 0 {
+        line.push_str(&format!(" deleted={}", c.deleted));
     }
     line
 }

@@ -24,6 +24,9 @@ pub struct RunStatusDoc {
     pub conversations_filtered: u64,
     pub conversations_classified: u64,
     pub conversations_stored: u64,
+    /// Seen again with the same content by the same pipeline: not processed, not rewritten.
+    #[serde(default)]
+    pub conversations_unchanged: u64,
     #[schema(value_type = Object)]
     pub counts: Counts,
     /// The checkpoint as committed, plus `intercom_cursor` for a one-partition Intercom run.
@@ -95,6 +98,7 @@ impl RunStatusDoc {
             conversations_filtered: counts.filtered,
             conversations_classified: counts.classified,
             conversations_stored: counts.stored,
+            conversations_unchanged: counts.unchanged,
             counts,
             checkpoint: run.checkpoint.clone().map(|checkpoint| CheckpointView::new(checkpoint, &run.config)),
             cost: run.checkpoint.as_ref().map(CostDoc::new).unwrap_or_default(),

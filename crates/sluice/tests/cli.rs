@@ -75,10 +75,11 @@ fn sample_pipeline_runs_and_status_agrees_with_checkpoint_and_store() {
     let runs = json_stdout(&run_ok(sluice().args(["runs", "--json", "--db"]).arg(&db_path)));
     assert_eq!(runs.as_array().unwrap().len(), 1);
 
-    // Running again upserts: no duplicates, every document written a second time.
-    run_sample(&db_path, "streaming");
+    // Running again over unchanged data: every document skipped, none written again.
+    let again = json_stdout(&run_sample(&db_path, "streaming"));
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM documents"), stored);
-    assert_eq!(count(&conn, "SELECT MIN(write_count) FROM documents"), 2);
+    assert_eq!(count(&conn, "SELECT MAX(write_count) FROM documents"), 1);
+    assert_eq!((again["counts"]["stored"].as_i64(), again["counts"]["unchanged"].as_i64()), (Some(0), Some(stored)));
 }
 
 #[test]

@@ -536,3 +536,52 @@ async fn sigkill_anywhere_while_classifying_repays_at_most_the_llm_concurrency()
         assert!(*unbilled <= LLM_CONCURRENCY, "kill {}: {unbilled} answered calls not in the ledger", kill + 1);
     }
 }
+
+/// Killed before its first batch commit (SIGKILL, once no answer is on its
+/// way): there is nothing to resume, but the ledger of the calls it paid
+/// for is kept (the write-ahead gives the run an empty checkpoint holding
+/// it), so it equals the fake's count of answered calls here too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_before_the_first_commit_keeps_the_ledger_of_what_was_paid() {
+    use sluice_testkit::{FakeIntercom, FakeOpenAi, IntercomConfig, OpenAiConfig, OpenAiFaults};
+    let config = IntercomConfig::default().with_conversations(600).with_days(45).with_rate_limit(1_000);
+    let intercom = FakeIntercom::start(config).await.expect("fake intercom starts");
+    // Slow answers: the first batch of 50 takes a while to classify.
+    let calm = OpenAiFaults { latency_ms: 60, ..OpenAiFaults::default() };
+    let openai = FakeOpenAi::start(OpenAiConfig::default().with_faults(calm.clone())).await.expect("fake openai");
+    let dir = tempfile::tempdir().unwrap();
+    let config = paid_pipeline(dir.path());
+    let db_path = dir.path().join("paid.db");
+    let mut child = paid_run(&intercom, &openai, &config, &db_path).spawn().unwrap();
+    let spawned = Instant::now();
+    while openai.counters().chat_completions < 3 {
+        assert!(spawned.elapsed() < Duration::from_secs(60), "no call answered within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Every new call fails for a moment, so no answer is on its way at the kill.
+    openai.set_faults(OpenAiFaults { fail_every: Some(1), ..calm.clone() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(!newest_run_committed(&db_path), "killed before the first commit");
+    let answered = openai.counters().chat_completions;
+    assert!(answered >= 3);
+    assert_eq!(ledger_llm_calls(&db_path), answered, "the ledger matches the bill");
+    // Still nothing to resume: a new run is the way on.
+    let out = sluice()
+        .env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key())
+        .args(["run", "-q", "--resume-run-id", "1", "-c"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a run with nothing committed is not resumed");
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
+    intercom.shutdown().await;
+    openai.shutdown().await;
+}

@@ -321,6 +321,11 @@ impl Stage for EmbedStage {
         "embed"
     }
 
+    /// The embedder's model and dimensions: batch size and concurrency do not change a vector.
+    fn fingerprint(&self) -> Option<String> {
+        Some(Memo::fingerprint(self))
+    }
+
     async fn process(&self, ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let mut targets = Vec::new();
         for (d, doc) in docs.iter_mut().enumerate() {

@@ -187,6 +187,10 @@ impl Stage for ExtractHtmlStage {
         "extract_html"
     }
 
+    fn fingerprint(&self) -> Option<String> {
+        Some(format!("v1 drop={:?} prefer_main={}", self.drop, self.prefer_main))
+    }
+
     async fn process(&self, _ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let html_bytes: usize = docs.iter().map(|d| d.record.text.len()).sum();
         if html_bytes > INLINE_HTML_BYTES {

@@ -123,6 +123,10 @@ impl Stage for FilterStage {
         "filter"
     }
 
+    fn fingerprint(&self) -> Option<String> {
+        super::config_fingerprint(1, &self.config)
+    }
+
     async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         Ok(docs
             .into_iter()

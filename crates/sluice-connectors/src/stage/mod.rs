@@ -34,6 +34,13 @@ pub use classify::llm as classify_llm;
 #[doc(hidden)]
 pub use classify::rules as classify_rules;
 
+/// A stage's [`sluice_core::Stage::fingerprint`]: its behaviour's version
+/// (raised when the code starts making different rows from the same
+/// configuration) and its configuration as JSON.
+pub(crate) fn config_fingerprint(version: u32, config: &impl serde::Serialize) -> Option<String> {
+    serde_json::to_string(config).ok().map(|config| format!("v{version} {config}"))
+}
+
 /// Case-insensitive matching of many keywords in one pass. ASCII letters are
 /// compared case-insensitively by the automaton; when a keyword has non-ASCII
 /// letters, keywords and (non-ASCII) texts are lowercased first.

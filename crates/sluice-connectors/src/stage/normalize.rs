@@ -63,6 +63,10 @@ impl Stage for NormalizeStage {
         "normalize"
     }
 
+    fn fingerprint(&self) -> Option<String> {
+        super::config_fingerprint(1, &self.config)
+    }
+
     async fn process(&self, _ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let html = self.config.html;
         let html_bytes: usize = if html {

@@ -99,7 +99,7 @@ pub(crate) async fn commit_batches(
         documents.extend(batch.docs);
         commit.failures.extend(batch.failures);
         commit.deletions.extend(batch.deletions);
-        commit.memos.extend(batch.memos);
+        commit.memos.extend(shared.ctx.write_ahead.not_stored(batch.memos));
         reports.push(Report {
             seq: batch.seq,
             delta,
@@ -110,7 +110,10 @@ pub(crate) async fn commit_batches(
     }
     // A later phase writes what it added to each document, not the document again.
     match shared.writes {
-        CommitKind::Documents => commit.documents = std::mem::take(&mut documents),
+        CommitKind::Documents => {
+            commit.documents = std::mem::take(&mut documents);
+            commit.fingerprint = shared.fingerprint.clone();
+        }
         CommitKind::Updates => commit.updates = documents.iter().map(DocumentUpdate::of).collect(),
     }
     let committed = match shared.writes {

@@ -4,6 +4,7 @@
 mod batcher;
 mod commit;
 mod fetch;
+mod fingerprint;
 mod handle;
 mod legacy;
 mod panics;
@@ -11,6 +12,7 @@ mod run;
 mod stages;
 mod state;
 mod streaming;
+mod unchanged;
 mod write_ahead;
 
 use std::sync::Arc;

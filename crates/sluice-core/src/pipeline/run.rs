@@ -336,7 +336,7 @@ async fn run_first_phase(shared: &Arc<Shared>, checkpoint: Checkpoint) -> (Check
     match shared.source.partitions().await {
         Ok(partitions) => {
             let (cp, reached_end) = run_pass(shared, checkpoint, partitions).await;
-            let limit_reached = shared.settings.max_records.is_some_and(|max| cp.counts.fetched >= max);
+            let limit_reached = shared.settings.max_records.is_some_and(|max| cp.counts.seen() >= max);
             (cp, reached_end || limit_reached)
         }
         Err(error) => {

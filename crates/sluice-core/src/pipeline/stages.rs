@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::batcher::Batch;
 use super::panics::join_message;
 use super::state::{Shared, receiver_stream};
+use super::unchanged::skip_unchanged;
 use crate::error::{EngineError, StageError};
 use crate::event::EventKind;
 use crate::record::Document;
@@ -26,6 +27,9 @@ pub(crate) async fn process_batch(
 ) -> Result<Batch, EngineError> {
     let stage = &spec.stage;
     let events = &shared.ctx.events;
+    if first {
+        skip_unchanged(shared, &mut batch).await;
+    }
     if first && events.wants_per_document() {
         for doc in &batch.docs {
             events

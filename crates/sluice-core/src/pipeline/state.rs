@@ -9,6 +9,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fingerprint::pipeline_fingerprint;
 use super::handle::InFlight;
 use super::{Pipeline, Settings};
 use crate::checkpoint::Counts;
@@ -41,6 +42,9 @@ pub(crate) struct Shared {
     pub writes: CommitKind,
     /// Written before each commit, inside the same retry.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// The fingerprint of the stages, stored with each document; `None`
+    /// (a stage that cannot tell, or a later phase) skips nothing.
+    pub fingerprint: Option<String>,
 }
 
 /// What the committer writes of each kept document.
@@ -65,11 +69,12 @@ impl Shared {
             abort: ctx.abort.clone(),
             ctx,
             error: Mutex::new(None),
-            budget: FetchBudget::new(seed.fetched, pipeline.settings.max_records),
+            budget: FetchBudget::new(seed.seen(), pipeline.settings.max_records),
             progress: Progress::new(seed),
             in_flight: InFlight::default(),
             writes: CommitKind::Documents,
             sinks: pipeline.sinks.clone(),
+            fingerprint: pipeline_fingerprint(&pipeline.stages),
         }
     }
 
@@ -113,6 +118,7 @@ impl Shared {
             in_flight: self.in_flight.clone(),
             writes: CommitKind::Updates,
             sinks: self.sinks.clone(),
+            fingerprint: None,
         })
     }
 }

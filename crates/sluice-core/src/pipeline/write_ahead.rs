@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::context::UsageMeter;
-use crate::memo::{Ahead, WriteAhead};
+use crate::memo::{Ahead, Stored, WriteAhead};
 use crate::store::{MemoEntry, RunId, Store};
 
 /// How long the writer waits for more results after the first of a group.
@@ -31,11 +31,18 @@ pub(crate) fn enabled_by_env() -> bool {
 /// storing what it still holds.
 pub(crate) fn start(store: Arc<dyn Store>, run: RunId, usage: Arc<UsageMeter>) -> WriteAhead {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(writer(store, run, usage, rx));
-    WriteAhead::new(tx)
+    let stored = Arc::new(Stored::default());
+    tokio::spawn(writer(store, run, usage, rx, stored.clone()));
+    WriteAhead::new(tx, stored)
 }
 
-async fn writer(store: Arc<dyn Store>, run: RunId, usage: Arc<UsageMeter>, mut rx: mpsc::UnboundedReceiver<Ahead>) {
+async fn writer(
+    store: Arc<dyn Store>,
+    run: RunId,
+    usage: Arc<UsageMeter>,
+    mut rx: mpsc::UnboundedReceiver<Ahead>,
+    stored_results: Arc<Stored>,
+) {
     let mut stored = usage.snapshot();
     let mut open = true;
     while open {
@@ -62,7 +69,11 @@ async fn writer(store: Arc<dyn Store>, run: RunId, usage: Arc<UsageMeter>, mut r
         let cost = usage.snapshot();
         if !group.entries.is_empty() || cost != stored {
             match store.write_ahead(run, &group.entries, &cost).await {
-                Ok(()) => stored = cost,
+                Ok(()) => {
+                    stored = cost;
+                    // Their batch commit need not write them again.
+                    stored_results.extend(std::mem::take(&mut group.entries));
+                }
                 // Only the saving is lost: the batch commit stores these results and the ledger too.
                 Err(error) => tracing::warn!(%error, results = group.entries.len(), "could not store results ahead"),
             }

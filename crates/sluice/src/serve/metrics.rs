@@ -34,6 +34,7 @@ impl RunMetrics {
                     ("stored", c.stored, before.stored),
                     ("failed", c.failed, before.failed),
                     ("skipped_unchanged", c.skipped_unchanged, before.skipped_unchanged),
+                    ("unchanged", c.unchanged, before.unchanged),
                     ("chunks", c.chunks, before.chunks),
                     ("embedded", c.embedded, before.embedded),
                 ] {
@@ -85,6 +86,7 @@ fn set_run_gauges(c: &Counts) {
         ("filtered", c.filtered),
         ("classified", c.classified),
         ("skipped_unchanged", c.skipped_unchanged),
+        ("unchanged", c.unchanged),
     ] {
         metrics::gauge!("sluice_run_records", "counter" => counter).set(value as f64);
     }

@@ -171,6 +171,10 @@ impl Stage for ChunkStage {
         "chunk"
     }
 
+    fn fingerprint(&self) -> Option<String> {
+        crate::stage::config_fingerprint(1, &self.config)
+    }
+
     async fn process(&self, _ctx: &Context, mut docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let bytes: usize = docs.iter().map(|d| d.record.text.len()).sum();
         if bytes > INLINE_BYTES || matches!(*self.splitter, Splitter::Tokens(..)) && bytes > INLINE_BYTES / 8 {

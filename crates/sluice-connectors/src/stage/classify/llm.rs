@@ -466,6 +466,11 @@ impl Stage for LlmClassifier {
         "classify"
     }
 
+    /// The memo's: model, prompt and categories make the label.
+    fn fingerprint(&self) -> Option<String> {
+        Some(Memo::fingerprint(self))
+    }
+
     async fn process(&self, ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(docs.len());
         let mut todo = Vec::new();

@@ -152,6 +152,10 @@ impl Stage for RulesClassifier {
         "classify"
     }
 
+    fn fingerprint(&self) -> Option<String> {
+        crate::stage::config_fingerprint(1, &self.config)
+    }
+
     async fn process(&self, _ctx: &Context, docs: Vec<Document>) -> Result<Vec<Outcome>, StageError> {
         Ok(docs
             .into_iter()

@@ -253,6 +253,7 @@ async fn write_rows(
             .bind(&docs.embedding.flat)
             .bind(run)
             .bind(&docs.writes)
+            .bind(&rows.fingerprint)
             .execute(&mut **tx)
             .await
             .map_err(stage)?;
@@ -376,12 +377,13 @@ pub(super) async fn write_ahead(
     let cost = serde_json::json!({ "cost": cost });
     let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
     insert_memos(&mut tx, &rows.memos).await.map_err(db.sql(&what))?;
-    // A run with no batch committed keeps no checkpoint ("nothing to resume"):
-    // its ledger goes with its first batch, from the process's meter.
+    // A run with no batch committed yet gets an empty checkpoint (still
+    // "nothing to resume") that holds the ledger, so a kill before its first
+    // commit does not lose what was paid; a worker raises its partition's.
     match fence {
         None => sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1 AND checkpoint IS NOT NULL",
-            raised_cost("checkpoint", "$2::jsonb")
+            "UPDATE pipeline_runs SET checkpoint = {} WHERE id = $1",
+            raised_cost("COALESCE(checkpoint, jsonb_build_object('phase', phase))", "$2::jsonb")
         )))
         .bind(run)
         .bind(Json(&cost)),

@@ -130,6 +130,8 @@ pub(super) struct EncodedBatch {
     pub(super) updates: UpdateColumns,
     pub(super) results: ResultColumns,
     pub(super) deletions: Vec<sluice_core::store::Deletion>,
+    /// The pipeline fingerprint every document of the commit was made under.
+    pub(super) fingerprint: Option<String>,
 }
 
 /// Replaces NUL characters (which PostgreSQL text cannot hold) in diagnostic text.
@@ -141,7 +143,11 @@ pub(super) fn scrub(text: &str) -> String {
 /// occurrence wins, `writes` counts the occurrences), their chunks, the
 /// failures, and the memos deduplicated by `(source, id, stage)`.
 pub(super) fn encode_batch(batch: &CommitBatch, vector: bool) -> Result<EncodedBatch, String> {
-    let mut out = EncodedBatch { deletions: batch.deletions.clone(), ..EncodedBatch::default() };
+    let mut out = EncodedBatch {
+        deletions: batch.deletions.clone(),
+        fingerprint: batch.fingerprint.clone(),
+        ..EncodedBatch::default()
+    };
 
     let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.documents.len());
     let mut order: Vec<(&str, &str)> = Vec::with_capacity(batch.documents.len());

@@ -299,6 +299,14 @@ impl Store for PostgresStore {
         read::memo_lookup(self.db(), stage, fingerprint, keys).await
     }
 
+    async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        read::unchanged(self.db(), fingerprint, keys).await
+    }
+
     async fn scan_documents(
         &self,
         source: &str,

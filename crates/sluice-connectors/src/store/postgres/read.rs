@@ -130,6 +130,32 @@ pub(super) async fn memo_lookup(
     Ok(rows.into_iter().map(|(value, vectors)| join_vectors(value?, vectors.as_deref())).collect())
 }
 
+/// Which of `keys` are stored with their content hash under `fingerprint`, in order, in one statement.
+pub(super) async fn unchanged(db: &Db, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources: Vec<&str> = keys.iter().map(|k| k.source.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let hashes: Vec<&str> = keys.iter().map(|k| k.content_hash.as_str()).collect();
+    let rows: Vec<(bool,)> = sqlx::query_as(
+        "SELECT d.id IS NOT NULL
+     FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(source, id, content_hash, ord)
+     LEFT JOIN documents d
+            ON d.source = k.source AND d.id = k.id AND d.content_hash = k.content_hash
+           AND d.pipeline_fingerprint = $4
+     ORDER BY k.ord",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .bind(&hashes)
+    .bind(fingerprint)
+    .fetch_all(db.pool())
+    .await
+    .map_err(db.sql("looking up unchanged documents"))?;
+    Ok(rows.into_iter().map(|(same,)| same).collect())
+}
+
 pub(super) async fn scan_documents(
     db: &Db,
     source: &str,

@@ -19,8 +19,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/postgres/0003_phases.sql")),
     (4, include_str!("../../../migrations/postgres/0004_memo_vectors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_distributed.sql")),
-    (9, include_str!("../../../migrations/postgres/0009_rate_buckets.sql")),
+    (6, include_str!("../../../migrations/postgres/0006_pipeline_fingerprint.sql")),
     (8, include_str!("../../../migrations/postgres/0008_deleted_documents.sql")),
+    (9, include_str!("../../../migrations/postgres/0009_rate_buckets.sql")),
 ];
 
 /// The migration whose code part moves memo vectors out of the JSON.

@@ -48,11 +48,11 @@ macro_rules! upsert_documents {
     ($cast:literal) => {
         concat!(
             "INSERT INTO documents AS d (source, id, text, fields, updated_at, content_hash, category, classification,
-                                         embedding, run_id, write_count, stored_at)
+                                         embedding, run_id, write_count, stored_at, pipeline_fingerprint)
              SELECT u.source, u.id, u.text, u.fields::jsonb, u.updated_at, u.content_hash, u.category,
                     u.classification::jsonb, ",
             embedding_expr!("$11", "u.eoff", "u.elen", $cast),
-            ", $12, u.writes, now()
+            ", $12, u.writes, now(), $14
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[],
                          $8::text[], $9::int4[], $10::int4[], $13::int8[])
                   AS u(source, id, text, fields, updated_at, content_hash, category, classification, eoff, elen,
@@ -62,7 +62,7 @@ macro_rules! upsert_documents {
                  content_hash = EXCLUDED.content_hash, category = EXCLUDED.category,
                  classification = EXCLUDED.classification, embedding = EXCLUDED.embedding,
                  run_id = EXCLUDED.run_id, write_count = d.write_count + EXCLUDED.write_count,
-                 stored_at = EXCLUDED.stored_at"
+                 stored_at = EXCLUDED.stored_at, pipeline_fingerprint = EXCLUDED.pipeline_fingerprint"
         )
     };
 }

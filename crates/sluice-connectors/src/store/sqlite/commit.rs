@@ -273,18 +273,28 @@ fn repeat_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
 }
 
 const UPSERT_HEAD: &str = "INSERT INTO documents (source, id, text, fields, updated_at, content_hash, category, \
-                           classification, embedding, run_id, write_count, stored_at) VALUES ";
-const UPSERT_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,1,?)";
+                           classification, embedding, run_id, write_count, stored_at, pipeline_fingerprint) \
+                           VALUES ";
+const UPSERT_ROW: &str = "(?,?,?,?,?,?,?,?,?,?,1,?,?)";
 const UPSERT_TAIL: &str = " ON CONFLICT (source, id) DO UPDATE SET text = excluded.text, fields = excluded.fields, \
                            updated_at = excluded.updated_at, content_hash = excluded.content_hash, \
                            category = excluded.category, classification = excluded.classification, \
                            embedding = excluded.embedding, run_id = excluded.run_id, \
-                           write_count = documents.write_count + 1, stored_at = excluded.stored_at";
+                           write_count = documents.write_count + 1, stored_at = excluded.stored_at, \
+                           pipeline_fingerprint = excluded.pipeline_fingerprint";
 const CHUNK_HEAD: &str = "INSERT INTO chunks (source, doc_id, idx, byte_offset, text, embedding) VALUES ";
 const CHUNK_ROW: &str = "(?,?,?,?,?,?)";
 
+/// The part of a commit every document row of it shares.
+pub(super) struct Written<'a> {
+    pub now: &'a str,
+    pub run: RunId,
+    /// The pipeline fingerprint the documents were made under.
+    pub fingerprint: Option<&'a str>,
+}
+
 /// Upserts the documents, replacing their chunks, in the order given.
-pub(super) fn write_batch(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> rusqlite::Result<()> {
+pub(super) fn write_batch(conn: &Connection, docs: &[DocRow], written: &Written<'_>) -> rusqlite::Result<()> {
     // Each segment is written as a whole (old chunks deleted, documents
     // upserted, new chunks inserted), which is only the same as writing its
     // documents one by one if no document appears twice in it.
@@ -292,17 +302,17 @@ pub(super) fn write_batch(conn: &Connection, docs: &[DocRow], now: &str, run: Ru
     let mut segment_start = 0;
     for (i, d) in docs.iter().enumerate() {
         if !seen.insert((d.source.as_str(), d.id.as_str())) {
-            write_segment(conn, &docs[segment_start..i], now, run)?;
+            write_segment(conn, &docs[segment_start..i], written)?;
             seen.clear();
             seen.insert((d.source.as_str(), d.id.as_str()));
             segment_start = i;
         }
     }
-    write_segment(conn, &docs[segment_start..], now, run)
+    write_segment(conn, &docs[segment_start..], written)
 }
 
 /// Writes documents with distinct `(source, id)`.
-fn write_segment(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> rusqlite::Result<()> {
+fn write_segment(conn: &Connection, docs: &[DocRow], written: &Written<'_>) -> rusqlite::Result<()> {
     // Delete the chunks of these documents (new ones have none), by source.
     let mut sources: Vec<&str> = docs.iter().map(|d| d.source.as_str()).collect();
     sources.sort_unstable();
@@ -336,8 +346,9 @@ fn write_segment(conn: &Connection, docs: &[DocRow], now: &str, run: RunId) -> r
             bind(&d.category)?;
             bind(&d.classification)?;
             bind(&d.embedding)?;
-            bind(&run)?;
-            bind(&now)?;
+            bind(&written.run)?;
+            bind(&written.now)?;
+            bind(&written.fingerprint)?;
         }
         stmt.raw_execute()?;
     }

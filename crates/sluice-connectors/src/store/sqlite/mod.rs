@@ -31,8 +31,8 @@ use sluice_core::store::{
 use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
-    DOCUMENTS_PER_PIECE, DocRow, apply_updates, encode_documents, encode_memos, encode_updates, insert_failures,
-    raised_cost, upsert_memos, upsert_results, write_batch,
+    DOCUMENTS_PER_PIECE, DocRow, Written, apply_updates, encode_documents, encode_memos, encode_updates,
+    insert_failures, raised_cost, upsert_memos, upsert_results, write_batch,
 };
 use self::deleted::{NOT_DELETED, apply_deletions, deleted_ids, lift_tombstones};
 use self::errors::{classify_setup, json, open_hint, sql};
@@ -434,6 +434,7 @@ impl Store for SqliteStore {
         let checkpoint_json = json(checkpoint, "the checkpoint")?;
         let counts_json = json(&checkpoint.counts, "the checkpoint counts")?;
         let phase = checkpoint.phase.clone();
+        let fingerprint = batch.fingerprint.clone();
         let (n_docs, n_failures) = (batch.documents.len(), failures.len());
         // The documents reach the writer in pieces, encoded here while it
         // writes the ones before: the two overlap instead of taking turns.
@@ -455,7 +456,7 @@ impl Store for SqliteStore {
             loop {
                 match arriving.blocking_recv() {
                     Some(Piece::Documents(docs)) => {
-                        write_batch(&tx, &docs, &now, run).map_err(sql(what()))?;
+                        write_batch(&tx, &docs, &Written { now: &now, run, fingerprint: fingerprint.as_deref() }).map_err(sql(what()))?;
                         lift_tombstones(&tx, &docs).map_err(sql(what()))?;
                     }
                     Some(Piece::End) => break,
@@ -493,11 +494,12 @@ impl Store for SqliteStore {
             let now = now_rfc3339();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(what()))?;
             upsert_memos(&tx, &memos, &now).map_err(sql(what()))?;
-            // A run with no batch committed keeps no checkpoint ("nothing to resume"):
-            // its ledger goes with its first batch, from the process's meter.
+            // A run with no batch committed yet gets an empty checkpoint (still
+            // "nothing to resume") that holds the ledger, so a kill before its
+            // first commit does not lose what was paid.
             tx.prepare_cached(&format!(
-                "UPDATE pipeline_runs SET checkpoint = {} WHERE id = ?1 AND checkpoint IS NOT NULL",
-                raised_cost("checkpoint", "?2")
+                "UPDATE pipeline_runs SET checkpoint = {} WHERE id = ?1",
+                raised_cost("COALESCE(checkpoint, json_object('phase', phase))", "?2")
             ))
             .and_then(|mut s| s.execute(params![run, cost]))
             .map_err(sql(what()))?;
@@ -533,6 +535,27 @@ impl Store for SqliteStore {
                     // An unreadable value is a miss: the stage simply runs again.
                     Ok(raw
                         .and_then(|(raw, vectors)| join_vectors(serde_json::from_str(&raw).ok()?, vectors.as_deref())))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+        let fingerprint = fingerprint.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            // By primary key, one cached statement: the whole batch in one trip to the blocking pool.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT 1 FROM documents
+                     WHERE source = ?1 AND id = ?2 AND content_hash = ?3 AND pipeline_fingerprint = ?4",
+                )
+                .map_err(sql("looking up unchanged documents"))?;
+            keys.iter()
+                .map(|k| {
+                    stmt.exists(params![k.source, k.id, k.content_hash, fingerprint])
+                        .map_err(sql("looking up unchanged documents"))
                 })
                 .collect()
         })

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_stage_results.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_phases.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_memo_vectors.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_pipeline_fingerprint.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_deleted_documents.sql")),
 ];
 

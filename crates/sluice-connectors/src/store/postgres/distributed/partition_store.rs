@@ -135,6 +135,10 @@ impl Store for PartitionStore {
         self.store.memo_lookup(stage, fingerprint, keys).await
     }
 
+    async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
+        self.store.unchanged(fingerprint, keys).await
+    }
+
     async fn scan_documents(
         &self,
         source: &str,
