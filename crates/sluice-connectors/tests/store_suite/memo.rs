@@ -44,8 +44,10 @@ pub async fn results_written_ahead_are_found_and_the_ledger_only_grows(h: &dyn S
     let value = json!({"embedding": vector(1), "chunks": []});
     store.write_ahead(run.id, &[entry("a", value.clone())], &cost(3)).await.unwrap();
 
-    // Before any batch the run keeps no checkpoint (nothing to resume); the result is stored.
-    assert_eq!(store.get_run(run.id).await.unwrap().unwrap().checkpoint, None);
+    // Before any batch the run gets an empty checkpoint (still nothing to resume) holding the ledger.
+    let kept = store.get_run(run.id).await.unwrap().unwrap().checkpoint.expect("the ledger is kept");
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(kept.cost, cost(3));
     let found = store.memo_lookup("embed", "embed:test", &[key("a"), key("b")]).await.unwrap();
     assert_eq!(found, vec![Some(value.clone()), None], "the vector comes back as the same f32s");
 
