@@ -456,7 +456,8 @@ impl Store for SqliteStore {
             loop {
                 match arriving.blocking_recv() {
                     Some(Piece::Documents(docs)) => {
-                        write_batch(&tx, &docs, &Written { now: &now, run, fingerprint: fingerprint.as_deref() }).map_err(sql(what()))?;
+                        write_batch(&tx, &docs, &Written { now: &now, run, fingerprint: fingerprint.as_deref() })
+                            .map_err(sql(what()))?;
                         lift_tombstones(&tx, &docs).map_err(sql(what()))?;
                     }
                     Some(Piece::End) => break,
