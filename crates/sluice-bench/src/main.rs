@@ -13,6 +13,7 @@
 //! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]  # see embed.rs
 //! cargo run --release -p sluice-bench -- unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY]  # see unchanged.rs
 //! cargo run --release -p sluice-bench -- chunk MB unbroken|natural [chars|before]  # see chunk.rs
+//! cargo run --release -p sluice-bench --features minilm -- minilm [TEXTS] [BATCH] [OUT_DIR]  # see minilm.rs
 //! ```
 
 mod chunk;
@@ -21,6 +22,8 @@ mod distributed;
 mod embed;
 mod intercom;
 mod intercom_store;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod postgres;
 mod unchanged;
 
@@ -95,8 +98,14 @@ fn main() {
             args.get(2).map_or("unbroken", String::as_str),
             args.get(3).map_or("chars", String::as_str),
         ),
+        #[cfg(feature = "minilm")]
+        Some("minilm") => {
+            minilm::minilm(number(1, 2_000) as usize, number(2, 32) as usize, args.get(3).map(Into::into))
+        }
+        #[cfg(not(feature = "minilm"))]
+        Some("minilm") => eprintln!("minilm needs the bench built with --features minilm"),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY] | chunk MB unbroken|natural [chars|before]"
+            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY] | chunk MB unbroken|natural [chars|before] | minilm [TEXTS] [BATCH] [OUT_DIR]"
         ),
     }
 }

@@ -80,6 +80,35 @@ mod with_model {
         }
     }
 
+    /// sentence-transformers' vectors (`model.encode(texts)`, all-MiniLM-L6-v2
+    /// from the same files) for texts of every length class: empty, one word,
+    /// sentences, non-ASCII, one cut at 256 tokens. How it was made is in its
+    /// `made_by`.
+    const REFERENCE: &str = "tests/fixtures/minilm-reference.json";
+
+    #[tokio::test]
+    async fn vectors_match_the_stored_reference_in_one_call_of_mixed_lengths() {
+        let Some(dir) = model_dir() else { return };
+        let model = MiniLmEmbedder::load(&dir).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(REFERENCE).unwrap()).unwrap();
+        let stored = reference["texts"].as_array().unwrap();
+        let texts: Vec<String> = stored.iter().map(|r| r["text"].as_str().unwrap().to_string()).collect();
+        assert!(texts.len() >= 8);
+        // Longest first, shortest last: the embedder reorders and must put every vector back.
+        let mut shuffled: Vec<usize> = (0..texts.len()).collect();
+        shuffled.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let call: Vec<String> = shuffled.iter().map(|&i| texts[i].clone()).collect();
+        for batch in [1, 3, 32] {
+            let vectors = model.embed_blocking_in(&call, batch).unwrap();
+            for (&i, ours) in shuffled.iter().zip(&vectors) {
+                let reference: Vec<f32> =
+                    stored[i]["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                let similarity = cosine(ours, &reference);
+                assert!(similarity >= 0.999, "batch {batch}: {:?} has cosine {similarity} to the reference", texts[i]);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn counts_tokens_past_the_shipped_128_limit_and_embeds_past_the_model_limit() {
         let Some(dir) = model_dir() else { return };

@@ -17,7 +17,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use sluice_core::StageError;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 use super::Embedder;
 use crate::ConfigError;
@@ -43,7 +43,7 @@ pub struct MiniLmEmbedder {
 
 struct Loaded {
     model: BertModel,
-    /// Truncates to `max_tokens` and pads each call to its longest text.
+    /// Truncates to `max_tokens`, does not pad.
     encoder: Tokenizer,
     /// Neither truncates nor pads: the true token count of a text.
     counter: Tokenizer,
@@ -128,9 +128,9 @@ impl MiniLmEmbedder {
         counter
             .with_truncation(None)
             .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: tokenizer.json: {e}")))?;
+        // Padding is ours: per forward pass, to that pass's longest text.
         let mut encoder = tokenizer;
-        encoder
-            .with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
+        encoder.with_padding(None);
         encoder
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
@@ -172,42 +172,76 @@ impl MiniLmEmbedder {
         self.inner.max_tokens
     }
 
-    /// Embeds on the calling thread. [`Embedder::embed`] runs this on a blocking thread.
+    /// Embeds on the calling thread, [`FORWARD_BATCH`] texts of like length
+    /// per forward pass. [`Embedder::embed`] runs this on a blocking thread.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        self.embed_blocking_in(texts, FORWARD_BATCH)
+    }
+
+    /// [`Self::embed_blocking`], at most `batch` texts per forward pass.
+    pub fn embed_blocking_in(&self, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>, StageError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.inner.forward(texts).map_err(|e| StageError::permanent("embedding", format!("minilm: {e}")))
+        self.inner.embed(texts, batch.max(1)).map_err(|e| StageError::permanent("embedding", format!("minilm: {e}")))
     }
 }
 
+/// Texts per forward pass when the caller does not say: sentence-transformers'
+/// default, and where larger passes stop paying on a CPU.
+pub const FORWARD_BATCH: usize = 32;
+
 impl Loaded {
-    fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+    /// Tokenizes every text once (no padding), then runs the texts in order
+    /// of token count, `batch` at a time, each pass padded only to its own
+    /// longest text; the vectors go back to the texts' order.
+    fn embed(&self, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>, String> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encodings = self.encoder.encode_batch(inputs, true).map_err(|e| format!("tokenizer: {e}"))?;
-        let rows = encodings.len();
-        let width = encodings.first().map_or(0, |e| e.len());
-        let mut ids = Vec::with_capacity(rows * width);
-        let mut mask = Vec::with_capacity(rows * width);
-        for encoding in &encodings {
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
+        let encodings = self.encoder.encode_batch_fast(inputs, true).map_err(|e| format!("tokenizer: {e}"))?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for pass in order.chunks(batch) {
+            let rows: Vec<&[u32]> = pass.iter().map(|&i| encodings[i].get_ids()).collect();
+            for (&i, vector) in pass.iter().zip(self.forward(&rows).map_err(|e| e.to_string())?) {
+                vectors[i] = vector;
+            }
+        }
+        Ok(vectors)
+    }
+
+    /// One forward pass over token id rows, padded at the end to the longest.
+    /// Mean pooling over each row's own tokens (the padding is a suffix, so
+    /// the mask is a length), then unit length.
+    fn forward(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let count = rows.len();
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; count * width];
+        let mut mask = vec![0u8; count * width];
+        for (r, row) in rows.iter().enumerate() {
+            ids[r * width..r * width + row.len()].copy_from_slice(row);
+            mask[r * width..r * width + row.len()].fill(1);
         }
         let device = &self.model.device;
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (rows, width), device)?;
-            let mask = Tensor::from_vec(mask, (rows, width), device)?;
-            let token_types = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (rows, width, dims)
-            // Mean over the tokens the mask keeps, then unit length.
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let kept = mask.sum(1)?.clamp(1e-9, f32::MAX)?;
-            let mean = summed.broadcast_div(&kept)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-            mean.broadcast_div(&norm)?.to_vec2::<f32>()
-        };
-        run().map_err(|e| e.to_string())
+        let ids = Tensor::from_vec(ids, (count, width), device)?;
+        let mask = Tensor::from_vec(mask, (count, width), device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (count, width, dims)
+        let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let dims = self.dimensions;
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let mut mean = vec![0f32; dims];
+                for token in hidden[r * width * dims..].chunks_exact(dims).take(row.len()) {
+                    mean.iter_mut().zip(token).for_each(|(m, x)| *m += x);
+                }
+                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                mean.iter_mut().for_each(|m| *m /= norm);
+                mean
+            })
+            .collect())
     }
 }
 
