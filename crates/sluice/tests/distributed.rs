@@ -297,7 +297,8 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
 
     let zombie_log = std::fs::read_to_string(log(0, 0)).unwrap();
     assert!(zombie_log.contains("commit refused, lease lost"), "the refusal is in the thawed worker's log");
-    assert!(zombie_log.contains("paid results of the refused batch kept as memos"), "the refused batch's LLM results");
+    // The refused batch's paid results are in the memo already (the worker writes them ahead as they arrive;
+    // the salvage at the refusal keeps whatever was not): the bound on paid calls below shows none was paid again.
     assert_exactly_once(db, run, &quality);
     let refused_total = sc(db, "SELECT sum(refused_commits)::bigint FROM workers").unwrap_or(0);
     assert!(refused_total >= 1);

@@ -158,7 +158,9 @@ mod tests {
             "{UPDATE_DOCUMENTS_VECTOR}"
         );
         assert!(
-            SCAN_DOCUMENTS_AFTER.contains("WHERE source = $1 AND id COLLATE \"C\" > $3 ORDER BY"),
+            SCAN_DOCUMENTS_AFTER.contains("WHERE source = $1")
+                && SCAN_DOCUMENTS_AFTER.contains("AND NOT EXISTS (SELECT 1 FROM deleted_documents t")
+                && SCAN_DOCUMENTS_AFTER.contains("AND id COLLATE \"C\" > $3 ORDER BY"),
             "{SCAN_DOCUMENTS_AFTER}"
         );
     }
