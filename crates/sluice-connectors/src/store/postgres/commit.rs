@@ -11,7 +11,7 @@ use sluice_core::{Checkpoint, CostLedger, StoreError};
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 
-use super::deleted::write_deletions;
+use super::deleted::{delete_by_key, write_deletions};
 use super::distributed::fence::Fence;
 use super::encode::{EncodedBatch, MemoColumns, encode_batch};
 use super::errors::is_transient;
@@ -230,15 +230,7 @@ async fn write_rows(
     let vector = setup.storage == EmbeddingStorage::Vector;
     let docs = &rows.docs;
     if !docs.source.is_empty() {
-        sqlx::query(
-            "DELETE FROM chunks c USING UNNEST($1::text[], $2::text[]) AS u(source, id)
-             WHERE c.source = u.source AND c.doc_id = u.id",
-        )
-        .bind(&docs.source)
-        .bind(&docs.id)
-        .execute(&mut **tx)
-        .await
-        .map_err(stage)?;
+        delete_by_key(tx, "chunks", "doc_id", &docs.source, &docs.id).await.map_err(stage)?;
         sqlx::query(if vector { UPSERT_DOCUMENTS_VECTOR } else { UPSERT_DOCUMENTS_REAL })
             .bind(&docs.source)
             .bind(&docs.id)

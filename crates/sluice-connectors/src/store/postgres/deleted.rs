@@ -21,14 +21,7 @@ pub(super) async fn write_deletions(
     deletions: &[Deletion],
 ) -> Result<(), sqlx::Error> {
     if !docs.source.is_empty() {
-        sqlx::query(
-            "DELETE FROM deleted_documents t USING UNNEST($1::text[], $2::text[]) AS u(source, id)
-             WHERE t.source = u.source AND t.id = u.id",
-        )
-        .bind(&docs.source)
-        .bind(&docs.id)
-        .execute(&mut **tx)
-        .await?;
+        delete_by_key(tx, "deleted_documents", "id", &docs.source, &docs.id).await?;
     }
     let (source, id) = keys(deletions, OnDelete::Mark);
     if !source.is_empty() {
@@ -47,15 +40,29 @@ pub(super) async fn write_deletions(
     let (source, id) = keys(deletions, OnDelete::Remove);
     if !source.is_empty() {
         for table in ["documents", "deleted_documents"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} t USING UNNEST($1::text[], $2::text[]) AS u(source, id)
-                 WHERE t.source = u.source AND t.id = u.id"
-            )))
-            .bind(&source)
-            .bind(&id)
-            .execute(&mut **tx)
-            .await?;
+            delete_by_key(tx, table, "id", &source, &id).await?;
         }
     }
+    Ok(())
+}
+
+/// Deletes the rows of `table` whose `source` and `id_column` pair is one of
+/// `source[i]`, `id[i]`: one statement, whatever the number of keys.
+pub(super) async fn delete_by_key(
+    tx: &mut sqlx::PgTransaction<'_>,
+    table: &'static str,
+    id_column: &'static str,
+    source: &[String],
+    id: &[String],
+) -> Result<(), sqlx::Error> {
+    // Both names are compile-time constants of this module's callers, never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} t USING UNNEST($1::text[], $2::text[]) AS u(source, id)
+         WHERE t.source = u.source AND t.{id_column} = u.id"
+    )))
+    .bind(source)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

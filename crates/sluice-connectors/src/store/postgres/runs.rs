@@ -135,28 +135,27 @@ pub(super) async fn set_status(db: &Db, id: RunId, status: RunStatus, error: Opt
 
 /// Marks the failures of `run` that the retry run `retry_run` stored without failing again as resolved by it.
 pub(super) async fn resolve_failures(db: &Db, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE failures SET resolved_by = $2
-         WHERE run_id = $1 AND has_record AND resolved_by IS NULL
-           AND EXISTS (SELECT 1 FROM documents d
-                       WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = $2)
-           AND NOT EXISTS (SELECT 1 FROM failures again
-                           WHERE again.run_id = $2 AND again.source = failures.source
-                             AND again.record_id = failures.record_id)",
-    )
-    .bind(run)
-    .bind(retry_run)
-    .execute(db.pool())
-    .await
-    .map_err(db.sql(format!("resolving the failures of run {run} stored by run {retry_run}")))?;
-    Ok(done.rows_affected())
+    resolve_stored(db, run, retry_run, true, format!("resolving the failures of run {run} stored by run {retry_run}"))
+        .await
 }
 
 /// Marks the failures of `run` without a record (pages not fetched) that `retry_run` fetched and stored as resolved by it.
 pub(super) async fn resolve_refetched(db: &Db, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
+    let what = format!("resolving the failed pages of run {run} fetched by run {retry_run}");
+    resolve_stored(db, run, retry_run, false, what).await
+}
+
+/// Resolves `run`'s open failures (with or without a record) whose record `retry_run` stored and did not fail again.
+async fn resolve_stored(
+    db: &Db,
+    run: RunId,
+    retry_run: RunId,
+    has_record: bool,
+    what: String,
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE failures SET resolved_by = $2
-         WHERE run_id = $1 AND NOT has_record AND resolved_by IS NULL
+         WHERE run_id = $1 AND has_record = $3 AND resolved_by IS NULL
            AND EXISTS (SELECT 1 FROM documents d
                        WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = $2)
            AND NOT EXISTS (SELECT 1 FROM failures again
@@ -165,8 +164,9 @@ pub(super) async fn resolve_refetched(db: &Db, run: RunId, retry_run: RunId) -> 
     )
     .bind(run)
     .bind(retry_run)
+    .bind(has_record)
     .execute(db.pool())
     .await
-    .map_err(db.sql(format!("resolving the failed pages of run {run} fetched by run {retry_run}")))?;
+    .map_err(db.sql(what))?;
     Ok(done.rows_affected())
 }

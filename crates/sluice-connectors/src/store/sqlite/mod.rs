@@ -176,6 +176,31 @@ impl SqliteStore {
     fn with_path(&self, error: StoreError) -> StoreError {
         named(&self.describe(), error)
     }
+
+    /// Resolves `run`'s open failures (with or without a record) whose record `retry_run` stored and did not fail again.
+    async fn resolve_stored(
+        &self,
+        run: RunId,
+        retry_run: RunId,
+        has_record: bool,
+        what: String,
+    ) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE failures SET resolved_by = ?2
+                 WHERE run_id = ?1 AND has_record = ?3 AND resolved_by IS NULL
+                   AND EXISTS (SELECT 1 FROM documents d
+                               WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = ?2)
+                   AND NOT EXISTS (SELECT 1 FROM failures again
+                                   WHERE again.run_id = ?2 AND again.source = failures.source
+                                     AND again.record_id = failures.record_id)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, retry_run, has_record]))
+            .map(|n| n as u64)
+            .map_err(sql(what))
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -670,38 +695,17 @@ impl Store for SqliteStore {
     }
 
     async fn resolve_failures(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "UPDATE failures SET resolved_by = ?2
-                 WHERE run_id = ?1 AND has_record = 1 AND resolved_by IS NULL
-                   AND EXISTS (SELECT 1 FROM documents d
-                               WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = ?2)
-                   AND NOT EXISTS (SELECT 1 FROM failures again
-                                   WHERE again.run_id = ?2 AND again.source = failures.source
-                                     AND again.record_id = failures.record_id)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![run, retry_run]))
-            .map(|n| n as u64)
-            .map_err(sql(format!("resolving the failures of run {run} stored by run {retry_run}")))
-        })
+        self.resolve_stored(
+            run,
+            retry_run,
+            true,
+            format!("resolving the failures of run {run} stored by run {retry_run}"),
+        )
         .await
     }
 
     async fn resolve_refetched(&self, run: RunId, retry_run: RunId) -> Result<u64, StoreError> {
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "UPDATE failures SET resolved_by = ?2
-                 WHERE run_id = ?1 AND has_record = 0 AND resolved_by IS NULL
-                   AND EXISTS (SELECT 1 FROM documents d
-                               WHERE d.source = failures.source AND d.id = failures.record_id AND d.run_id = ?2)
-                   AND NOT EXISTS (SELECT 1 FROM failures again
-                                   WHERE again.run_id = ?2 AND again.source = failures.source
-                                     AND again.record_id = failures.record_id)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![run, retry_run]))
-            .map(|n| n as u64)
-            .map_err(sql(format!("resolving the failed pages of run {run} fetched by run {retry_run}")))
-        })
-        .await
+        let what = format!("resolving the failed pages of run {run} fetched by run {retry_run}");
+        self.resolve_stored(run, retry_run, false, what).await
     }
 }
