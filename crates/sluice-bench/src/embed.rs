@@ -6,14 +6,18 @@
 //!
 //! ```sh
 //! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]
+//! # the fake in its own process, so its work does not share this one's runtime:
+//! sluice-testkit openai --port 8095 --rpm 100000000 --fault-endpoints embeddings --latency-ms 20 &
+//! SLUICE_BENCH_OPENAI_URL=http://127.0.0.1:8095 cargo run --release -p sluice-bench -- embed 2000 20 4 16
 //! ```
 //!
 //! The bound: `calls x CALL_MS / concurrency` (no run can be faster with that
 //! many calls in flight at most). Each row is one run; the ratio is wall /
-//! bound. Rows with the embed stage on 1 batch at a time (before) and on 2
-//! (`EmbedStage::MIN_WORKERS`, what a pipeline file gets now) show what the
+//! bound. Rows with the embed stage on 1 batch at a time, on 2 and on
+//! `EmbedStage::MIN_WORKERS` (what a pipeline file gets now) show what the
 //! overlap across batches is worth: with one, a batch's last calls leave
-//! slots idle until the next batch starts.
+//! slots idle until the next batch starts. "mean calls at once" is the
+//! fake's time spent answering, summed over calls, over the wall time.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,7 +56,85 @@ pub(crate) fn write_corpus(path: &std::path::Path, documents: usize) {
     std::fs::write(path, out).expect("corpus written");
 }
 
-fn pipeline(data: &std::path::Path, openai: &FakeOpenAi, concurrency: usize, workers: usize) -> Pipeline {
+/// The fake embeddings API: in this process, or the test kit's binary at a URL.
+enum Fake {
+    InProcess(FakeOpenAi),
+    /// `sluice-testkit openai` (key `sk-test`), read and reset over its control routes.
+    Remote {
+        base_url: String,
+        http: reqwest::Client,
+    },
+}
+
+impl Fake {
+    async fn start(call_ms: u64) -> Fake {
+        if let Ok(base_url) = std::env::var("SLUICE_BENCH_OPENAI_URL") {
+            return Fake::Remote { base_url: base_url.trim_end_matches('/').to_string(), http: reqwest::Client::new() };
+        }
+        let openai = FakeOpenAi::start(OpenAiConfig::default().with_rpm_limit(100_000_000).with_faults(OpenAiFaults {
+            endpoints: OpenAiTarget::Embeddings,
+            latency_ms: call_ms,
+            ..OpenAiFaults::default()
+        }))
+        .await
+        .expect("fake openai");
+        Fake::InProcess(openai)
+    }
+
+    fn base_url(&self) -> String {
+        match self {
+            Fake::InProcess(openai) => openai.base_url().to_string(),
+            Fake::Remote { base_url, .. } => base_url.clone(),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Fake::InProcess(openai) => openai.key().to_string(),
+            Fake::Remote { .. } => "sk-test".to_string(),
+        }
+    }
+
+    fn place(&self) -> &'static str {
+        match self {
+            Fake::InProcess(_) => "this process",
+            Fake::Remote { .. } => "its own process",
+        }
+    }
+
+    async fn reset(&self) {
+        match self {
+            Fake::InProcess(openai) => openai.reset_counters(),
+            Fake::Remote { base_url, http } => {
+                http.post(format!("{base_url}/_testkit/reset")).send().await.expect("fake reset");
+            }
+        }
+    }
+
+    /// Embedding requests answered, the most in flight at once, and seconds spent answering, summed over requests.
+    async fn counters(&self) -> (u64, u64, f64) {
+        match self {
+            Fake::InProcess(openai) => {
+                let c = openai.counters();
+                (c.embedding_requests, c.max_in_flight, c.busy_micros as f64 / 1e6)
+            }
+            Fake::Remote { base_url, http } => {
+                let c: serde_json::Value = http
+                    .get(format!("{base_url}/_testkit/counters"))
+                    .send()
+                    .await
+                    .expect("fake counters")
+                    .json()
+                    .await
+                    .expect("counters are JSON");
+                let n = |k: &str| c[k].as_u64().unwrap_or_default();
+                (n("embedding_requests"), n("max_in_flight"), n("busy_micros") as f64 / 1e6)
+            }
+        }
+    }
+}
+
+fn pipeline(data: &std::path::Path, openai: &Fake, concurrency: usize, workers: usize) -> Pipeline {
     let source = Arc::new(JsonlSource::new(JsonlConfig::new(data.to_str().expect("utf-8 path"))).expect("jsonl"));
     let chunk = ChunkConfig { by: ChunkBy::Chars, size: Some(1000), overlap: 100, ..ChunkConfig::default() };
     let embed = EmbedConfig {
@@ -81,40 +163,34 @@ fn pipeline(data: &std::path::Path, openai: &FakeOpenAi, concurrency: usize, wor
 }
 
 pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
-    let openai = FakeOpenAi::start(OpenAiConfig::default().with_rpm_limit(100_000_000).with_faults(OpenAiFaults {
-        endpoints: OpenAiTarget::Embeddings,
-        latency_ms: call_ms,
-        ..OpenAiFaults::default()
-    }))
-    .await
-    .expect("fake openai");
+    let openai = Fake::start(call_ms).await;
     let dir = crate::bench_dir();
     let data = dir.path().join("docs.jsonl");
     write_corpus(&data, documents);
     println!(
         "{documents} documents of ~{DOC_CHARS} characters, chunked 1000/100, {EMBED_BATCH} chunks a call, \
-         {call_ms} ms a call (the test kit's fake, in process), batches of {BATCH}, no store"
+         {call_ms} ms a call (the test kit's fake, in {}), batches of {BATCH}, no store",
+        openai.place()
     );
     println!(
-        "| concurrency | embed batches at once | calls | chunks | bound s | wall s | wall / bound | most calls at once |"
+        "| concurrency | embed batches at once | calls | chunks | bound s | wall s | wall / bound | most calls at once | mean calls at once |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &concurrency in &concurrencies {
-        for workers in [1, EmbedStage::MIN_WORKERS] {
-            openai.reset_counters();
+        for workers in [1, 2, EmbedStage::MIN_WORKERS] {
+            openai.reset().await;
             let started = Instant::now();
             let summary = pipeline(&data, &openai, concurrency, workers).run(Start::New).await.expect("run");
             let wall = started.elapsed().as_secs_f64();
             assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
             assert_eq!(summary.counts.failed, 0);
-            let counters = openai.counters();
-            let calls = counters.embedding_requests;
+            let (calls, max_in_flight, busy) = openai.counters().await;
             let bound = calls as f64 * call_ms as f64 / 1000.0 / concurrency as f64;
             println!(
-                "| {concurrency} | {workers} | {calls} | {} | {bound:.2} | {wall:.2} | {:.2} | {} |",
+                "| {concurrency} | {workers} | {calls} | {} | {bound:.2} | {wall:.2} | {:.2} | {max_in_flight} | {:.2} |",
                 summary.counts.chunks,
                 wall / bound,
-                counters.max_in_flight
+                busy / wall
             );
         }
     }

@@ -62,12 +62,28 @@ pub fn mix(mut z: u64) -> u64 {
 /// A stable 64-bit hash of a text (FNV-1a, then mixed). This is the hash the
 /// fakes use to count distinct inputs; tests can compute it too.
 pub fn text_hash(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.as_bytes() {
+    mix(fnv1a(FNV_OFFSET, text.as_bytes()))
+}
+
+/// [`text_hash`] of `prefix` followed by `chars`, without building that string
+/// (the fake's embeddings hash every character trigram of every input).
+pub fn text_hash_of(prefix: &str, chars: &[char]) -> u64 {
+    let mut h = fnv1a(FNV_OFFSET, prefix.as_bytes());
+    let mut utf8 = [0u8; 4];
+    for c in chars {
+        h = fnv1a(h, c.encode_utf8(&mut utf8).as_bytes());
+    }
+    mix(h)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    mix(h)
+    h
 }
 
 #[cfg(test)]
@@ -94,5 +110,12 @@ mod tests {
     fn text_hash_is_stable() {
         assert_eq!(text_hash("hello"), text_hash("hello"));
         assert_ne!(text_hash("hello"), text_hash("hello "));
+    }
+
+    #[test]
+    fn text_hash_of_parts_is_the_hash_of_the_joined_text() {
+        let chars: Vec<char> = "héé€".chars().collect();
+        assert_eq!(text_hash_of("#", &chars), text_hash("#héé€"));
+        assert_eq!(text_hash_of("", &[]), text_hash(""));
     }
 }

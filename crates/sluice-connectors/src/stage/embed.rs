@@ -150,9 +150,12 @@ impl EmbedStage {
     /// Batches the stage works on at once at least (its `workers` in a
     /// pipeline file, and in the embedding phase): with one, the slots a
     /// batch's last calls leave free stay idle until the next batch starts;
-    /// with two, the next batch's calls take them. `concurrency` still bounds
-    /// the calls, so this costs one more batch in memory, not more requests.
-    pub const MIN_WORKERS: usize = 2;
+    /// with more, the next batches' calls take them. Four rather than two
+    /// because a finished batch's worker waits for the stage before it to
+    /// hand over another: measured with 20 ms calls, 4 at once, two left
+    /// 1.33x the latency bound and four 1.21x (BENCHMARKS.md). `concurrency`
+    /// still bounds the calls, so this costs batches in memory, not requests.
+    pub const MIN_WORKERS: usize = 4;
 
     pub fn new(config: EmbedConfig) -> Result<Self, ConfigError> {
         check_range("embed.dimensions", config.dimensions, 8, 4096)?;

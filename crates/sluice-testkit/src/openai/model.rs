@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::rng::{Rng, text_hash};
+use crate::rng::{Rng, text_hash, text_hash_of};
 use crate::theme::{Theme, detect_theme, strip_html};
 
 /// What kind of answer a chat request gets.
@@ -302,20 +302,18 @@ pub fn embed(text: &str, dims: usize) -> Vec<f32> {
     let mut v = vec![0f32; dims];
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    let mut add = |feature: &str, weight: f32| {
-        let h = text_hash(feature);
+    let mut add = |h: u64, weight: f32| {
         let idx = (h % dims as u64) as usize;
         let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
         v[idx] += sign * weight;
     };
     for w in &words {
-        add(w, 1.0);
+        add(text_hash(w), 1.0);
     }
     let joined = words.join(" ");
     let chars: Vec<char> = joined.chars().collect();
     for tri in chars.windows(3) {
-        let s: String = tri.iter().collect();
-        add(&format!("#{s}"), 0.5);
+        add(text_hash_of("#", tri), 0.5);
     }
     if words.is_empty() {
         let mut rng = Rng::new(text_hash(text));

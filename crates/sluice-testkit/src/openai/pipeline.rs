@@ -80,7 +80,7 @@ pub(super) fn bad_request(message: &str, param: Option<&str>, code: Option<&str>
 }
 
 /// Counts a request as in flight until its answer is ready (on every return path).
-struct InFlight(Arc<Shared>);
+struct InFlight(Arc<Shared>, std::time::Instant);
 
 impl InFlight {
     fn enter(shared: &Arc<Shared>) -> Self {
@@ -88,13 +88,15 @@ impl InFlight {
         m.in_flight += 1;
         m.counters.max_in_flight = m.counters.max_in_flight.max(m.in_flight);
         drop(m);
-        InFlight(shared.clone())
+        InFlight(shared.clone(), std::time::Instant::now())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.lock().in_flight -= 1;
+        let mut m = self.0.lock();
+        m.in_flight -= 1;
+        m.counters.busy_micros += self.1.elapsed().as_micros() as u64;
     }
 }
 

@@ -42,6 +42,9 @@ pub struct OpenAiCounters {
     pub max_embedding_repeats: u64,
     /// The most requests the fake was handling at once (any endpoint).
     pub max_in_flight: u64,
+    /// Microseconds spent handling requests, summed over requests: divided by
+    /// a run's wall time, how many were in flight on average.
+    pub busy_micros: u64,
 }
 
 /// What changes while the fake runs, behind one lock.
