@@ -544,25 +544,28 @@ impl Store for SqliteStore {
         let fingerprint = fingerprint.to_string();
         let keys = keys.to_vec();
         self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT value, vectors FROM stage_results
-                     WHERE source = ?1 AND id = ?2 AND stage = ?3 AND fingerprint = ?4 AND content_hash = ?5",
-                )
-                .map_err(sql("reading stored stage results"))?;
-            keys.iter()
-                .map(|k| {
-                    let raw: Option<(String, Option<Vec<u8>>)> = stmt
-                        .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .optional()
-                        .map_err(sql("reading stored stage results"))?;
-                    // An unreadable value is a miss: the stage simply runs again.
-                    Ok(raw
-                        .and_then(|(raw, vectors)| join_vectors(serde_json::from_str(&raw).ok()?, vectors.as_deref())))
-                })
-                .collect()
+            in_one_transaction(conn, "reading stored stage results", |tx| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT value, vectors FROM stage_results
+                         WHERE source = ?1 AND id = ?2 AND stage = ?3 AND fingerprint = ?4 AND content_hash = ?5",
+                    )
+                    .map_err(sql("reading stored stage results"))?;
+                keys.iter()
+                    .map(|k| {
+                        let raw: Option<(String, Option<Vec<u8>>)> = stmt
+                            .query_row(params![k.source, k.id, stage, fingerprint, k.content_hash], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })
+                            .optional()
+                            .map_err(sql("reading stored stage results"))?;
+                        // An unreadable value is a miss: the stage simply runs again.
+                        Ok(raw.and_then(|(raw, vectors)| {
+                            join_vectors(serde_json::from_str(&raw).ok()?, vectors.as_deref())
+                        }))
+                    })
+                    .collect()
+            })
         })
         .await
     }
@@ -572,18 +575,20 @@ impl Store for SqliteStore {
         let keys = keys.to_vec();
         self.call(move |conn| {
             // By primary key, one cached statement: the whole batch in one trip to the blocking pool.
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT 1 FROM documents
-                     WHERE source = ?1 AND id = ?2 AND content_hash = ?3 AND pipeline_fingerprint = ?4",
-                )
-                .map_err(sql("looking up unchanged documents"))?;
-            keys.iter()
-                .map(|k| {
-                    stmt.exists(params![k.source, k.id, k.content_hash, fingerprint])
-                        .map_err(sql("looking up unchanged documents"))
-                })
-                .collect()
+            in_one_transaction(conn, "looking up unchanged documents", |tx| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM documents
+                         WHERE source = ?1 AND id = ?2 AND content_hash = ?3 AND pipeline_fingerprint = ?4",
+                    )
+                    .map_err(sql("looking up unchanged documents"))?;
+                keys.iter()
+                    .map(|k| {
+                        stmt.exists(params![k.source, k.id, k.content_hash, fingerprint])
+                            .map_err(sql("looking up unchanged documents"))
+                    })
+                    .collect()
+            })
         })
         .await
     }
@@ -708,4 +713,19 @@ impl Store for SqliteStore {
         let what = format!("resolving the failed pages of run {run} fetched by run {retry_run}");
         self.resolve_stored(run, retry_run, false, what).await
     }
+}
+
+/// Runs the lookups of `read` in one read transaction: outside one, each
+/// statement is a transaction of its own, and in WAL mode each takes and
+/// releases the WAL index's locks (fcntl calls); a batch of 50 lookups cost
+/// more than the engine's whole work on the batch (BENCHMARKS.md).
+fn in_one_transaction<T>(
+    conn: &mut Connection,
+    what: &'static str,
+    read: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.transaction().map_err(sql(what))?;
+    let out = read(&tx)?;
+    tx.commit().map_err(sql(what))?;
+    Ok(out)
 }
