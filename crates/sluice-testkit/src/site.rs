@@ -301,6 +301,11 @@ impl FakeSite {
         lock(&self.shared.removed).insert(path.to_string(), status.unwrap_or(StatusCode::NOT_FOUND));
     }
 
+    /// Brings back a page [`FakeSite::remove`] took away, as it was.
+    pub fn restore(&self, path: &str) {
+        lock(&self.shared.removed).remove(path);
+    }
+
     /// Changes the page at `path`: one more paragraph, a new `ETag`, an hour later `Last-Modified`.
     pub fn edit(&self, path: &str) {
         *lock(&self.shared.edits).entry(path.to_string()).or_default() += 1;

@@ -261,45 +261,108 @@ async fn the_date_range_is_exact_when_the_api_compares_inclusively() {
     assert_eq!(intercom.counters().conversations_listed, inside as u64 + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_every_starts_incremental_runs_on_schedule_and_skips_while_one_is_active() {
+/// A `sluice serve` of the incremental pipeline with `schedule` (`--every 1s`,
+/// `--cron ...`), its log in `serve.log`. Each LLM call takes a while, so the
+/// first run (a backfill) spans several ticks.
+struct Scheduled {
+    server: Server,
+    log: PathBuf,
+    _fakes: (FakeIntercom, FakeOpenAi),
+    _dir: tempfile::TempDir,
+}
+
+async fn scheduled_serve(schedule: &[&str]) -> Scheduled {
     let (intercom, openai) = fakes(100, IntercomFaults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, db_path) = (pipeline(dir.path()), dir.path().join("incr.db"));
+    let (config, db_path, log) = (pipeline(dir.path()), dir.path().join("incr.db"), dir.path().join("serve.log"));
     let env = [
         ("INTERCOM_BASE_URL", intercom.base_url()),
         ("INTERCOM_ACCESS_TOKEN", intercom.token().to_string()),
         ("OPENAI_BASE_URL", format!("{}/v1", openai.base_url())),
         ("OPENAI_API_KEY", openai.key().to_string()),
+        ("SLUICE_LOG", "info".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    // Each LLM call takes a while: the first run (a backfill) spans several ticks.
     openai.set_faults(OpenAiFaults { endpoints: OpenAiTarget::Chat, latency_ms: 40, ..OpenAiFaults::default() });
-    let mut server = Server::start_with(&config, &db_path, &env, &["--every", "1s"]);
-    let client = reqwest::Client::new();
+    let server = Server::start_logged(&config, &db_path, &env, schedule, &log);
+    Scheduled { server, log, _fakes: (intercom, openai), _dir: dir }
+}
 
-    let (code, active) = get(&client, &server.url("/api/pipeline/active")).await;
-    assert_eq!(code, 200);
-    assert_eq!(active["schedule"]["every_secs"], 1, "{active}");
-    assert!(active["schedule"]["next_tick"].as_str().is_some_and(|t| t > "2026-"), "{active}");
-
-    // The first tick starts a run; ticks while it is active are skipped.
+/// Polls `/api/pipeline/active` until the schedule has started 2 runs and
+/// skipped a tick while one was active; that answer's schedule.
+async fn two_runs_and_a_skipped_tick(client: &reqwest::Client, server: &Server) -> serde_json::Value {
     let started = Instant::now();
     loop {
-        let (_, active) = get(&client, &server.url("/api/pipeline/active")).await;
+        let (_, active) = get(client, &server.url("/api/pipeline/active")).await;
         let schedule = &active["schedule"];
         if schedule["started"].as_u64() >= Some(2) && schedule["skipped"].as_u64() >= Some(1) {
-            break;
+            return schedule.clone();
         }
         assert!(started.elapsed() < Duration::from_secs(90), "the schedule does not tick: {active}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The second run is incremental: it continues the first.
-    let (_, run2) = get(&client, &server.url("/api/pipeline/status/2")).await;
+}
+
+/// The second run is incremental: it continues the first (an exact span).
+async fn second_run_is_incremental(client: &reqwest::Client, server: &Server) {
+    let (_, run2) = get(client, &server.url("/api/pipeline/status/2")).await;
     let from = run2["date_from"].as_str().unwrap_or_default().to_string();
     assert!(from.contains('T'), "an exact span: {run2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_every_starts_incremental_runs_on_schedule_and_skips_while_one_is_active() {
+    let mut scheduled = scheduled_serve(&["--every", "1s"]).await;
+    let server = &mut scheduled.server;
+    let client = reqwest::Client::new();
+
+    let (code, active) = get(&client, &server.url("/api/pipeline/active")).await;
+    assert_eq!(code, 200, "{active}");
+    assert_eq!(active["schedule"]["every_secs"], 1, "{active}");
+    assert!(active["schedule"]["next_tick"].as_str().is_some_and(|t| t > "2026-"), "{active}");
+
+    // The first tick starts a run; ticks while it is active are skipped.
+    two_runs_and_a_skipped_tick(&client, server).await;
+    second_run_is_incremental(&client, server).await;
     let (code, body) = post(&client, &server.url("/api/pipeline/run"), json!({"incremental": true, "days": 3})).await;
     assert_eq!(code, 400, "{body}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// `--cron` with six fields (seconds first): a tick every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cron_starts_incremental_runs_on_its_ticks_and_skips_while_one_is_active() {
+    const EXPR: &str = "* * * * * *";
+    let mut scheduled = scheduled_serve(&["--cron", EXPR]).await;
+    let (server, log) = (&mut scheduled.server, &scheduled.log);
+    let client = reqwest::Client::new();
+
+    let (code, active) = get(&client, &server.url("/api/pipeline/active")).await;
+    assert_eq!(code, 200, "{active}");
+    assert_eq!(active["schedule"]["cron"], EXPR, "{active}");
+    assert!(active["schedule"].get("every_secs").is_none_or(|v| v.is_null()), "{active}");
+    assert!(active["schedule"]["next_tick"].as_str().is_some_and(|t| t > "2026-"), "{active}");
+
+    let schedule = two_runs_and_a_skipped_tick(&client, server).await;
+    second_run_is_incremental(&client, server).await;
+    // Each start and each skip is logged before it is counted.
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines = |what: &str| text.lines().filter(|l| l.contains(what)).count() as u64;
+    assert!(lines("schedule: incremental run started") >= schedule["started"].as_u64().unwrap(), "{text}");
+    assert!(lines("schedule: tick skipped: ") >= schedule["skipped"].as_u64().unwrap(), "{text}");
+    assert!(text.contains("is already active"), "the skip names the active run:\n{text}");
+
+    // `sluice status --server` shows the schedule, as text and as JSON.
+    let out = run_ok(sluice().args(["status", "1", "--server", &server.base]));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = printed.lines().find(|l| l.contains("schedule: ")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains(&format!("cron {EXPR:?} (UTC), next tick 20")), "{line}");
+    assert!(line.contains("skipped while a run was active"), "{line}");
+    let doc = json_stdout(&run_ok(sluice().args(["status", "1", "--json", "--server", &server.base])));
+    assert_eq!(doc["schedule"]["cron"], EXPR, "{doc}");
+    assert!(doc["schedule"]["next_tick"].as_str().is_some_and(|t| t > "2026-"), "{doc}");
+    assert!(doc["schedule"]["started"].as_u64() >= Some(2), "{doc}");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

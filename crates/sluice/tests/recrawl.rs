@@ -4,7 +4,8 @@
 //! call at the fake embeddings API, no document written again); an edited
 //! page is fetched and embedded again; a page that is now 404 or 410 is
 //! marked deleted (`on_delete = "mark"`, left out of the counts) or removed
-//! (`on_delete = "remove"`, with its chunks).
+//! (`on_delete = "remove"`, with its chunks), counted deleted once however
+//! many re-crawls find it still gone; back as it was, it is stored again.
 
 mod common;
 
@@ -130,6 +131,7 @@ fn an_unchanged_site_recrawled_costs_only_304s_and_a_removed_page_is_marked_dele
     site.remove("/docs/7", 404);
     reset(&fakes);
     let third = crawl(&fakes, &config, &db);
+    let gone_answers = site.status_count(404) + site.status_count(410);
     let url = |path: &str| site.url(path);
     let writes = |id: &str| {
         common::db(&db).query_row("SELECT write_count FROM documents WHERE id = ?1", [id], |r| r.get::<_, i64>(0))
@@ -158,11 +160,39 @@ fn an_unchanged_site_recrawled_costs_only_304s_and_a_removed_page_is_marked_dele
     let status = json_stdout(&run_ok(sluice().args(["status", "3", "--json", "--db"]).arg(&db)));
     assert_eq!(status["counts"]["deleted"], 2, "{status}");
 
-    // The same pages with on_delete = "remove": the rows and their chunks go.
+    // Re-crawled while they stay gone: they were counted deleted once, the
+    // first time; now there is nothing to do for them (no count, no failure,
+    // the tombstones of run 3 kept).
+    reset(&fakes);
+    let again = crawl(&fakes, &config, &db);
+    assert_eq!(site.status_count(404) + site.status_count(410), gone_answers, "both are still asked for");
+    let n = |summary: &serde_json::Value, key: &str| summary["counts"][key].as_i64().unwrap_or(0);
+    assert_eq!((n(&again, "deleted"), n(&again, "stored")), (0, 0), "{again}");
+    assert_eq!(n(&again, "failed"), n(&third, "failed"), "no new failure: {again}");
+    let failures: Vec<String> = {
+        let conn = common::db(&db);
+        let mut stmt = conn.prepare("SELECT record_id FROM failures WHERE run_id = 4").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(!failures.contains(&url("/docs/5")) && !failures.contains(&url("/docs/7")), "{failures:?}");
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM deleted_documents WHERE run_id = 3"), 2);
+
+    // /docs/7 back as it was: its content hash is the stored one, yet it is
+    // stored again (not skipped as unchanged) and its tombstone lifted.
+    site.restore("/docs/7");
+    reset(&fakes);
+    let back = crawl(&fakes, &config, &db);
+    assert_eq!(n(&back, "stored"), 1, "{back}");
+    assert_eq!(writes(&url("/docs/7")).unwrap(), 2);
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM deleted_documents"), 1, "only /docs/5 is still marked");
+    site.remove("/docs/7", 404);
+
+    // The same pages with on_delete = "remove": the rows and their chunks go
+    // (/docs/5 marked before, /docs/7 stored).
     let remove = pipeline(dir.path(), site, "remove");
     reset(&fakes);
-    let fourth = crawl(&fakes, &remove, &db);
-    assert_eq!(fourth["counts"]["deleted"], 2, "{fourth}");
+    let removing = crawl(&fakes, &remove, &db);
+    assert_eq!(removing["counts"]["deleted"], 2, "{removing}");
     assert!(writes(&url("/docs/5")).is_err() && writes(&url("/docs/7")).is_err(), "removed");
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM deleted_documents"), 0);
     let orphans = "SELECT COUNT(*) FROM chunks c WHERE NOT EXISTS \

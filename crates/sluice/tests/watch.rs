@@ -17,7 +17,12 @@ use common::*;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn pipeline(dir: &Path, docs: &Path) -> PathBuf {
-    let path = dir.join("watch.toml");
+    pipeline_with(dir, docs, "watch", "")
+}
+
+/// The pipeline file `NAME.toml` over `docs`, `source_extra` added to `[source]`.
+fn pipeline_with(dir: &Path, docs: &Path, name: &str, source_extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
     fs::write(
         &path,
         format!(
@@ -29,6 +34,7 @@ kind = "files"
 path = {docs:?}
 debounce_ms = 600
 rescan_ms = 1000
+{source_extra}
 
 [[stages]]
 kind = "normalize"
@@ -50,7 +56,7 @@ dimensions = 16
     path
 }
 
-fn start(config: &Path, db: &Path, extra: &[&str], stderr: &Path) -> Child {
+fn start(config: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&str], stderr: &Path) -> Child {
     sluice()
         .args(["run", "-c"])
         .arg(config)
@@ -205,4 +211,231 @@ fn watch_refuses_sources_that_cannot_be_watched_and_batch_mode() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("watch = true needs mode = streaming"), "{}", stderr(&out));
+}
+
+/// The files the deletion tests start with.
+const FILES: [(&str, &str); 3] = [
+    ("a.md", "# Alpha\n\nThe first document, it stays as it is."),
+    ("b.txt", "Bravo: the second document, deleted later on."),
+    ("c.txt", "Charlie: the third document, changed later on."),
+];
+
+fn docs_dir(dir: &Path) -> PathBuf {
+    let docs = dir.join("docs");
+    fs::create_dir_all(&docs).unwrap();
+    for (name, text) in FILES {
+        fs::write(docs.join(name), text).unwrap();
+    }
+    docs
+}
+
+fn writes_in(db: &TestDb, id: &str) -> Option<i64> {
+    db.scalar(&format!("SELECT write_count FROM documents WHERE id = '{id}'"))
+}
+
+fn chunks_of(db: &TestDb, id: &str) -> i64 {
+    db.scalar(&format!("SELECT count(*) FROM chunks WHERE doc_id = '{id}'")).unwrap_or(0)
+}
+
+/// A count of a run's summary (zeros are left out of it).
+fn n(counts: &serde_json::Value, key: &str) -> i64 {
+    counts[key].as_i64().unwrap_or(0)
+}
+
+fn marked(db: &TestDb) -> i64 {
+    db.scalar("SELECT count(*) FROM deleted_documents").unwrap_or(0)
+}
+
+#[test]
+fn files_runs_mark_or_remove_deleted_files_and_leave_unchanged_ones_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    files_runs(dir.path(), TestDb::sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_files_runs_mark_or_remove_deleted_files_and_leave_unchanged_ones_alone() {
+    let Some(db) = TestDb::postgres() else {
+        eprintln!("skipped: set SLUICE_TEST_POSTGRES_URL to run the PostgreSQL files test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    files_runs(dir.path(), db);
+}
+
+/// `sluice run` (no watch), a new run each time, over one directory.
+fn files_runs(dir: &Path, db: TestDb) {
+    let docs = docs_dir(dir);
+    let mark = pipeline_with(dir, &docs, "mark", r#"on_delete = "mark""#);
+    let remove = pipeline_with(dir, &docs, "remove", r#"on_delete = "remove""#);
+    let run = |config: &Path| {
+        let out = run_ok(sluice().args(["run", "--json", "-c"]).arg(config).arg("--db").arg(db.arg()));
+        let summary = json_stdout(&out);
+        assert_eq!(summary["status"], "completed", "{summary}");
+        (summary["counts"].clone(), summary["run_id"].as_i64().unwrap(), stderr(&out))
+    };
+
+    let (counts, _, _) = run(&mark);
+    assert_eq!(counts["stored"], 3, "{counts}");
+    let chunks_c = chunks_of(&db, "c.txt");
+    assert!(chunks_of(&db, "a.md") > 0 && chunks_of(&db, "b.txt") > 0 && chunks_c > 0);
+
+    // Run again over the same files: the store's content hashes say nothing changed.
+    let (counts, _, _) = run(&mark);
+    assert_eq!((n(&counts, "stored"), n(&counts, "unchanged")), (0, 3), "{counts}");
+    for (id, _) in FILES {
+        assert_eq!(writes_in(&db, id), Some(1), "{id} is unchanged and not written again");
+    }
+
+    // b.txt deleted, c.txt changed: b is marked (its row and chunks kept), c written again, a left alone.
+    let b_modified = fs::metadata(docs.join("b.txt")).unwrap().modified().unwrap();
+    fs::remove_file(docs.join("b.txt")).unwrap();
+    fs::write(docs.join("c.txt"), "Charlie, changed: a new text for the third document.").unwrap();
+    let (counts, run_id, log) = run(&mark);
+    assert_eq!(counts["deleted"], 1, "{counts}");
+    assert_eq!(counts["stored"], 1, "{counts}");
+    assert_eq!(counts["unchanged"], 1, "{counts}");
+    assert!(log.contains("deleted=1"), "the final line says so:\n{log}");
+    assert_eq!(db.text("SELECT id FROM deleted_documents").as_deref(), Some("b.txt"));
+    assert_eq!(db.scalar("SELECT run_id FROM deleted_documents"), Some(run_id));
+    assert_eq!(writes_in(&db, "b.txt"), Some(1), "a marked document keeps its row");
+    assert!(chunks_of(&db, "b.txt") > 0, "and its chunks");
+    assert_eq!((writes_in(&db, "a.md"), writes_in(&db, "c.txt")), (Some(1), Some(2)));
+    let status = json_stdout(&run_ok(sluice().args(["status", &run_id.to_string(), "--json", "--db"]).arg(db.arg())));
+    assert_eq!(status["counts"]["deleted"], 1, "{status}");
+
+    // Again: the file is still gone, but it was marked already; nothing is counted or written.
+    let (counts, _, _) = run(&mark);
+    assert_eq!((n(&counts, "deleted"), n(&counts, "stored")), (0, 0), "{counts}");
+    assert_eq!(marked(&db), 1);
+
+    // b.txt back as it was, bytes and mtime (moved back, restored from a
+    // backup): its content hash is the stored one, yet it is stored again
+    // (not skipped as unchanged) and no longer marked.
+    fs::write(docs.join("b.txt"), FILES[1].1).unwrap();
+    fs::File::options().write(true).open(docs.join("b.txt")).unwrap().set_modified(b_modified).unwrap();
+    let (counts, _, _) = run(&mark);
+    assert_eq!((n(&counts, "stored"), n(&counts, "unchanged")), (1, 2), "{counts}");
+    assert_eq!((marked(&db), writes_in(&db, "b.txt")), (0, Some(2)));
+    fs::remove_file(docs.join("b.txt")).unwrap();
+    let (counts, _, _) = run(&mark);
+    assert_eq!(counts["deleted"], 1, "{counts}");
+    assert_eq!(marked(&db), 1);
+
+    // Now remove: the document marked before goes, and so does a.md, deleted now, with their chunks.
+    fs::remove_file(docs.join("a.md")).unwrap();
+    let (counts, _, log) = run(&remove);
+    assert_eq!(counts["deleted"], 2, "{counts}");
+    assert!(log.contains("deleted=2"), "{log}");
+    assert_eq!((writes_in(&db, "a.md"), writes_in(&db, "b.txt")), (None, None), "removed");
+    assert_eq!(chunks_of(&db, "a.md") + chunks_of(&db, "b.txt"), 0, "their chunks went with them");
+    assert_eq!(marked(&db), 0, "no tombstone is left");
+    assert_eq!(writes_in(&db, "c.txt"), Some(2), "c.txt untouched");
+    assert!(chunks_of(&db, "c.txt") > 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM documents"), Some(1));
+
+    // And again: nothing left to remove.
+    let (counts, _, _) = run(&remove);
+    assert_eq!((n(&counts, "deleted"), n(&counts, "stored")), (0, 0), "{counts}");
+    db.cleanup();
+}
+
+/// Polls until `sql` (one integer) reaches `n`, failing if the run ended first.
+fn wait_for(db: &TestDb, child: &mut Child, sql: &str, n: i64) {
+    let started = Instant::now();
+    loop {
+        let now = if db.has_runs() { db.scalar(sql).unwrap_or(0) } else { 0 };
+        if now >= n {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "sluice ended before `{sql}` reached {n}");
+        assert!(started.elapsed() < DEADLINE, "`{sql}` did not reach {n} (it is {now})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn checkpoint_count(db: &TestDb, run: i64, key: &str) -> i64 {
+    let sql = match db {
+        TestDb::Sqlite(_) => {
+            format!("SELECT json_extract(checkpoint, '$.counts.{key}') FROM pipeline_runs WHERE id = {run}")
+        }
+        TestDb::Postgres { .. } => {
+            format!("SELECT (checkpoint->'counts'->>'{key}')::bigint FROM pipeline_runs WHERE id = {run}")
+        }
+    };
+    db.scalar(&sql).unwrap_or(0)
+}
+
+#[test]
+fn watch_marks_or_removes_deleted_files_and_remembers_content_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    watch_deletes(dir.path(), TestDb::sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_watch_marks_or_removes_deleted_files_and_remembers_content_across_restarts() {
+    let Some(db) = TestDb::postgres() else {
+        eprintln!("skipped: set SLUICE_TEST_POSTGRES_URL to run the PostgreSQL watch test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    watch_deletes(dir.path(), db);
+}
+
+/// `sluice run --watch`, stopped and started again (a new run, not a resume).
+fn watch_deletes(dir: &Path, db: TestDb) {
+    let docs = docs_dir(dir);
+    let mark = pipeline_with(dir, &docs, "mark", r#"on_delete = "mark""#);
+    let remove = pipeline_with(dir, &docs, "remove", r#"on_delete = "remove""#);
+    let writes = |id: &str| format!("SELECT write_count FROM documents WHERE id = '{id}'");
+
+    // The first watch: every file stored, then b.txt deleted while it watches.
+    let log = dir.join("w1.log");
+    let mut watch = start(&mark, db.arg(), &["--watch"], &log);
+    for (id, _) in FILES {
+        wait_for(&db, &mut watch, &writes(id), 1);
+    }
+    fs::remove_file(docs.join("b.txt")).unwrap();
+    wait_for(&db, &mut watch, "SELECT count(*) FROM deleted_documents", 1);
+    assert_eq!(db.text("SELECT id FROM deleted_documents").as_deref(), Some("b.txt"));
+    assert_eq!(writes_in(&db, "b.txt"), Some(1), "a marked document keeps its row");
+    assert!(chunks_of(&db, "b.txt") > 0, "and its chunks");
+    assert_eq!(interrupt_and_wait(&mut watch), 3, "{}", fs::read_to_string(&log).unwrap());
+    db.settle();
+    assert_eq!(checkpoint_count(&db, 1, "deleted"), 1);
+    assert_eq!(checkpoint_count(&db, 1, "stored"), 3);
+    assert!(fs::read_to_string(&log).unwrap().contains("deleted=1"), "{}", fs::read_to_string(&log).unwrap());
+
+    // A new watch over the same files: the content hashes survived the
+    // restart, so a.md and c.txt are not processed again and b.txt is not
+    // counted deleted again. c.txt changed while it watches is stored again;
+    // files are taken in change order, so by then every other was looked at.
+    let log = dir.join("w2.log");
+    let mut watch = start(&mark, db.arg(), &["--watch"], &log);
+    wait_for(&db, &mut watch, "SELECT count(*) FROM pipeline_runs WHERE id = 2", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(docs.join("c.txt"), "Charlie, changed while the second watch runs.").unwrap();
+    wait_for(&db, &mut watch, &writes("c.txt"), 2);
+    assert_eq!(writes_in(&db, "a.md"), Some(1), "a.md is unchanged and not processed again");
+    assert_eq!(interrupt_and_wait(&mut watch), 3, "{}", fs::read_to_string(&log).unwrap());
+    db.settle();
+    assert_eq!(checkpoint_count(&db, 2, "stored"), 1, "only the changed file");
+    assert_eq!(checkpoint_count(&db, 2, "deleted"), 0, "b.txt was marked by the first watch");
+    assert_eq!(marked(&db), 1);
+
+    // A watch that removes: the document marked before goes, and so does
+    // a.md deleted while it watches; c.txt is left alone.
+    let log = dir.join("w3.log");
+    let mut watch = start(&remove, db.arg(), &["--watch"], &log);
+    wait_for(&db, &mut watch, "SELECT count(*) FROM pipeline_runs WHERE id = 3", 1);
+    fs::remove_file(docs.join("a.md")).unwrap();
+    let gone = "SELECT 2 - count(*) FROM documents WHERE id IN ('a.md', 'b.txt')";
+    wait_for(&db, &mut watch, gone, 2);
+    assert_eq!(interrupt_and_wait(&mut watch), 3, "{}", fs::read_to_string(&log).unwrap());
+    db.settle();
+    assert_eq!(chunks_of(&db, "a.md") + chunks_of(&db, "b.txt"), 0, "their chunks went with them");
+    assert_eq!(marked(&db), 0, "no tombstone is left");
+    assert_eq!(writes_in(&db, "c.txt"), Some(2), "c.txt untouched");
+    assert_eq!(checkpoint_count(&db, 3, "deleted"), 2);
+    assert_eq!(checkpoint_count(&db, 3, "stored"), 0);
+    db.cleanup();
 }

@@ -63,6 +63,7 @@ suite!(
     later_phases_scan_in_id_order_update_without_rewriting_and_keep_results_per_run,
     results_written_ahead_are_found_and_the_ledger_only_grows,
     an_old_store_with_vectors_in_json_is_migrated_without_losing_a_memo_hit,
+    deletions_mark_or_remove_and_a_marked_document_is_never_unchanged,
 );
 
 use memo::{
@@ -629,6 +630,39 @@ async fn an_unreadable_checkpoint_is_an_error_naming_the_run(h: &dyn StoreHarnes
     h.force_status(good.id, "paused").await;
     let err = store.get_run(good.id).await.unwrap_err().to_string();
     assert!(err.contains(&format!("run {}", good.id)) && err.contains("paused"), "{err}");
+}
+
+async fn deletions_mark_or_remove_and_a_marked_document_is_never_unchanged(h: &dyn StoreHarness) {
+    use sluice_core::store::{Deletion, OnDelete};
+    let store = h.open().await;
+    let run = store.create_run(&new_run("p")).await.unwrap();
+    let mut stored = docs(&["a", "b", "c"]);
+    stored.fingerprint = Some("fp".into());
+    store.commit(run.id, &stored, &checkpoint(1)).await.unwrap();
+    let keys: Vec<MemoKey> = stored
+        .documents
+        .iter()
+        .map(|d| MemoKey { source: "src".into(), id: d.id().into(), content_hash: d.content_hash.clone() })
+        .collect();
+    assert_eq!(store.unchanged("fp", &keys).await.unwrap(), [true, true, true]);
+
+    // b marked, c removed (with its chunks); a untouched.
+    let gone = |id: &str, action| Deletion { source: "src".into(), id: id.into(), action };
+    let deletions = CommitBatch {
+        deletions: vec![gone("b", OnDelete::Mark), gone("c", OnDelete::Remove)],
+        ..CommitBatch::default()
+    };
+    store.commit(run.id, &deletions, &checkpoint(2)).await.unwrap();
+    assert_eq!(store.deleted_ids("src").await.unwrap(), ["b"]);
+    assert_eq!(store.get_document("src", "c").await.unwrap(), None);
+    assert_eq!(store.get_document("src", "a").await.unwrap().unwrap().write_count, 1);
+    let scanned: Vec<String> =
+        store.scan_documents("src", None, 10).await.unwrap().iter().map(|d| d.id().to_string()).collect();
+    assert_eq!(scanned, ["a"], "a marked document is left out of reads");
+    // Its content is the stored one, yet it is not unchanged: stored again, it is no longer marked.
+    assert_eq!(store.unchanged("fp", &keys).await.unwrap(), [true, false, false]);
+    store.commit(run.id, &batch(vec![stored.documents[1].clone()]), &checkpoint(3)).await.unwrap();
+    assert!(store.deleted_ids("src").await.unwrap().is_empty());
 }
 
 pub fn memo(id: &str, content_hash: &str, fingerprint: &str, value: Value) -> MemoEntry {

@@ -25,6 +25,15 @@ impl Server {
 
     /// With more arguments after `serve` (a `--bind` among them replaces the loopback default).
     pub fn start_with(config: &Path, db: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::spawn(config, db, env, args, Stdio::null())
+    }
+
+    /// Like [`Server::start_with`], its log (stderr) written to `log`.
+    pub fn start_logged(config: &Path, db: &Path, env: &[(&str, &str)], args: &[&str], log: &Path) -> Server {
+        Self::spawn(config, db, env, args, std::fs::File::create(log).unwrap().into())
+    }
+
+    fn spawn(config: &Path, db: &Path, env: &[(&str, &str)], args: &[&str], stderr: Stdio) -> Server {
         let mut cmd = sluice();
         cmd.arg("serve");
         if !args.contains(&"--bind") {
@@ -44,7 +53,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let listening = line

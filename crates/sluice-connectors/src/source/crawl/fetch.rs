@@ -11,7 +11,7 @@
 //! | 2xx `text/plain` | a page without links |
 //! | 2xx other content types | skipped (logged) |
 //! | 304 to a conditional request (a page the store has) | unchanged: its stored links are followed |
-//! | 404, 410 for a page the store has (or marked deleted) | gone: the document is marked or removed |
+//! | 404, 410 for a page the store has (or marked deleted) | gone: the document is marked or removed (one marked already: nothing, with `mark`) |
 //! | 301, 302, 303, 307, 308 | the target, for the crawl to follow |
 //! | 408, 429, 5xx, connection errors, time-outs, bodies cut short | retried, then a failure |
 //! | other 4xx | a failure, at once |
@@ -136,10 +136,12 @@ pub enum Fetched {
         url: Url,
         links: Vec<Url>,
     },
-    /// `404` or `410` for a page the store has: it is gone.
+    /// `404` or `410` for a page the store has: it is gone. `marked`: the
+    /// store has it marked deleted already (an earlier crawl found it gone).
     Gone {
         url: Url,
         status: u16,
+        marked: bool,
     },
     /// Not a page to store: robots.txt forbids it, a redirect leaves the allowed hosts, not text.
     Skipped {
@@ -234,7 +236,8 @@ impl Fetcher {
             };
         }
         if matches!(answer.status, StatusCode::NOT_FOUND | StatusCode::GONE) && stored.knows(&url) {
-            return Fetched::Gone { url, status: answer.status.as_u16() };
+            let marked = stored.deleted.contains(url.as_str()) && !stored.pages.contains_key(url.as_str());
+            return Fetched::Gone { url, status: answer.status.as_u16(), marked };
         }
         if answer.status.is_redirection() && answer.status != StatusCode::NOT_MODIFIED {
             let location = answer.headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());

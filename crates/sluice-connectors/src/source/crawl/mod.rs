@@ -299,7 +299,12 @@ impl CrawlSource {
                 tracing::info!(url = %url, reason, "page skipped");
                 None
             }
-            Fetched::Gone { url, status } => {
+            // Marked by an earlier crawl: nothing to do, and not counted deleted again.
+            Fetched::Gone { url, status, marked: true } if self.config.on_delete == OnDelete::Mark => {
+                tracing::debug!(url = %url, status, "page still gone, marked deleted before");
+                None
+            }
+            Fetched::Gone { url, status, .. } => {
                 tracing::info!(url = %url, status, action = ?self.config.on_delete, "page gone");
                 Some(SourceItem::Deleted { id: url.to_string(), action: self.config.on_delete })
             }

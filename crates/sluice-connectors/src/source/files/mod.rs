@@ -11,7 +11,9 @@
 //! cursor naming it (`/gone/<id>`: no relative path starts with `/`), so a
 //! resumed run neither skips nor repeats one. Unset (the default), deleted
 //! files stay in the store as before: a store may hold documents of the same
-//! source name from another directory.
+//! source name from another directory. A document marked deleted is not
+//! reported again (it is counted deleted once); with `"remove"` one an earlier
+//! run marked is removed once its file is still gone.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -235,11 +237,16 @@ impl Source for FilesSource {
             return Ok(());
         }
         let docs = stored_documents(store, &self.config.name).await?;
+        // With "remove", documents an earlier run marked are removed too once their file is gone.
+        let marked = match self.config.on_delete {
+            Some(OnDelete::Remove) => store.deleted_ids(&self.config.name).await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
         *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Arc::new(docs.iter().map(|d| d.0.clone()).collect());
+            Arc::new(docs.iter().map(|d| d.0.clone()).chain(marked.iter().cloned()).collect());
         #[cfg(feature = "watch")]
         if let Some(watcher) = &self.watcher {
-            watcher.remember(docs).await;
+            watcher.remember(docs, marked).await;
         }
         Ok(())
     }

@@ -97,6 +97,8 @@ struct State {
     present: Option<HashSet<String>>,
     /// Files found deleted, not yielded yet.
     gone: VecDeque<String>,
+    /// Stored documents marked deleted, to remove (see [`Watcher::remember`]).
+    marked: Vec<String>,
     last_scan: Option<Instant>,
     /// When the next unsettled file settles.
     settle_at: Option<Instant>,
@@ -268,10 +270,13 @@ impl Watcher {
         Self { settings, state: Mutex::new(State::default()), changed: Arc::new(Notify::new()) }
     }
 
-    /// What the store holds of this source, read before the run.
-    pub(crate) async fn remember(&self, stored: Vec<StoredFile>) {
+    /// What the store holds of this source, read before the run, and the ids
+    /// of its documents marked deleted that the first scan should report again
+    /// if their files are still gone (with `on_delete = "remove"`).
+    pub(crate) async fn remember(&self, stored: Vec<StoredFile>, marked: Vec<String>) {
         let mut state = self.state.lock().await;
         state.known = stored.into_iter().map(|(id, updated_at, hash)| (id, (updated_at, hash))).collect();
+        state.marked = marked;
     }
 
     /// Notes the files a scan found, and queues those gone since the last
@@ -281,7 +286,8 @@ impl Watcher {
             return;
         }
         let current: HashSet<String> = scanned.iter().map(|f| f.entry.rel.clone()).collect();
-        let before: HashSet<String> = state.present.take().unwrap_or_else(|| state.known.keys().cloned().collect());
+        let before: HashSet<String> =
+            state.present.take().unwrap_or_else(|| state.known.keys().chain(state.marked.iter()).cloned().collect());
         let mut gone: Vec<String> = before.difference(&current).cloned().collect();
         gone.sort();
         state.gone.retain(|rel| !current.contains(rel));

@@ -144,6 +144,8 @@ pub(super) async fn unchanged(db: &Db, fingerprint: &str, keys: &[MemoKey]) -> R
      LEFT JOIN documents d
             ON d.source = k.source AND d.id = k.id AND d.content_hash = k.content_hash
            AND d.pipeline_fingerprint = $4
+           -- a marked document is not unchanged: stored again, its tombstone is lifted
+           AND NOT EXISTS (SELECT 1 FROM deleted_documents t WHERE t.source = d.source AND t.id = d.id)
      ORDER BY k.ord",
     )
     .bind(&sources)

@@ -575,12 +575,14 @@ impl Store for SqliteStore {
         let keys = keys.to_vec();
         self.call(move |conn| {
             // By primary key, one cached statement: the whole batch in one trip to the blocking pool.
+            // A marked document is not unchanged: stored again, its tombstone is lifted.
             in_one_transaction(conn, "looking up unchanged documents", |tx| {
                 let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM documents
-                         WHERE source = ?1 AND id = ?2 AND content_hash = ?3 AND pipeline_fingerprint = ?4",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT 1 FROM documents d
+                         WHERE source = ?1 AND id = ?2 AND content_hash = ?3 AND pipeline_fingerprint = ?4
+                           AND {NOT_DELETED}"
+                    ))
                     .map_err(sql("looking up unchanged documents"))?;
                 keys.iter()
                     .map(|k| {
