@@ -185,6 +185,7 @@ pub async fn shared_limit(conversations: usize, rpm_limit: u32) {
     for (what, rpm) in
         [("no requests_per_minute (429 pauses shared)", None), ("requests_per_minute shared", Some(shared))]
     {
+        next_minute().await;
         let m = bench.run(4, rpm).await;
         let label = match rpm {
             Some(r) => format!("{what} = {r}"),
@@ -199,6 +200,15 @@ pub async fn shared_limit(conversations: usize, rpm_limit: u32) {
             m.rate_limited
         );
     }
+}
+
+/// Waits for the fake's next fixed one-minute window, so that a run does not
+/// start in a window the run before it has used up (its first calls would
+/// meet 429s that no pacing of its own could avoid).
+async fn next_minute() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let into = now.as_millis() % 60_000;
+    tokio::time::sleep(Duration::from_millis((60_000 - into) as u64 + 200)).await;
 }
 
 /// Documents stored and fenced commits made.

@@ -39,7 +39,7 @@ use self::errors::{classify_setup, json, open_hint, sql};
 use self::lock::open_lock_file;
 use self::read::{ScannedRow, count};
 use self::runs::{RUN_COLUMNS, RawRun, active_run_id, read_run};
-use self::schema::{configure, migrate};
+use self::schema::{configure, configure_reader, migrate};
 use super::{
     InspectStore, ORPHANED_EMPTY_RUN_ERROR, ORPHANED_RUN_ERROR, RowFacts, StoreKind, StoredDocument, contract_error,
     database_error, decode_error, embedding_from_bytes, named, now_rfc3339, schema_error,
@@ -75,6 +75,10 @@ struct Inner {
     path: PathBuf,
     lock_path: PathBuf,
     conn: Mutex<Connection>,
+    /// A second, read-only connection for the lookups a batch makes before
+    /// its stages (unchanged documents, memos): in WAL mode it reads while the
+    /// writer commits the batch before, instead of queueing behind it.
+    reader: Mutex<Connection>,
 }
 
 /// What a commit hands its writer: documents, then the end of them.
@@ -134,10 +138,19 @@ impl SqliteStore {
             classify_setup(e, message)
         })?;
 
+        let read_only = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let reader = Connection::open_with_flags(path, read_only).map_err(open_error)?;
+        configure_reader(&reader).map_err(open_error)?;
+
         let mut lock = path.as_os_str().to_owned();
         lock.push(".lock");
         Ok(SqliteStore {
-            inner: Arc::new(Inner { path: path.to_path_buf(), lock_path: PathBuf::from(lock), conn: Mutex::new(conn) }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                lock_path: PathBuf::from(lock),
+                conn: Mutex::new(conn),
+                reader: Mutex::new(reader),
+            }),
         })
     }
 
@@ -157,9 +170,27 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.call_on(|inner| &inner.conn, f).await
+    }
+
+    /// Runs `f` with the read-only connection on the blocking pool: for reads
+    /// that must not wait for a commit in progress.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call_on(|inner| &inner.reader, f).await
+    }
+
+    async fn call_on<T, F>(&self, which: fn(&Inner) -> &Mutex<Connection>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut conn = which(&inner).lock().unwrap_or_else(PoisonError::into_inner);
             if !conn.is_autocommit() {
                 // Only after a panic in the middle of a transaction: never build on its leftovers.
                 conn.execute_batch("ROLLBACK").map_err(sql("rolling back an abandoned transaction"))?;
@@ -543,7 +574,7 @@ impl Store for SqliteStore {
         let stage = stage.to_string();
         let fingerprint = fingerprint.to_string();
         let keys = keys.to_vec();
-        self.call(move |conn| {
+        self.read(move |conn| {
             in_one_transaction(conn, "reading stored stage results", |tx| {
                 let mut stmt = tx
                     .prepare_cached(
@@ -573,7 +604,7 @@ impl Store for SqliteStore {
     async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
         let fingerprint = fingerprint.to_string();
         let keys = keys.to_vec();
-        self.call(move |conn| {
+        self.read(move |conn| {
             // By primary key, one cached statement: the whole batch in one trip to the blocking pool.
             // A marked document is not unchanged: stored again, its tombstone is lifted.
             in_one_transaction(conn, "looking up unchanged documents", |tx| {
