@@ -244,7 +244,7 @@ pub fn build_stage(entry: &StageEntry) -> Result<StageSpec, ConfigError> {
         )));
     }
     let workers = match &entry.stage {
-        // Its calls overlap across batches only with two batches at once.
+        // Its calls overlap across batches only with several batches at once (EmbedStage::MIN_WORKERS).
         StageConfig::Embed(_) => entry.workers.max(crate::stage::embed::EmbedStage::MIN_WORKERS),
         _ => entry.workers,
     };
