@@ -430,3 +430,78 @@ fn postgres_incremental_run_starts_from_the_high_water_mark() {
     drop((intercom, openai));
     test_db.cleanup();
 }
+
+/// `pipeline(dir)` with every later phase: embeddings, facets, themes, stories.
+fn pipeline_with_phases(dir: &Path) -> PathBuf {
+    let path = pipeline(dir);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replacen("phase = \"classification\"\n", "phase = \"classification\"\nauto_create_stories = true\n", 1);
+    text.push_str(
+        r#"
+[phases.embedding_generation]
+provider = "openai"
+model = "test-embedding"
+dimensions = 32
+
+[phases.facet_extraction]
+
+[phases.theme_extraction]
+themes = 4
+
+[phases.story_creation]
+min_size = 5
+"#,
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The documents whose theme note says they were `fitted` by run `run` (or assigned to its themes).
+fn themed(db_path: &Path, run: i64, assigned: bool) -> i64 {
+    let assigned = i64::from(assigned);
+    scalar(
+        db_path,
+        &format!(
+            "SELECT count(*) FROM documents WHERE json_extract(annotations, '$.theme.fitted_run') = {run}
+               AND json_extract(annotations, '$.theme.assigned') = {assigned}"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_run_embeds_only_what_changed_and_assigns_new_documents_to_the_fitted_themes() {
+    let (intercom, openai) = fakes(200, IntercomFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db_path) = (pipeline_with_phases(dir.path()), dir.path().join("incr.db"));
+
+    run(&intercom, &openai, &config, &db_path, &["--incremental"]).await;
+    let stored = scalar(&db_path, "SELECT count(*) FROM documents");
+    assert_eq!(openai.counters().embedded_inputs, stored as u64, "the backfill embeds every document");
+    assert_eq!(themed(&db_path, 1, false), stored, "the backfill fits the themes over every document");
+    let themes = scalar(&db_path, "SELECT count(*) FROM run_results WHERE run_id = 1 AND kind = 'theme'");
+    assert!(themes >= 2, "{themes} themes");
+
+    // Five new conversations: 2.4% of the store, under refit_new_share (50%) and refit_far_share (10%).
+    let mark = high_water(&db_path);
+    let changes: Vec<Change> = (0..5).map(|i| Change { id: None, updated_at: mark + 100 + i, body: None }).collect();
+    intercom.apply(&changes).unwrap();
+    openai.reset_counters();
+    let log = run(&intercom, &openai, &config, &db_path, &["--incremental"]).await;
+    assert!(log.contains("incremental run after run 1"), "{log}");
+    assert_eq!(scalar(&db_path, "SELECT count(*) FROM documents"), stored + 5);
+    let paid = openai.counters();
+    assert_eq!(paid.embedded_inputs, 5, "only the new documents are embedded; the rest are memo hits");
+    assert_eq!(paid.chat_completions, 5, "only the new documents are classified");
+    // No refit: the new documents join run 1's themes, the others keep their notes.
+    assert_eq!(themed(&db_path, 1, true), 5, "the new documents are assigned to the fitted themes");
+    assert_eq!(themed(&db_path, 1, false), stored, "the documents of the fit keep their theme");
+    let unthemed =
+        scalar(&db_path, "SELECT count(*) FROM documents WHERE json_extract(annotations, '$.theme.id') IS NULL");
+    assert_eq!(unthemed, 0);
+
+    // Asked to, the next incremental run fits the themes again over everything, paying no call for it.
+    openai.reset_counters();
+    run(&intercom, &openai, &config, &db_path, &["--incremental", "--refit-themes"]).await;
+    assert_eq!(themed(&db_path, 3, false), stored + 5, "refitted over every document");
+    assert_eq!(openai.counters().embedded_inputs, 0);
+}
