@@ -239,7 +239,10 @@ impl Source for FilesSource {
         let docs = stored_documents(store, &self.config.name).await?;
         // With "remove", documents an earlier run marked are removed too once their file is gone.
         let marked = match self.config.on_delete {
-            Some(OnDelete::Remove) => store.deleted_ids(&self.config.name).await.unwrap_or_default(),
+            Some(OnDelete::Remove) => store
+                .deleted_ids(&self.config.name)
+                .await
+                .map_err(|e| SourceError::fatal(format!("files: reading the documents marked deleted: {e}")))?,
             _ => Vec::new(),
         };
         *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
