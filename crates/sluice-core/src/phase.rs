@@ -167,7 +167,10 @@ mod tests {
             let mut state = store.state.lock().unwrap();
             for i in 0..23 {
                 let id = format!("d{i:02}");
-                state.docs.insert(("s".into(), id.clone()), (Document::from_record(crate::record::Record::new("s", id, "text")), 1));
+                state.docs.insert(
+                    ("s".into(), id.clone()),
+                    (Document::from_record(crate::record::Record::new("s", id, "text")), 1),
+                );
             }
         }
         let store: Arc<dyn Store> = store;
