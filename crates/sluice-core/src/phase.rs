@@ -96,11 +96,20 @@ pub struct StoredDocuments {
     store: Arc<dyn Store>,
     source: String,
     page_size: usize,
+    /// The last id to read (inclusive, byte order as the stores'): one id
+    /// range of a phase split between workers. `None`: to the end.
+    last: Option<String>,
 }
 
 impl StoredDocuments {
     pub fn new(store: Arc<dyn Store>, source: impl Into<String>, page_size: usize) -> Self {
-        Self { store, source: source.into(), page_size: page_size.max(1) }
+        Self { store, source: source.into(), page_size: page_size.max(1), last: None }
+    }
+
+    /// Reads no document after `last` (with a start cursor, the range `(cursor, last]`).
+    pub fn up_to(mut self, last: Option<String>) -> Self {
+        self.last = last;
+        self
     }
 }
 
@@ -115,8 +124,66 @@ impl Source for StoredDocuments {
             StoreError::Unavailable(_) => SourceError::retryable(format!("reading stored documents: {e}")),
             _ => SourceError::fatal(format!("reading stored documents: {e}")),
         })?;
-        let next = next_after(&docs, self.page_size);
+        let mut next = next_after(&docs, self.page_size);
+        let mut docs = docs;
+        if let Some(last) = &self.last {
+            // Ids compare as bytes, the stores' order (`COLLATE "C"`, SQLite's BINARY).
+            docs.retain(|d| d.id() <= last.as_str());
+            if docs.last().is_none_or(|d| d.id() == last.as_str()) || next.is_none() || docs.len() < self.page_size {
+                next = None;
+            }
+        }
         let items = docs.into_iter().map(|d| SourceItem::Document(Box::new(d))).collect();
         Ok(Page { items, next, dropped: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemStore;
+
+    async fn read_all(source: &StoredDocuments, from: Option<&str>) -> Vec<String> {
+        let ctx = Context::detached();
+        let mut cursor = from.map(str::to_string);
+        let mut ids = Vec::new();
+        loop {
+            let page = source.fetch(&ctx, "", cursor.as_deref()).await.expect("a page");
+            ids.extend(page.items.iter().filter_map(|i| match i {
+                SourceItem::Document(d) => Some(d.id().to_string()),
+                _ => None,
+            }));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return ids,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upper_bound_reads_its_id_range_only_and_ranges_cover_every_document_once() {
+        let store = Arc::new(MemStore::default());
+        {
+            let mut state = store.state.lock().unwrap();
+            for i in 0..23 {
+                let id = format!("d{i:02}");
+                state.docs.insert(
+                    ("s".into(), id.clone()),
+                    (Document::from_record(crate::record::Record::new("s", id, "text")), 1),
+                );
+            }
+        }
+        let store: Arc<dyn Store> = store;
+        let range = |last: Option<&str>| StoredDocuments::new(store.clone(), "s", 5).up_to(last.map(str::to_string));
+        assert_eq!(read_all(&range(Some("d04")), None).await, (0..5).map(|i| format!("d{i:02}")).collect::<Vec<_>>());
+        // (d04, d14], (d14, end]: a page boundary on the bound, and a bound inside a page.
+        let middle = read_all(&range(Some("d14")), Some("d04")).await;
+        assert_eq!(middle, (5..15).map(|i| format!("d{i:02}")).collect::<Vec<_>>());
+        let inside = read_all(&range(Some("d12")), Some("d04")).await;
+        assert_eq!(inside, (5..13).map(|i| format!("d{i:02}")).collect::<Vec<_>>());
+        let rest = read_all(&range(None), Some("d14")).await;
+        assert_eq!(rest, (15..23).map(|i| format!("d{i:02}")).collect::<Vec<_>>());
+        // A bound past every id reads to the end.
+        assert_eq!(read_all(&range(Some("z")), Some("d20")).await, vec!["d21", "d22"]);
     }
 }

@@ -715,6 +715,53 @@ async fn a_stop_in_a_later_phase_resumes_in_that_phase_without_reading_the_sourc
     assert!(store.docs().iter().all(|d| d.annotations.contains_key("length")));
 }
 
+/// A per-document phase split into id ranges (as a distributed run's workers run it): each range is a run of
+/// `only_phase` resumed in that phase from the range's start, reading only up to its last id; together they
+/// annotate every stored document exactly once, and each range marks the phase done in its own checkpoint.
+#[tokio::test]
+async fn a_later_phase_split_into_id_ranges_processes_each_document_once() {
+    let store = Arc::new(MemStore::default());
+    let source = Arc::new(VecSource::new(150, 2, 20));
+    let annotate = Arc::new(Annotate::new(0));
+    let tally = Arc::new(Tally { runs: AtomicU64::new(0) });
+    let pipeline = Pipeline::new(source, store.clone())
+        .settings(Settings { phase: "classification".into(), ..settings(Mode::Streaming) })
+        .stage(labelled())
+        .phase(PhaseSpec::documents("annotation", vec![StageSpec::new(annotate.clone())]))
+        .phase(PhaseSpec::Task(tally.clone()));
+    let first = pipeline.clone().without_phases().run(Start::New).await.unwrap();
+    assert_eq!(first.status, RunStatus::Completed);
+    let ids = store.doc_ids();
+    assert!(ids.len() > 100, "{} stored", ids.len());
+    // Three ranges: (start, ids[39]], (ids[39], ids[99]], (ids[99], end).
+    let ranges =
+        [(None, Some(ids[39].clone())), (Some(ids[39].clone()), Some(ids[99].clone())), (Some(ids[99].clone()), None)];
+    let template = store.get_run(first.run_id).await.unwrap().unwrap();
+    for (n, (after, last)) in ranges.into_iter().enumerate() {
+        let mut checkpoint = first.checkpoint.clone();
+        checkpoint.advance_to("annotation");
+        checkpoint.partitions.insert("main".into(), Position { cursor: after, ..Position::default() });
+        let id = first.run_id + 1 + n as RunId;
+        store.state.lock().unwrap().runs.push(RunInfo {
+            id,
+            status: RunStatus::Stopped,
+            checkpoint: Some(checkpoint),
+            ..template.clone()
+        });
+        let seen = annotate.seen.load(Ordering::SeqCst);
+        let part = pipeline.clone().only_phase("annotation", last).run(Start::Resume(id)).await.unwrap();
+        assert_eq!(part.status, RunStatus::Completed, "{:?}", part.error);
+        let want = [40, 60, ids.len() as u64 - 100][n];
+        assert_eq!(annotate.seen.load(Ordering::SeqCst) - seen, want, "range {n} reads only its ids");
+        assert_eq!(part.checkpoint.phase_counts["annotation"].stored, want);
+        assert!(part.checkpoint.phase_done("annotation"), "range {n} finished the phase");
+    }
+    assert_eq!(annotate.seen.load(Ordering::SeqCst), ids.len() as u64, "every document annotated once");
+    assert!(store.docs().iter().all(|d| d.annotations.contains_key("length")));
+    assert_eq!(store.max_write_count(), 1, "the record itself is not written again");
+    assert_eq!(tally.runs.load(Ordering::SeqCst), 0, "only the one phase ran");
+}
+
 #[tokio::test]
 async fn resuming_a_run_in_a_phase_the_pipeline_does_not_have_fails_with_the_reason() {
     let store = Arc::new(MemStore::default());

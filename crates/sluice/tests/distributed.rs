@@ -380,6 +380,67 @@ async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task()
     off_runtime(|| owned.cleanup());
 }
 
+/// The theme results of the one run in `db` (`fitted_run` left out: it is the run's id) and each
+/// document's theme annotation, one line each, in a fixed order.
+fn themes_of(db: &TestDb) -> (String, String) {
+    let results = tx(
+        db,
+        "SELECT string_agg(key || ' ' || (value - 'fitted_run')::text, E'\\n' ORDER BY key)
+         FROM run_results WHERE kind = 'theme'",
+    )
+    .unwrap_or_default();
+    let notes = tx(
+        db,
+        "SELECT string_agg(id || ' ' || ((annotations->'theme') - 'fitted_run')::text, E'\\n' ORDER BY id COLLATE \"C\")
+         FROM documents",
+    )
+    .unwrap_or_default();
+    (results, notes)
+}
+
+/// The issue's "what must be shown": the same pipeline with its later phases over the same data, once in one
+/// process and once distributed over three workers (each in a database of its own), finds the same themes
+/// (labels, terms, sizes, members, centroids) and puts every document in the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_run_finds_the_same_themes_as_a_single_process_run() {
+    let Some(single) = off_runtime(TestDb::postgres) else { return };
+    let Some(spread) = off_runtime(TestDb::postgres) else { return };
+    let (intercom, openai) = fakes(300, 5).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), true);
+    let url_of = |db: &TestDb| match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+
+    let mut one = sluice_for(&intercom, &openai);
+    one.args(["run", "-c"]).arg(&config).args(["--db", &url_of(&single)]);
+    run_ok(&mut one);
+    assert_eq!(tx(&single, "SELECT status FROM pipeline_runs").as_deref(), Some("completed"));
+
+    let url = url_of(&spread);
+    let run = submit(&intercom, &openai, &config, &url);
+    let mut workers: Vec<Child> =
+        (0..3).map(|i| spawn_worker(&intercom, &openai, &url, &dir.path().join(format!("w{i}.log")), None)).collect();
+    wait_for(120, "the distributed run to complete", || status_of(&spread, run) == "completed").await;
+    stop_workers(&mut workers).await;
+    assert_exactly_once(&spread, run, &quality);
+    let owners = sc(&spread, "SELECT count(DISTINCT owner) FROM partition_commits");
+    assert!(owners > Some(1), "{owners:?} workers committed: the run was shared");
+
+    let (results, notes) = themes_of(&single);
+    let themes = results.lines().count();
+    assert!((2..=6).contains(&themes), "{themes} themes in the single-process run:\n{results}");
+    assert_eq!(notes.lines().count(), quality.len(), "every document has a theme");
+    assert!(notes.lines().all(|l| l.contains("\"id\": \"theme-")), "{notes}");
+    let (spread_results, spread_notes) = themes_of(&spread);
+    assert_eq!(spread_results, results, "the same themes");
+    assert_eq!(spread_notes, notes, "each document in the same theme");
+    off_runtime(|| single.cleanup());
+    off_runtime(|| spread.cleanup());
+}
+
 /// A TCP proxy to PostgreSQL that can be cut: while cut it stops
 /// forwarding in both directions without closing anything (a network
 /// partition, not a reset), and forwards what it held once healed.
@@ -612,6 +673,72 @@ async fn a_killed_workers_paid_results_are_not_paid_again() {
     off_runtime(|| owned.cleanup());
 }
 
+/// `sluice serve` of `config` on the store at `url`, with the fakes' URLs and credentials.
+fn serve(intercom: &FakeIntercom, openai: &FakeOpenAi, config: &Path, url: &str) -> serve_kit::Server {
+    let (base, openai_url) = (intercom.base_url().to_string(), format!("{}/v1", openai.base_url()));
+    let env = [
+        ("INTERCOM_BASE_URL", base.as_str()),
+        ("INTERCOM_ACCESS_TOKEN", intercom.token()),
+        ("OPENAI_BASE_URL", openai_url.as_str()),
+        ("OPENAI_API_KEY", openai.key()),
+    ];
+    serve_kit::Server::start(config, Path::new(url), &env)
+}
+
+/// `POST /api/pipeline/stop` on a server that created a distributed run stops that run: its workers commit
+/// what is in flight and release their leases, it ends `stopped` and nothing commits; resumed over HTTP, the
+/// workers finish it with every conversation written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_stops_the_distributed_run_it_created() {
+    use serve_kit::post;
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let (intercom, openai) = fakes(600, 60).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), false);
+    let url = match db {
+        TestDb::Postgres { url, .. } => url.clone(),
+        TestDb::Sqlite(_) => unreachable!(),
+    };
+    let server = serve(&intercom, &openai, &config, &url);
+    let client = reqwest::Client::new();
+    let (code, answer) =
+        post(&client, &server.url("/api/pipeline/run"), serde_json::json!({"distributed": true})).await;
+    assert_eq!(code, 200, "{answer}");
+    let run = answer["run_id"].as_i64().unwrap();
+    let mut workers: Vec<Child> =
+        (0..2).map(|i| spawn_worker(&intercom, &openai, &url, &dir.path().join(format!("w{i}.log")), None)).collect();
+    wait_for(60, "a first commit", || sc(db, "SELECT count(*) FROM partition_commits") > Some(0)).await;
+
+    let (code, answer) = post(&client, &server.url("/api/pipeline/stop"), serde_json::json!({})).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["status"], "stopping", "{answer}");
+    assert_eq!(answer["run_id"], run, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains(&format!("distributed run {run}")), "{answer}");
+    wait_for(60, "the run to be stopped", || status_of(db, run) == "stopped").await;
+    assert_eq!(sc(db, "SELECT count(*) FROM run_partitions WHERE lease_until > now() AND NOT done"), Some(0));
+    assert!(sc(db, "SELECT count(*) FROM run_partitions WHERE NOT done") > Some(0), "stopped before the end");
+    let commits = sc(db, "SELECT count(*) FROM partition_commits");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sc(db, "SELECT count(*) FROM partition_commits"), commits, "nothing commits while stopped");
+    let (code, answer) = post(&client, &server.url("/api/pipeline/stop"), serde_json::json!({})).await;
+    assert_eq!(code, 404, "a stopped run is not stopped again: {answer}");
+
+    let (code, answer) = post(
+        &client,
+        &server.url("/api/pipeline/run"),
+        serde_json::json!({"distributed": true, "resume": true, "resume_run_id": run}),
+    )
+    .await;
+    assert_eq!((code, answer["status"].as_str()), (200, Some("resumed")), "{answer}");
+    wait_for(180, "the run to complete", || status_of(db, run) == "completed").await;
+    stop_workers(&mut workers).await;
+    assert_exactly_once(db, run, &quality);
+    drop(server);
+    off_runtime(|| owned.cleanup());
+}
+
 /// `POST /api/pipeline/run {"distributed": true}` over real HTTP: the run
 /// and its partitions are created for workers; the HTTP status and
 /// `/metrics` show partitions and workers; once every worker is killed
@@ -619,7 +746,7 @@ async fn a_killed_workers_paid_results_are_not_paid_again() {
 /// say no worker is alive and a new worker resumes it, which it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orphaning() {
-    use serve_kit::{Server, get, post};
+    use serve_kit::{get, post};
     let Some(owned) = off_runtime(TestDb::postgres) else { return };
     let db = &owned;
     let (intercom, openai) = fakes(1_200, 60).await;
@@ -630,14 +757,7 @@ async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orp
         TestDb::Postgres { url, .. } => url.clone(),
         TestDb::Sqlite(_) => unreachable!(),
     };
-    let (base, openai_url) = (intercom.base_url().to_string(), format!("{}/v1", openai.base_url()));
-    let env = [
-        ("INTERCOM_BASE_URL", base.as_str()),
-        ("INTERCOM_ACCESS_TOKEN", intercom.token()),
-        ("OPENAI_BASE_URL", openai_url.as_str()),
-        ("OPENAI_API_KEY", openai.key()),
-    ];
-    let server = Server::start(&config, Path::new(&url), &env);
+    let server = serve(&intercom, &openai, &config, &url);
     let client = reqwest::Client::new();
 
     let (code, answer) =

@@ -577,3 +577,20 @@ async fn workers_share_one_rate_bucket_and_its_pauses() {
     assert_eq!(pauses[0][0].as_deref(), Some("1"));
     h.finish().await;
 }
+
+/// A later phase split by id range: about equal ranges in the scan's byte order, the last one open, and
+/// every stored document (tombstones left out) in exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_id_ranges_split_the_stored_documents_evenly() {
+    let Some((_h, store)) = pg().await else { return };
+    let run = store.create_run(&new_run("p")).await.unwrap();
+    assert_eq!(store.document_id_ranges("src", 4).await.unwrap(), vec![None], "no documents: one open range");
+    // Byte order puts "B" before "a"; 10 ids in 4 ranges: 3, 3, 2, 2.
+    let ids: Vec<String> = ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "B1", "B2", "B3"].map(String::from).to_vec();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.commit(run.id, &docs(&refs), &checkpoint(1)).await.unwrap();
+    let bounds = store.document_id_ranges("src", 4).await.unwrap();
+    assert_eq!(bounds, vec![Some("B3".into()), Some("a3".into()), Some("a5".into()), None]);
+    assert_eq!(store.document_id_ranges("src", 20).await.unwrap().len(), 10, "at most one range a document");
+    assert_eq!(store.document_id_ranges("other", 4).await.unwrap(), vec![None]);
+}

@@ -132,6 +132,8 @@ pub struct Pipeline {
     pub(crate) settings: Settings,
     /// Shared by the runs of this pipeline; a distributed worker gives one shared through the store.
     pub(crate) pacer: Arc<dyn Pacer>,
+    /// [`Self::only_phase`]: the last id its per-document phase reads.
+    pub(crate) phase_last: Option<String>,
 }
 
 impl Pipeline {
@@ -144,6 +146,7 @@ impl Pipeline {
             sinks: Vec::new(),
             settings: Settings::default(),
             pacer: Arc::new(LocalPacer::default()),
+            phase_last: None,
         }
     }
 
@@ -204,6 +207,16 @@ impl Pipeline {
     /// runs a source partition with it; the later phases are a task of their own).
     pub fn without_phases(mut self) -> Self {
         self.phases.clear();
+        self
+    }
+
+    /// Only the later phase `name`, and for a per-document phase only the
+    /// stored documents up to id `last` (inclusive; `None`: to the end): one
+    /// id range of a phase split between workers. The run must be resumed
+    /// in that phase, its checkpoint's cursor the range's start (exclusive).
+    pub fn only_phase(mut self, name: &str, last: Option<String>) -> Self {
+        self.phases.retain(|p| p.name() == name);
+        self.phase_last = last;
         self
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// The fingerprint of the stages, stored with each document; `None`
     /// (a stage that cannot tell, or a later phase) skips nothing.
     pub fingerprint: Option<String>,
+    /// [`Pipeline::only_phase`]: the last id a later phase reads (`None`: to the end).
+    pub phase_last: Option<String>,
 }
 
 /// What the committer writes of each kept document.
@@ -77,6 +79,7 @@ impl Shared {
             // A sink (files, S3) is owed every record of a run, so a pipeline
             // with one never skips: nothing unchanged goes missing from it.
             fingerprint: if pipeline.sinks.is_empty() { pipeline_fingerprint(&pipeline.stages) } else { None },
+            phase_last: pipeline.phase_last.clone(),
         }
     }
 
@@ -98,11 +101,10 @@ impl Shared {
     /// through `stages`, counting apart, with no record limit. A fatal error
     /// in it aborts the whole run.
     pub fn for_phase(self: &Arc<Self>, stages: Vec<StageSpec>, counts: Counts) -> Arc<Shared> {
-        let source = Arc::new(StoredDocuments::new(
-            self.store.clone(),
-            self.source.name().to_string(),
-            self.settings.batch_size,
-        ));
+        let source = Arc::new(
+            StoredDocuments::new(self.store.clone(), self.source.name().to_string(), self.settings.batch_size)
+                .up_to(self.phase_last.clone()),
+        );
         let mut settings = self.settings.clone();
         settings.max_records = None;
         settings.labels.noun = "documents".into();
@@ -121,6 +123,7 @@ impl Shared {
             writes: CommitKind::Updates,
             sinks: self.sinks.clone(),
             fingerprint: None,
+            phase_last: self.phase_last.clone(),
         })
     }
 }

@@ -458,6 +458,19 @@ pub async fn stop(db: &str, run_id: RunId, json: bool) -> Result<u8, CliError> {
             status.as_deref().unwrap_or("not found")
         )));
     }
+    let status = settle_stopping(&store, run_id).await?;
+    if json {
+        print_json(&json!({ "run_id": run_id, "status": status }))?;
+    } else {
+        outln!("run {run_id} is {status}");
+    }
+    Ok(code::OK)
+}
+
+/// After [`PostgresStore::stop_distributed`]: settles the run until it is no
+/// longer `stopping` (its workers released their leases, or the leases ran
+/// out), two run leases at most; returns its status then.
+pub async fn settle_stopping(store: &PostgresStore, run_id: RunId) -> Result<RunStatus, sluice_core::StoreError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(RUN_LEASE_SECS * 2.0);
     let mut status = RunStatus::Stopping;
     while tokio::time::Instant::now() < deadline {
@@ -467,12 +480,7 @@ pub async fn stop(db: &str, run_id: RunId, json: bool) -> Result<u8, CliError> {
         }
         tokio::time::sleep(POLL).await;
     }
-    if json {
-        print_json(&json!({ "run_id": run_id, "status": status }))?;
-    } else {
-        outln!("run {run_id} is {status}");
-    }
-    Ok(code::OK)
+    Ok(status)
 }
 
 /// What status adds for a distributed run: its partitions and the workers

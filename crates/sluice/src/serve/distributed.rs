@@ -9,7 +9,7 @@ use sluice_core::{RunId, RunInfo};
 
 use super::error::ApiError;
 use super::state::{AppState, RunRequest, RunResponse};
-use crate::commands::worker::submit;
+use crate::commands::worker::{settle_stopping, submit};
 use crate::error::{CliError, code};
 use crate::status::RunStatusDoc;
 
@@ -61,6 +61,7 @@ impl AppState {
                 };
                 return Err(ApiError::bad_request(format!("run {id} is {why}")));
             }
+            self.remember_distributed(id);
             return Ok(RunResponse {
                 run_id: Some(id),
                 status: "resumed".into(),
@@ -86,6 +87,7 @@ impl AppState {
         }
         let (run_id, partitions) = submit(pg, &file).await.map_err(api_error)?;
         tracing::info!(run_id, partitions, "distributed run created over HTTP");
+        self.remember_distributed(run_id);
         Ok(RunResponse {
             run_id: Some(run_id),
             status: "started".into(),
@@ -95,6 +97,38 @@ impl AppState {
             ),
             partitions: Some(partitions),
         })
+    }
+
+    fn remember_distributed(&self, run: RunId) {
+        let mut runs = self.distributed_runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.retain(|r| *r != run);
+        runs.push(run);
+    }
+
+    /// `POST /api/pipeline/stop` without a run of this process: stops the
+    /// newest distributed run this server created or resumed that is still
+    /// running, as `sluice stop --run-id` does (its workers commit their
+    /// batches in flight and release their leases; a task settles it to
+    /// `stopped` meanwhile). `None` when there is no such run.
+    pub async fn stop_distributed(&self) -> Result<Option<RunId>, ApiError> {
+        let Some(pg) = &self.distributed else { return Ok(None) };
+        let ours = self.distributed_runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for run in ours.into_iter().rev() {
+            if !pg.stop_distributed(run).await? {
+                continue;
+            }
+            tracing::info!(run_id = run, "distributed run stopping on request over HTTP");
+            let pg = pg.clone();
+            // Workers settle it too; this covers a run whose workers are all gone.
+            tokio::spawn(async move {
+                match settle_stopping(&pg, run).await {
+                    Ok(status) => tracing::info!(run_id = run, %status, "distributed run settled after the stop"),
+                    Err(e) => tracing::warn!(run_id = run, error = %e, "cannot settle the stopped distributed run"),
+                }
+            });
+            return Ok(Some(run));
+        }
+        Ok(None)
     }
 
     /// The status document of `run`: with its partitions and workers when it is distributed.

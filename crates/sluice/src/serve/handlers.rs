@@ -140,7 +140,8 @@ pub struct StopResponse {
     pub message: String,
 }
 
-/// Stop the active run: it commits the batches in flight, checkpoints and ends `stopped`.
+/// Stop the active run: it commits the batches in flight, checkpoints and ends `stopped`; without one, the
+/// distributed run this server created (PostgreSQL store): its workers commit, release their leases, it ends `stopped`.
 #[utoipa::path(post, path = "/api/pipeline/stop",
     responses((status = 200, body = StopResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
                (status = 409, body = ErrorBody), (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -151,6 +152,16 @@ pub async fn stop(State(state): Shared, headers: HeaderMap) -> Result<Json<StopR
             run_id,
             status: "stopping".into(),
             message: format!("run {run_id} will stop after committing the batches in flight"),
+        }));
+    }
+    if let Some(run_id) = state.stop_distributed().await? {
+        return Ok(Json(StopResponse {
+            run_id,
+            status: "stopping".into(),
+            message: format!(
+                "distributed run {run_id} will stop once its workers committed their batches in flight and \
+                 released their leases; resume it with {{\"distributed\": true, \"resume\": true, \"resume_run_id\": {run_id}}}"
+            ),
         }));
     }
     match state.store.acquire_active().await {

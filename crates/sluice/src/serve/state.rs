@@ -43,6 +43,8 @@ pub struct AppState {
     schedule: Mutex<Option<ScheduleDoc>>,
     /// The store as PostgreSQL, for distributed runs (`None`: SQLite, single-process only).
     pub distributed: Option<PostgresStore>,
+    /// The distributed runs this server created or resumed, oldest first (what its stop endpoint stops).
+    pub(super) distributed_runs: Mutex<Vec<RunId>>,
 }
 
 /// The run this process drives.
@@ -112,6 +114,7 @@ impl AppState {
             starting: tokio::sync::Mutex::new(()),
             schedule: Mutex::new(None),
             distributed: None,
+            distributed_runs: Mutex::new(Vec::new()),
         }
     }
 

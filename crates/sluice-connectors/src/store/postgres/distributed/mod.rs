@@ -32,6 +32,7 @@ pub mod fence;
 mod lease;
 mod pacer;
 mod partition_store;
+mod ranges;
 mod report;
 mod submit;
 
