@@ -240,3 +240,21 @@ impl TestDb {
         }
     }
 }
+
+/// `sluice` with the fake Intercom's and the fake OpenAI's URLs and credentials in its environment.
+pub fn sluice_for(intercom: &sluice_testkit::FakeIntercom, openai: &sluice_testkit::FakeOpenAi) -> Command {
+    let mut cmd = sluice();
+    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
+        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
+        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
+        .env("OPENAI_API_KEY", openai.key())
+        .env("SLUICE_LOG", "info");
+    cmd
+}
+
+/// Runs `cmd` to its end off the async runtime's threads (three minutes at most), killing it if the test ends first.
+pub async fn output(cmd: Command) -> Output {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(180), cmd.output()).await.expect("sluice finishes in time").unwrap()
+}

@@ -56,12 +56,6 @@ fn sluice_for(intercom: &FakeIntercom) -> std::process::Command {
     cmd
 }
 
-async fn output(cmd: std::process::Command) -> Output {
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(180), cmd.output()).await.expect("sluice finishes in time").unwrap()
-}
-
 fn ok(out: Output) -> Output {
     assert!(
         out.status.success(),

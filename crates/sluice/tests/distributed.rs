@@ -101,17 +101,6 @@ min_size = 5
     path
 }
 
-/// `sluice` with the fakes' URLs and credentials in its environment.
-fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi) -> std::process::Command {
-    let mut cmd = sluice();
-    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
-        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
-        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
-        .env("OPENAI_API_KEY", openai.key())
-        .env("SLUICE_LOG", "info");
-    cmd
-}
-
 /// Creates the distributed run; returns its id.
 fn submit(intercom: &FakeIntercom, openai: &FakeOpenAi, config: &Path, url: &str) -> i64 {
     let mut cmd = sluice_for(intercom, openai);

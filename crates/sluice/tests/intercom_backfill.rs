@@ -142,23 +142,6 @@ fn classification_only(path: PathBuf) -> PathBuf {
     path
 }
 
-/// `sluice` with the fakes' URLs and credentials in its environment.
-fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi) -> std::process::Command {
-    let mut cmd = sluice();
-    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
-        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
-        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
-        .env("OPENAI_API_KEY", openai.key())
-        .env("SLUICE_LOG", "info");
-    cmd
-}
-
-async fn output(cmd: std::process::Command) -> Output {
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(180), cmd.output()).await.expect("sluice finishes in time").unwrap()
-}
-
 fn ok(out: Output) -> Output {
     assert!(
         out.status.success(),

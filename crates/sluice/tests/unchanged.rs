@@ -84,16 +84,6 @@ dimensions = 16
     path
 }
 
-fn sluice_for(intercom: &FakeIntercom, openai: &FakeOpenAi) -> std::process::Command {
-    let mut cmd = sluice();
-    cmd.env("INTERCOM_BASE_URL", intercom.base_url())
-        .env("INTERCOM_ACCESS_TOKEN", intercom.token())
-        .env("OPENAI_BASE_URL", format!("{}/v1", openai.base_url()))
-        .env("OPENAI_API_KEY", openai.key())
-        .env("SLUICE_LOG", "info");
-    cmd
-}
-
 /// The command's output, or a failed test (not a hung one) after 180 s.
 fn output(mut cmd: std::process::Command) -> Output {
     let (tx, rx) = std::sync::mpsc::channel();
