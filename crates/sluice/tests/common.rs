@@ -84,6 +84,27 @@ dimensions = 32
 themes = 6
 ";
 
+/// Every later phase, embeddings by the (fake) OpenAI API, `themes` themes
+/// and stories of at least 5, to append to an Intercom pipeline file.
+pub fn openai_phases(themes: usize) -> String {
+    format!(
+        r#"
+[phases.embedding_generation]
+provider = "openai"
+model = "test-embedding"
+dimensions = 32
+
+[phases.facet_extraction]
+
+[phases.theme_extraction]
+themes = {themes}
+
+[phases.story_creation]
+min_size = 5
+"#
+    )
+}
+
 /// A pipeline over `generate` with a little latency per page, so a run takes a while.
 pub fn generate_pipeline(dir: &Path, count: u64, page_size: u64, latency_ms: u64) -> PathBuf {
     let path = dir.join("gen.toml");
@@ -149,6 +170,14 @@ impl TestDb {
         match self {
             TestDb::Sqlite(_) => "sqlite",
             TestDb::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The connection URL of a PostgreSQL test database (`None` for SQLite).
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            TestDb::Sqlite(_) => None,
+            TestDb::Postgres { url, .. } => Some(url),
         }
     }
 

@@ -79,22 +79,7 @@ categories = [{}]
         categories.join(", ")
     );
     if phases {
-        text.push_str(
-            r#"
-[phases.embedding_generation]
-provider = "openai"
-model = "test-embedding"
-dimensions = 32
-
-[phases.facet_extraction]
-
-[phases.theme_extraction]
-themes = 6
-
-[phases.story_creation]
-min_size = 5
-"#,
-        );
+        text.push_str(&openai_phases(6));
     }
     let path = dir.join("dist.toml");
     std::fs::write(&path, text).unwrap();
@@ -216,10 +201,7 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), false);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
     assert_eq!(sc(db, &format!("SELECT count(*) FROM run_partitions WHERE run_id = {run}")), Some(PARTITIONS as i64));
 
@@ -309,10 +291,7 @@ async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task()
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), true);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
     // The later phases are one more partition, claimable once the source's are done.
     assert_eq!(sc(db, "SELECT count(*) FROM run_partitions WHERE later"), Some(1));
@@ -398,10 +377,7 @@ async fn a_distributed_run_finds_the_same_themes_as_a_single_process_run() {
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), true);
-    let url_of = |db: &TestDb| match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url_of = |db: &TestDb| db.postgres_url().expect("a PostgreSQL test database").to_string();
 
     let mut one = sluice_for(&intercom, &openai);
     one.args(["run", "-c"]).arg(&config).args(["--db", &url_of(&single)]);
@@ -490,10 +466,7 @@ async fn a_worker_cut_off_by_a_proxy_loses_its_partitions_and_writes_nothing_twi
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), false);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
     // The cut worker reaches PostgreSQL through the proxy; the other one directly.
     let (userinfo, rest) = url.split_once('@').expect("a postgres://user@host:port/db URL");
@@ -566,10 +539,7 @@ async fn four_workers_share_one_llm_rate_limit_and_meet_no_429() {
         text.replace("concurrency = 2\n", &format!("concurrency = 2\nrequests_per_minute = {rate}\n")),
     )
     .unwrap();
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
     let mut workers: Vec<Child> =
         (0..4).map(|i| spawn_worker(&intercom, &openai, &url, &dir.path().join(format!("w{i}.log")), None)).collect();
@@ -611,10 +581,7 @@ async fn a_killed_workers_paid_results_are_not_paid_again() {
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), false);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
     let log = |i: usize, generation: usize| dir.path().join(format!("worker-{i}-{generation}.log"));
     let mut workers: Vec<Child> = (0..4).map(|i| spawn_worker(&intercom, &openai, &url, &log(i, 0), None)).collect();
@@ -686,10 +653,7 @@ async fn http_stops_the_distributed_run_it_created() {
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), false);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let server = serve(&intercom, &openai, &config, &url);
     let client = reqwest::Client::new();
     let (code, answer) =
@@ -742,10 +706,7 @@ async fn http_creates_a_distributed_run_and_shows_its_partitions_workers_and_orp
     let quality = quality_ids(&intercom);
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), false);
-    let url = match db {
-        TestDb::Postgres { url, .. } => url.clone(),
-        TestDb::Sqlite(_) => unreachable!(),
-    };
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let server = serve(&intercom, &openai, &config, &url);
     let client = reqwest::Client::new();
 

@@ -417,25 +417,10 @@ fn postgres_incremental_run_starts_from_the_high_water_mark() {
 /// `pipeline(dir)` with every later phase: embeddings, facets, themes, stories.
 fn pipeline_with_phases(dir: &Path) -> PathBuf {
     let path = pipeline(dir);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text = text.replacen("phase = \"classification\"\n", "phase = \"classification\"\nauto_create_stories = true\n", 1);
-    text.push_str(
-        r#"
-[phases.embedding_generation]
-provider = "openai"
-model = "test-embedding"
-dimensions = 32
-
-[phases.facet_extraction]
-
-[phases.theme_extraction]
-themes = 4
-
-[phases.story_creation]
-min_size = 5
-"#,
-    );
-    std::fs::write(&path, text).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text =
+        text.replacen("phase = \"classification\"\n", "phase = \"classification\"\nauto_create_stories = true\n", 1);
+    std::fs::write(&path, text + &openai_phases(4)).unwrap();
     path
 }
 

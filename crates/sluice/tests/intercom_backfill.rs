@@ -72,21 +72,9 @@ workers = 2
 model = "test-model"
 concurrency = {concurrency}
 categories = [{}]
-
-[phases.embedding_generation]
-provider = "openai"
-model = "test-embedding"
-dimensions = 32
-
-[phases.facet_extraction]
-
-[phases.theme_extraction]
-themes = 8
-
-[phases.story_creation]
-min_size = 5
-"#,
-            categories.join(", ")
+{}"#,
+            categories.join(", "),
+            openai_phases(8)
         ),
     )
     .unwrap();
