@@ -445,9 +445,17 @@ fn the_example_pipeline_is_valid() {
 
 /// The phase the run's row names once it has committed something (a kill
 /// before the first commit leaves nothing to resume), else `None`.
+/// The phase of run 1 once a batch of it is committed. Not merely a checkpoint:
+/// the write-ahead gives a run an empty one (its ledger) before its first commit,
+/// and a run killed then has nothing to resume.
 fn phase_of_run(db_path: &Path) -> Option<String> {
     let conn = rusqlite::Connection::open(db_path).ok()?;
-    conn.query_row("SELECT phase FROM pipeline_runs WHERE id = 1 AND checkpoint IS NOT NULL", [], |r| r.get(0)).ok()
+    conn.query_row(
+        "SELECT phase FROM pipeline_runs WHERE id = 1 AND json_extract(checkpoint, '$.batches') > 0",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
