@@ -211,23 +211,31 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
         (0..4).map(|i| spawn_worker(&intercom, &openai, &url, &log(i, 0), (i == 0).then_some(300))).collect();
     let mut generations = [0usize; 4];
 
-    // The zombie: freeze worker 0 while it holds a partition, until another worker took one of them over.
+    // The zombie: freeze worker 0 while batches of a partition it holds are
+    // flowing (it committed one under its claim, so more are in flight and one
+    // will reach the fence after the thaw), until another worker took that
+    // partition over. A freeze that finds it with nothing in flight (between
+    // partitions, or after its last batch) costs no commit; then again.
     let zombie_pid = workers[0].id().unwrap();
-    let held = format!("SELECT count(*) FROM run_partitions WHERE owner LIKE '%:{zombie_pid}:%' AND NOT done");
-    let mut taken_over = false;
-    for attempt in 0..5 {
-        wait_for(60, "worker 0 to hold a partition", || sc(db, &format!("{held} AND lease_until > now()")) > Some(0))
-            .await;
-        let before = tx(
-            db,
-            &format!(
-                "SELECT string_agg(name || ':' || epoch, ',') FROM run_partitions
-                 WHERE owner LIKE '%:{zombie_pid}:%' AND NOT done AND lease_until > now()"
-            ),
-        )
-        .unwrap_or_default();
+    let held = format!(
+        "FROM run_partitions p WHERE p.owner LIKE '%:{zombie_pid}:%' AND NOT p.done AND p.lease_until > now()
+           AND EXISTS (SELECT 1 FROM partition_commits c
+                       WHERE c.run_id = p.run_id AND c.name = p.name AND c.epoch = p.epoch)"
+    );
+    let refused = format!("SELECT refused_commits FROM workers WHERE pid = {zombie_pid}");
+    let mut late_commit_refused = false;
+    for attempt in 0..6 {
+        wait_for(60, "worker 0 to commit under a claim it holds", || {
+            sc(db, &format!("SELECT count(*) {held}")) > Some(0)
+        })
+        .await;
+        let before = tx(db, &format!("SELECT string_agg(p.name || ':' || p.epoch, ',') {held}")).unwrap_or_default();
+        if before.is_empty() {
+            continue;
+        }
         signal(&workers[0], "-STOP");
         let deadline = Instant::now() + Duration::from_secs(8);
+        let mut taken_over = false;
         while Instant::now() < deadline && !taken_over {
             tokio::time::sleep(Duration::from_millis(100)).await;
             taken_over = before.split(',').any(|held| {
@@ -238,15 +246,22 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
             });
         }
         signal(&workers[0], "-CONT");
-        if taken_over {
-            eprintln!("attempt {attempt}: partitions {before} of the frozen worker were taken over");
+        if !taken_over {
+            eprintln!("attempt {attempt}: the frozen worker held a row lock (frozen inside a commit); again");
+            continue;
+        }
+        eprintln!("attempt {attempt}: partitions {before} of the frozen worker were taken over");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !late_commit_refused {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            late_commit_refused = sc(db, &refused) >= Some(1);
+        }
+        if late_commit_refused {
             break;
         }
-        eprintln!("attempt {attempt}: the frozen worker held a row lock (frozen inside a commit); again");
+        eprintln!("attempt {attempt}: the thawed worker had nothing in flight to commit; again");
     }
-    assert!(taken_over, "another worker took over a partition of the frozen worker");
-    let refused = format!("SELECT refused_commits FROM workers WHERE pid = {zombie_pid}");
-    wait_for(30, "the thawed worker's late commit to be refused", || sc(db, &refused) >= Some(1)).await;
+    assert!(late_commit_refused, "the thawed worker attempted a late commit and it was refused");
 
     // SIGKILL the others at random (restarting them) until the run completes.
     let mut kills = 0;
