@@ -148,9 +148,9 @@ async fn stores_opening_a_new_database_at_once_all_set_it_up() {
         open.await.unwrap().expect("every concurrent open succeeds");
     }
     let versions = h.rows("SELECT count(*), count(DISTINCT version), max(version) FROM schema_migrations").await;
-    assert_eq!(versions[0][0].as_deref(), Some("8"), "each of the eight migrations applied once");
-    assert_eq!(versions[0][1].as_deref(), Some("8"), "each of the eight migrations applied once");
-    assert_eq!(versions[0][2].as_deref(), Some("9"), "up to 0009_rate_buckets");
+    assert_eq!(versions[0][0].as_deref(), Some("9"), "each of the nine migrations applied once");
+    assert_eq!(versions[0][1].as_deref(), Some("9"), "each of the nine migrations applied once");
+    assert_eq!(versions[0][2].as_deref(), Some("10"), "up to 0010_phase_partitions");
     h.finish().await;
 }
 

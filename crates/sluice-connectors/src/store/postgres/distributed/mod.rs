@@ -28,18 +28,21 @@
 //! - **Rate limits are shared** ([`pacer`]): a token bucket row per (run,
 //!   service), so N workers keep one rate, and one worker's 429 pauses all.
 
+mod aggregate;
 pub mod fence;
 mod lease;
 mod pacer;
 mod partition_store;
+mod phases;
 mod ranges;
 mod report;
 mod submit;
 
 pub use self::fence::{Fence, LEASE_LOST};
-pub use self::lease::{Claim, WorkerId};
+pub use self::lease::{Claim, IdRange, WorkerId};
 pub use self::pacer::{STASH_TTL, SharedPacer};
 pub use self::partition_store::PartitionStore;
+pub use self::phases::{PhasePlan, PhaseStep};
 pub use self::report::{PartitionRow, WorkerRow};
 
 /// The name of the task that runs the later phases of a distributed run.
