@@ -14,7 +14,7 @@ impl PostgresStore {
     /// Creates the run, marked distributed, with one partition row per name
     /// (each starting from `Checkpoint::new(new.phase)`) and the plan of its
     /// later phases, whose steps get their rows as the steps before them end
-    /// ([`open_next_step`]). One transaction: workers never see half a run.
+    /// (`phases::open_next_step`). One transaction: workers never see half a run.
     pub async fn submit_distributed(
         &self,
         new: &NewRun,
