@@ -400,8 +400,8 @@ pub async fn run_distributed(args: &RunArgs) -> Result<u8, CliError> {
 
 /// Creates a distributed run of `file`, its source partitions and the plan
 /// of its later phases (each per-document one before the first whole-corpus
-/// one cut into as many id ranges as the source has partitions, the rest
-/// one task): the run id and how many partitions it starts with.
+/// one cut into `phase_ranges` id ranges, by default as many as the source
+/// has partitions; the rest one task): the run id and how many partitions it starts with.
 pub async fn submit(store: &PostgresStore, file: &PipelineFile) -> Result<(RunId, usize), CliError> {
     let pipeline = build_pipeline(file, Arc::new(store.clone())).map_err(|e| CliError::usage(e.to_string()))?;
     let partitions = pipeline
@@ -410,7 +410,8 @@ pub async fn submit(store: &PostgresStore, file: &PipelineFile) -> Result<(RunId
         .await
         .map_err(|e| CliError::runtime(format!("cannot list the source's partitions: {e}")))?;
     let settings = pipeline.settings_ref();
-    let plan = PhasePlan::new(&settings.phase, &pipeline.phase_kinds(), pipeline.source().name(), partitions.len());
+    let ranges = file.phase_ranges.unwrap_or(partitions.len());
+    let plan = PhasePlan::new(&settings.phase, &pipeline.phase_kinds(), pipeline.source().name(), ranges);
     let new = NewRun {
         pipeline: settings.name.clone(),
         phase: settings.phase.clone(),
