@@ -452,6 +452,22 @@ async fn later_phases_in_id_ranges_are_shared_and_a_range_of_a_killed_worker_is_
     assert!(embedded >= quality.len() as u64, "{embedded} inputs embedded for {} documents", quality.len());
     let again = embedded - quality.len() as u64;
     assert!(again <= 2 * 16 * 10, "{again} inputs embedded again after one kill");
+
+    // Status shows each row's phase and range, in text and JSON.
+    let mut status = sluice();
+    status.args(["status", &run.to_string(), "--db", &url]);
+    let shown = String::from_utf8_lossy(&run_ok(&mut status).stdout).into_owned();
+    eprintln!("{shown}");
+    assert!(shown.contains("embedding_generation:1: done; ") && shown.contains("range=(start, \""), "{shown}");
+    assert!(shown.contains("embedding_generation:6: done; ") && shown.contains(", end]"), "{shown}");
+    status.arg("--json");
+    let doc = json_stdout(&run_ok(&mut status));
+    let rows = doc["partitions"].as_array().unwrap();
+    let ranges: Vec<&serde_json::Value> = rows.iter().filter(|p| p["phase"] == "facet_extraction").collect();
+    assert_eq!(ranges.len(), 6, "{doc}");
+    assert!(ranges[0]["range_after"].is_null() && ranges[5]["range_last"].is_null(), "{doc}");
+    assert!(ranges.windows(2).all(|w| w[0]["range_last"] == w[1]["range_after"]), "ranges meet: {doc}");
+    assert!(rows.iter().all(|p| p["step"].is_i64()), "{doc}");
     off_runtime(|| owned.cleanup());
 }
 
