@@ -34,6 +34,10 @@ pub struct PipelineFile {
     pub phase: Option<String>,
     /// Run story creation after theme extraction (the runbook's flag).
     pub auto_create_stories: Option<bool>,
+    /// Distributed runs: the id ranges each per-document later phase is cut
+    /// into (default: as many as the source has partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_ranges: Option<usize>,
     pub source: SourceConfig,
     #[serde(default)]
     pub stages: Vec<StageEntry>,
@@ -146,6 +150,11 @@ impl PipelineFile {
             && !(1..=64).contains(&n)
         {
             return refuse(format!("partition_concurrency = {n} is out of range (allowed: 1-64)"));
+        }
+        if let Some(n) = self.phase_ranges
+            && !(1..=1024).contains(&n)
+        {
+            return refuse(format!("phase_ranges = {n} is out of range (allowed: 1-1024)"));
         }
         if let Some(name) = &self.name
             && name.trim().is_empty()

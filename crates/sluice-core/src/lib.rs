@@ -35,7 +35,7 @@ pub use event::{Event, EventKind, EventSink};
 pub use memo::WriteAhead;
 pub use mode::Mode;
 pub use pacer::{LocalPacer, Pacer, RateLimit};
-pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, StoredDocuments};
+pub use phase::{PhaseInput, PhaseOutput, PhaseSpec, PhaseTask, STORED_PARTITION, StoredDocuments};
 pub use pipeline::{InFlight, Pipeline, RunHandle, RunLabels, RunSummary, Settings, Start};
 pub use record::{Chunk, Classification, Document, Record};
 pub use retry::{RetryPolicy, Verdict, with_retries};

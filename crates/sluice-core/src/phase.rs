@@ -37,7 +37,17 @@ impl PhaseSpec {
             PhaseSpec::Task(task) => task.name(),
         }
     }
+
+    /// Whether it reads the stored documents one by one (so its work can be
+    /// split by id range), rather than all of them at once.
+    pub fn per_document(&self) -> bool {
+        matches!(self, PhaseSpec::Documents { .. })
+    }
 }
+
+/// The partition name under which a per-document phase's checkpoint keeps
+/// its position in the stored documents (the cursor is the last id read).
+pub const STORED_PARTITION: &str = "main";
 
 /// What a task phase reads.
 pub struct PhaseInput<'a> {

@@ -223,6 +223,10 @@ fn bad_configuration_is_refused_with_key_value_and_range_and_nothing_stored_chan
             "batch_size = 1000\n[source]\nkind = \"generate\"\ncount = 1\n",
             "batch_size = 1000 is out of range (allowed: 10-500)",
         ),
+        (
+            "phase_ranges = 0\n[source]\nkind = \"generate\"\ncount = 1\n",
+            "phase_ranges = 0 is out of range (allowed: 1-1024)",
+        ),
         ("[source]\nkind = \"generate\"\ncount = 1\nbogus = 1\n", "bogus"),
         ("[source]\nkind = \"teleport\"\n", "teleport"),
         ("[source]\nkind = \"jsonl\"\npath = \"/no/such/file.jsonl\"\n", "/no/such/file.jsonl"),

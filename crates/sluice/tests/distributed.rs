@@ -299,7 +299,7 @@ async fn four_workers_killed_and_frozen_store_each_conversation_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task() {
+async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_in_id_ranges_then_one_task() {
     let Some(owned) = off_runtime(TestDb::postgres) else { return };
     let db = &owned;
     let (intercom, openai) = fakes(600, 40).await;
@@ -308,8 +308,10 @@ async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task()
     let config = pipeline(dir.path(), true);
     let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
     let run = submit(&intercom, &openai, &config, &url);
-    // The later phases are one more partition, claimable once the source's are done.
-    assert_eq!(sc(db, "SELECT count(*) FROM run_partitions WHERE later"), Some(1));
+    // The later phases are a plan (embeddings and facets in id ranges, themes and stories one task)
+    // whose steps get their rows as the step before them ends.
+    assert_eq!(sc(db, &format!("SELECT count(*) FROM run_phases WHERE run_id = {run}")), Some(3));
+    assert_eq!(sc(db, "SELECT count(*) FROM run_partitions WHERE later"), Some(0));
     let mut workers: Vec<Child> =
         (0..2).map(|i| spawn_worker(&intercom, &openai, &url, &dir.path().join(format!("w{i}.log")), None)).collect();
     wait_for(60, "a first commit", || sc(db, "SELECT count(*) FROM partition_commits") > Some(0)).await;
@@ -357,9 +359,130 @@ async fn a_distributed_run_stops_resumes_and_runs_its_later_phases_as_one_task()
     status.args(["status", &run.to_string(), "--db", &url, "--json"]);
     let doc = json_stdout(&run_ok(&mut status));
     assert_eq!(doc["distributed"], true);
-    assert_eq!(doc["partitions"].as_array().unwrap().len(), PARTITIONS + 1);
-    assert!(doc["partitions"].as_array().unwrap().iter().all(|p| p["done"] == true), "{doc}");
+    let rows = doc["partitions"].as_array().unwrap();
+    let of_phase = |phase: &str| rows.iter().filter(|p| p["phase"] == phase).count();
+    assert_eq!(of_phase("embedding_generation"), PARTITIONS, "{doc}");
+    assert_eq!(of_phase("facet_extraction"), PARTITIONS, "{doc}");
+    assert_eq!(rows.len(), 3 * PARTITIONS + 1, "the source's partitions, two phases' ranges, one task: {doc}");
+    assert!(rows.iter().all(|p| p["done"] == true), "{doc}");
+    assert_eq!(rows.last().unwrap()["name"], "__phases__", "{doc}");
     assert_eq!(doc["current_phase"], "story_creation");
+    off_runtime(|| owned.cleanup());
+}
+
+/// The embedding and facet phases are cut into id ranges shared by the workers; a worker SIGKILLed while it
+/// holds an embedding range loses it to another, which goes on from the range's last commit: every document
+/// is embedded once in the run's results, its phase counts sum to the documents, and embedding calls are paid
+/// again only for the batches the kill had in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_phases_in_id_ranges_are_shared_and_a_range_of_a_killed_worker_is_taken_over() {
+    let Some(owned) = off_runtime(TestDb::postgres) else { return };
+    let db = &owned;
+    let (intercom, openai) = fakes(600, 20).await;
+    let quality = quality_ids(&intercom);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), true);
+    // Fewer ranges than partitions: each is held longer, and the setting is what cuts them.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("phase = ", "phase_ranges = 6\nphase = ", 1)).unwrap();
+    let url = db.postgres_url().expect("a PostgreSQL test database").to_string();
+    let run = submit(&intercom, &openai, &config, &url);
+    let log = |i: usize, generation: usize| dir.path().join(format!("worker-{i}-{generation}.log"));
+    // 200 ms before each commit: a range of a few batches is held for a second or more.
+    let mut workers: Vec<Child> =
+        (0..3).map(|i| spawn_worker(&intercom, &openai, &url, &log(i, 0), Some(200))).collect();
+    let mut generations = [0usize; 3];
+
+    let leased = format!(
+        "SELECT owner || '|' || name || '|' || epoch FROM run_partitions WHERE run_id = {run}
+         AND phase = 'embedding_generation' AND NOT done AND lease_until > now() ORDER BY name LIMIT 1"
+    );
+    let mut killed_in_range = None;
+    for attempt in 0..5 {
+        wait_for(120, "an embedding range to be leased", || tx(db, &leased).is_some()).await;
+        let Some(held) = tx(db, &leased) else { continue };
+        let mut parts = held.split('|');
+        let (owner, name, epoch) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let pid: u32 = owner.split(':').nth(1).unwrap().parse().unwrap();
+        let Some(i) = workers.iter().position(|w| w.id() == Some(pid)) else { continue };
+        workers[i].start_kill().unwrap();
+        workers[i].wait().await.unwrap();
+        generations[i] += 1;
+        workers[i] = spawn_worker(&intercom, &openai, &url, &log(i, generations[i]), Some(200));
+        let row = format!("FROM run_partitions WHERE run_id = {run} AND name = '{name}'");
+        if sc(db, &format!("SELECT count(*) {row} AND NOT done")) == Some(1) {
+            eprintln!("attempt {attempt}: killed worker {i} (pid {pid}) holding range {name} at epoch {epoch}");
+            killed_in_range = Some((row, epoch.parse::<i64>().unwrap()));
+            break;
+        }
+        eprintln!("attempt {attempt}: range {name} was done before the kill landed; again");
+    }
+    let (row, epoch) = killed_in_range.expect("a worker was killed while it held an unfinished embedding range");
+    wait_for(60, "the killed worker's range to be taken over and done", || {
+        sc(db, &format!("SELECT count(*) {row} AND done AND epoch > {epoch}")) == Some(1)
+    })
+    .await;
+    wait_for(180, "the run to complete", || status_of(db, run) == "completed").await;
+    stop_workers(&mut workers).await;
+
+    assert_exactly_once(db, run, &quality);
+    let in_run = |sql: &str| sc(db, &format!("SELECT count(*) FROM run_partitions WHERE run_id = {run} AND {sql}"));
+    assert_eq!(in_run("phase = 'embedding_generation'"), Some(6), "phase_ranges embedding ranges");
+    assert_eq!(in_run("phase = 'facet_extraction'"), Some(6), "facets in ranges too");
+    assert_eq!(in_run("later AND phase IS NULL"), Some(1), "themes and stories: one task");
+    assert_eq!(in_run("phase IS NOT NULL AND range_last IS NULL"), Some(2), "one open range per phase");
+    let owners = sc(
+        db,
+        &format!(
+            "SELECT count(DISTINCT c.owner) FROM partition_commits c JOIN run_partitions p USING (run_id, name)
+             WHERE p.run_id = {run} AND p.phase = 'embedding_generation'"
+        ),
+    );
+    assert!(owners > Some(1), "{owners:?} workers committed embedding ranges");
+    let missing = |sql: &str| sc(db, &format!("SELECT count(*) FROM documents WHERE {sql} IS NULL"));
+    assert_eq!(missing("embedding"), Some(0), "embedding_generation");
+    assert_eq!(missing("annotations->'facets'->>'sentiment'"), Some(0), "facet_extraction");
+    assert_eq!(missing("annotations->'theme'->>'id'"), Some(0), "theme_extraction");
+    // The ranges' counts sum to the documents: none embedded twice in the run's results, none left out.
+    let phase_stored = |phase: &str| {
+        sc(
+            db,
+            &format!(
+                "SELECT (checkpoint->'phase_counts'->'{phase}'->>'stored')::bigint FROM pipeline_runs WHERE id = {run}"
+            ),
+        )
+    };
+    assert_eq!(phase_stored("embedding_generation"), Some(quality.len() as i64));
+    assert_eq!(phase_stored("facet_extraction"), Some(quality.len() as i64));
+    // Embedding calls paid again only for what the killed worker had in flight (its two slots' batches).
+    let counters = openai.counters();
+    eprintln!(
+        "{} inputs embedded ({} distinct, at most {} times one) for {} documents",
+        counters.embedded_inputs,
+        counters.distinct_embedding_inputs,
+        counters.max_embedding_repeats,
+        quality.len()
+    );
+    let embedded = counters.embedded_inputs;
+    assert!(embedded >= quality.len() as u64, "{embedded} inputs embedded for {} documents", quality.len());
+    let again = embedded - quality.len() as u64;
+    assert!(again <= 2 * 16 * 10, "{again} inputs embedded again after one kill");
+
+    // Status shows each row's phase and range, in text and JSON.
+    let mut status = sluice();
+    status.args(["status", &run.to_string(), "--db", &url]);
+    let shown = String::from_utf8_lossy(&run_ok(&mut status).stdout).into_owned();
+    eprintln!("{shown}");
+    assert!(shown.contains("embedding_generation:1: done; ") && shown.contains("range=(start, \""), "{shown}");
+    assert!(shown.contains("embedding_generation:6: done; ") && shown.contains(", end]"), "{shown}");
+    status.arg("--json");
+    let doc = json_stdout(&run_ok(&mut status));
+    let rows = doc["partitions"].as_array().unwrap();
+    let ranges: Vec<&serde_json::Value> = rows.iter().filter(|p| p["phase"] == "facet_extraction").collect();
+    assert_eq!(ranges.len(), 6, "{doc}");
+    assert!(ranges[0]["range_after"].is_null() && ranges[5]["range_last"].is_null(), "{doc}");
+    assert!(ranges.windows(2).all(|w| w[0]["range_last"] == w[1]["range_after"]), "ranges meet: {doc}");
+    assert!(rows.iter().all(|p| p["step"].is_i64()), "{doc}");
     off_runtime(|| owned.cleanup());
 }
 

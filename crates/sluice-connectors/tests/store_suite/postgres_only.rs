@@ -148,9 +148,9 @@ async fn stores_opening_a_new_database_at_once_all_set_it_up() {
         open.await.unwrap().expect("every concurrent open succeeds");
     }
     let versions = h.rows("SELECT count(*), count(DISTINCT version), max(version) FROM schema_migrations").await;
-    assert_eq!(versions[0][0].as_deref(), Some("8"), "each of the eight migrations applied once");
-    assert_eq!(versions[0][1].as_deref(), Some("8"), "each of the eight migrations applied once");
-    assert_eq!(versions[0][2].as_deref(), Some("9"), "up to 0009_rate_buckets");
+    assert_eq!(versions[0][0].as_deref(), Some("9"), "each of the nine migrations applied once");
+    assert_eq!(versions[0][1].as_deref(), Some("9"), "each of the nine migrations applied once");
+    assert_eq!(versions[0][2].as_deref(), Some("10"), "up to 0010_phase_partitions");
     h.finish().await;
 }
 
@@ -593,4 +593,76 @@ async fn document_id_ranges_split_the_stored_documents_evenly() {
     assert_eq!(bounds, vec![Some("B3".into()), Some("a3".into()), Some("a5".into()), None]);
     assert_eq!(store.document_id_ranges("src", 20).await.unwrap().len(), 10, "at most one range a document");
     assert_eq!(store.document_id_ranges("other", 4).await.unwrap(), vec![None]);
+}
+
+/// A distributed run's later steps: none claimable while the source's partitions run; the next step's rows
+/// (id ranges of the stored documents, then the one whole-corpus task) made exactly once when the last two
+/// rows of a step are marked done at the same moment by two workers; a stale claim marks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_rows_are_made_once_when_the_last_rows_before_it_finish_together() {
+    use sluice_connectors::store::postgres::distributed::PhasePlan;
+    let Some((h, store)) = pg().await else { return };
+    let other = PostgresStore::open(h.url()).await.unwrap();
+    let earlier = store.create_run(&new_run("p")).await.unwrap();
+    let ids: Vec<String> = (1..=9).map(|i| format!("d{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.commit(earlier.id, &docs(&refs), &checkpoint(1)).await.unwrap();
+    let phases = [("embedding_generation".to_string(), true), ("theme_extraction".to_string(), false)];
+    let plan = PhasePlan::new("classification", &phases, "src", 3);
+    let parts = ["p1".to_string(), "p2".to_string()];
+    let run = store.submit_distributed(&new_run("p"), &parts, &plan).await.unwrap().id;
+    let rows = |sql: &'static str| {
+        let h = &h;
+        async move { h.rows(&format!("SELECT count(*) FROM run_partitions WHERE run_id = {run} AND {sql}")).await }
+    };
+    assert_eq!(rows("true").await[0][0].as_deref(), Some("2"), "only the source's partitions at first");
+
+    let a = store.claim_partition("a", 30.0, &[]).await.unwrap().expect("a claims p1");
+    let b = other.claim_partition("b", 30.0, &[]).await.unwrap().expect("b claims p2");
+    assert!(store.claim_partition("c", 30.0, &[]).await.unwrap().is_none(), "nothing else to claim yet");
+    let mut stale = a.fence.clone();
+    stale.epoch -= 1;
+    assert!(!store.finish_partition(&stale).await.unwrap(), "a stale claim marks nothing done");
+    let (x, y) = tokio::join!(store.finish_partition(&a.fence), other.finish_partition(&b.fence));
+    assert!(x.unwrap() && y.unwrap());
+    let ranges = h
+        .rows(&format!(
+            "SELECT name, coalesce(range_last, '-'), checkpoint->'partitions'->'main'->>'cursor' FROM run_partitions
+             WHERE run_id = {run} AND phase = 'embedding_generation' ORDER BY name"
+        ))
+        .await;
+    let ranges: Vec<Vec<Option<&str>>> = ranges.iter().map(|r| r.iter().map(Option::as_deref).collect()).collect();
+    assert_eq!(
+        ranges,
+        [
+            [Some("embedding_generation:1"), Some("d3"), None],
+            [Some("embedding_generation:2"), Some("d6"), Some("d3")],
+            [Some("embedding_generation:3"), Some("-"), Some("d6")],
+        ],
+        "three ranges, made once, each starting where the one before ends"
+    );
+
+    let mut claims = Vec::new();
+    for worker in ["a", "b", "c"] {
+        let claim = store.claim_partition(worker, 30.0, &[]).await.unwrap().expect("a range to claim");
+        assert_eq!(claim.range.as_ref().map(|r| r.phase.as_str()), Some("embedding_generation"));
+        claims.push(claim);
+    }
+    assert!(store.claim_partition("d", 30.0, &[]).await.unwrap().is_none());
+    assert_eq!(store.settle_run(run).await.unwrap(), Some(RunStatus::Running));
+    let (x, y, z) = tokio::join!(
+        store.finish_partition(&claims[0].fence),
+        other.finish_partition(&claims[1].fence),
+        store.finish_partition(&claims[2].fence)
+    );
+    assert!(x.unwrap() && y.unwrap() && z.unwrap());
+    assert_eq!(rows("later AND phase IS NULL").await[0][0].as_deref(), Some("1"), "one whole-corpus task");
+    let task = store.claim_partition("a", 30.0, &[]).await.unwrap().expect("the task");
+    assert_eq!((task.fence.partition.as_str(), task.range.is_none()), ("__phases__", true));
+    assert_eq!(task.checkpoint.phase, "theme_extraction");
+    assert!(task.checkpoint.phase_done("embedding_generation"));
+    assert!(store.finish_partition(&task.fence).await.unwrap());
+    assert_eq!(store.settle_run(run).await.unwrap(), Some(RunStatus::Completed));
+    assert_eq!(rows("true").await[0][0].as_deref(), Some("6"), "nothing made twice");
+    h.finish().await;
 }

@@ -203,6 +203,12 @@ impl Pipeline {
         self.phases.iter().map(|p| p.name().to_string()).collect()
     }
 
+    /// The phases after the first, in order, each with whether it is
+    /// per-document ([`PhaseSpec::per_document`]).
+    pub fn phase_kinds(&self) -> Vec<(String, bool)> {
+        self.phases.iter().map(|p| (p.name().to_string(), p.per_document())).collect()
+    }
+
     /// The same pipeline without its later phases (a distributed worker
     /// runs a source partition with it; the later phases are a task of their own).
     pub fn without_phases(mut self) -> Self {

@@ -18,7 +18,7 @@ use crate::context::{Context, UsageMeter};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventKind, EventSink};
 use crate::memo::WriteAhead;
-use crate::phase::{PhaseInput, PhaseSpec, PhaseTask};
+use crate::phase::{PhaseInput, PhaseSpec, PhaseTask, STORED_PARTITION};
 use crate::record::Document;
 use crate::retry::{Verdict, with_retries};
 use crate::store::{ActiveRunGuard, CommitBatch, NewRun, RunStatus};
@@ -264,7 +264,7 @@ async fn run_phases(
             PhaseSpec::Documents { stages, .. } => {
                 let phase_shared = shared.for_phase(stages.clone(), counts);
                 phase_shared.progress.set_estimated_total(documents);
-                let (cp, reached_end) = run_pass(&phase_shared, checkpoint, vec![MAIN_PARTITION.to_string()]).await;
+                let (cp, reached_end) = run_pass(&phase_shared, checkpoint, vec![STORED_PARTITION.to_string()]).await;
                 if let Some(error) = phase_shared.take_error() {
                     shared.fail(error);
                 }
@@ -323,9 +323,6 @@ async fn finish_last_phase(shared: &Arc<Shared>, mut checkpoint: Checkpoint) -> 
         }
     }
 }
-
-/// The partition of a phase that reads the store.
-const MAIN_PARTITION: &str = "main";
 
 /// The first phase: the source's partitions through the stages.
 async fn run_first_phase(shared: &Arc<Shared>, checkpoint: Checkpoint) -> (Checkpoint, bool) {

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use sluice_connectors::registry::StoreConfig;
 use sluice_connectors::store::PostgresStore;
 use sluice_connectors::store::postgres::distributed::{
-    Claim, LATER_PHASES, LEASE_LOST, PartitionRow, PartitionStore, SharedPacer, WorkerId, WorkerRow,
+    Claim, LEASE_LOST, PartitionRow, PartitionStore, PhasePlan, SharedPacer, WorkerId, WorkerRow,
 };
 use sluice_connectors::{PipelineFile, build_pipeline};
 use sluice_core::distributed::OnePartition;
 use sluice_core::store::RunId;
-use sluice_core::{Checkpoint, NewRun, Pacer, Pipeline, RunStatus, Start, Store};
+use sluice_core::{NewRun, Pacer, Pipeline, RunStatus, STORED_PARTITION, Start, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -204,7 +204,10 @@ async fn settle_open_runs(store: &PostgresStore) {
 
 /// The engine for a claimed partition: the run's saved pipeline, for a
 /// source partition without its later phases and reading only that
-/// partition, for the later-phases task as it is; committing through the fence.
+/// partition, for an id range only its phase over the range (resumed from
+/// the row's checkpoint, whose cursor is the range's start), for the
+/// whole-corpus task as it is (the phases before it are done in its
+/// checkpoint); committing through the fence.
 fn partition_pipeline(
     store: &PostgresStore,
     claim: &Claim,
@@ -216,6 +219,9 @@ fn partition_pipeline(
     file.per_document_events = Some(false);
     let fenced: Arc<dyn Store> = Arc::new(PartitionStore::new(store.clone(), claim));
     let pipeline = build_pipeline(&file, fenced)?.with_pacer(pacer);
+    if let Some(range) = &claim.range {
+        return Ok(pipeline.only_phase(&range.phase, range.last.clone()));
+    }
     if claim.later {
         return Ok(pipeline);
     }
@@ -392,8 +398,10 @@ pub async fn run_distributed(args: &RunArgs) -> Result<u8, CliError> {
     work(store, 2, RUN_LEASE_SECS, Until::RunEnds(run_id), stop_on_signals()).await
 }
 
-/// Creates a distributed run of `file` and its partitions (the source's,
-/// plus one task for the later phases): the run id and how many partitions.
+/// Creates a distributed run of `file`, its source partitions and the plan
+/// of its later phases (each per-document one before the first whole-corpus
+/// one cut into `phase_ranges` id ranges, by default as many as the source
+/// has partitions; the rest one task): the run id and how many partitions it starts with.
 pub async fn submit(store: &PostgresStore, file: &PipelineFile) -> Result<(RunId, usize), CliError> {
     let pipeline = build_pipeline(file, Arc::new(store.clone())).map_err(|e| CliError::usage(e.to_string()))?;
     let partitions = pipeline
@@ -402,19 +410,17 @@ pub async fn submit(store: &PostgresStore, file: &PipelineFile) -> Result<(RunId
         .await
         .map_err(|e| CliError::runtime(format!("cannot list the source's partitions: {e}")))?;
     let settings = pipeline.settings_ref();
-    let later = pipeline.phase_names().first().map(|next| {
-        let mut cp = Checkpoint::new(&settings.phase);
-        cp.advance_to(next);
-        cp
-    });
+    let ranges = file.phase_ranges.unwrap_or(partitions.len());
+    let plan = PhasePlan::new(&settings.phase, &pipeline.phase_kinds(), pipeline.source().name(), ranges);
     let new = NewRun {
         pipeline: settings.name.clone(),
         phase: settings.phase.clone(),
         config: settings.config.clone(),
         window: settings.labels.window.clone(),
     };
-    let run = store.submit_distributed(&new, &partitions, later.as_ref()).await?;
-    Ok((run.id, partitions.len() + usize::from(later.is_some())))
+    let run = store.submit_distributed(&new, &partitions, &plan).await?;
+    let created = store.run_partitions(run.id).await?.len();
+    Ok((run.id, created))
 }
 
 /// The store `sluice serve` makes distributed runs in (`None`: its store is not PostgreSQL).
@@ -519,7 +525,12 @@ pub fn print_details(partitions: &[PartitionRow], workers: &[WorkerRow]) {
             "waiting".to_string()
         };
         let position = match &cp {
-            _ if p.name == LATER_PHASES => cp.as_ref().map(|c| format!("phase={}", c.phase)).unwrap_or_default(),
+            Some(c) if p.phase.is_some() => {
+                let pos = c.position(STORED_PARTITION);
+                let range = p.range_text().unwrap_or_default();
+                format!("phase={} range={range} cursor={:?} stored={}", c.phase, pos.cursor, c.current_counts().stored)
+            }
+            Some(c) if p.step > 0 => format!("phase={}", c.phase),
             Some(c) => {
                 let pos = c.position(&p.name);
                 format!("cursor={:?} skip={} stored={}", pos.cursor, pos.skip, c.counts.stored)

@@ -185,9 +185,11 @@ async fn set_gauges(pg: &sluice_connectors::store::PostgresStore) -> Result<(), 
                 2
             };
             by_state[state].1 += 1;
-            let labels = [("run_id", id.clone()), ("partition", p.name.clone())];
+            let phase = p.phase.clone().unwrap_or_default();
+            let labels = [("run_id", id.clone()), ("partition", p.name.clone()), ("phase", phase)];
             metrics::gauge!("sluice_distributed_partition_commits", &labels).set(p.commit_seq as f64);
-            let stored = p.checkpoint().map_or(0, |c| c.counts.stored);
+            // Of its current phase: a source partition's records, an id range's documents.
+            let stored = p.checkpoint().map_or(0, |c| c.current_counts().stored);
             metrics::gauge!("sluice_distributed_partition_stored", &labels).set(stored as f64);
             metrics::gauge!("sluice_distributed_partition_done", &labels).set(if p.done { 1.0 } else { 0.0 });
             let owner = p.leased_by().unwrap_or("").to_string();

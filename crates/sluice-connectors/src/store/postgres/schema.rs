@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/postgres/0006_pipeline_fingerprint.sql")),
     (8, include_str!("../../../migrations/postgres/0008_deleted_documents.sql")),
     (9, include_str!("../../../migrations/postgres/0009_rate_buckets.sql")),
+    (10, include_str!("../../../migrations/postgres/0010_phase_partitions.sql")),
 ];
 
 /// The migration whose code part moves memo vectors out of the JSON.

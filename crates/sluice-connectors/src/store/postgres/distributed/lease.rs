@@ -5,11 +5,13 @@
 use serde_json::Value;
 use sluice_core::store::RunId;
 use sluice_core::{Checkpoint, RunStatus, StoreError};
-use sqlx::Row;
 use sqlx::types::Json;
+use sqlx::{PgTransaction, Row};
 
 use super::super::PostgresStore;
+use super::aggregate::{Part, aggregate};
 use super::fence::Fence;
+use super::phases::open_next_step;
 
 /// Who a worker is: `host:pid:nonce`, unique across restarts of a pid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +25,23 @@ pub struct WorkerId {
 #[derive(Clone, Debug)]
 pub struct Claim {
     pub fence: Fence,
-    /// The later-phases task rather than a source partition.
+    /// The later-phases task or an id range rather than a source partition.
     pub later: bool,
+    /// An id range of a per-document later phase (`None`: a source partition or the whole-corpus task).
+    pub range: Option<IdRange>,
     /// Where the partition stands (its last committed checkpoint).
     pub checkpoint: Checkpoint,
     /// Commits made so far (by any owner).
     pub commit_seq: i64,
+}
+
+/// The id range of a per-document later phase a partition row covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdRange {
+    pub phase: String,
+    /// The range's last stored document id, inclusive (`None`: to the end).
+    /// Its start is the cursor of the row's first checkpoint.
+    pub last: Option<String>,
 }
 
 impl PostgresStore {
@@ -80,8 +93,9 @@ impl PostgresStore {
     /// Claims one partition of a running distributed run whose lease is free
     /// or expired (skipping rows another transaction holds), for `lease_secs`,
     /// bumping its epoch. Runs in `skip` are left alone (this worker cannot
-    /// build their pipeline). The later-phases task is claimable only when
-    /// every other partition of its run is done.
+    /// build their pipeline). A row of a later step is claimable only when
+    /// every row of the steps before it is done (rows of a step are created
+    /// only then anyway; this also holds for runs submitted before 0010).
     pub async fn claim_partition(
         &self,
         worker: &str,
@@ -99,13 +113,13 @@ impl PostgresStore {
                    WHERE pr.distributed AND pr.status = 'running' AND NOT r.done
                      AND (r.lease_until IS NULL OR r.lease_until < now())
                      AND r.run_id <> ALL($3)
-                     AND (NOT r.later OR NOT EXISTS (
-                          SELECT 1 FROM run_partitions o WHERE o.run_id = r.run_id AND NOT o.later AND NOT o.done))
-                   ORDER BY r.run_id, r.later, r.name
+                     AND NOT EXISTS (SELECT 1 FROM run_partitions o
+                                     WHERE o.run_id = r.run_id AND o.ordinal < r.ordinal AND NOT o.done)
+                   ORDER BY r.run_id, r.ordinal, r.name
                    LIMIT 1
                    FOR UPDATE OF r SKIP LOCKED) AS c
              WHERE p.run_id = c.run_id AND p.name = c.name
-             RETURNING p.run_id, p.name, p.later, p.epoch, p.checkpoint, p.commit_seq",
+             RETURNING p.run_id, p.name, p.later, p.epoch, p.checkpoint, p.commit_seq, p.phase, p.range_last",
         )
         .bind(worker)
         .bind(lease_secs)
@@ -124,6 +138,12 @@ impl PostgresStore {
         Ok(Some(Claim {
             fence: Fence { run, partition, epoch: row.try_get(3).map_err(get)?, owner: worker.to_string() },
             later: row.try_get(2).map_err(get)?,
+            range: row
+                .try_get::<Option<String>, _>(6)
+                .map_err(get)?
+                .map(|phase| Ok(IdRange { phase, last: row.try_get(7)? }))
+                .transpose()
+                .map_err(get)?,
             checkpoint,
             commit_seq: row.try_get(5).map_err(get)?,
         }))
@@ -166,10 +186,15 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Marks a partition done (fenced like a commit); false: the lease had moved.
+    /// Marks a partition done (fenced like a commit); false: the lease had
+    /// moved. When it was the last of its step, the next step's rows are
+    /// created in the same transaction, under the run row's lock.
     pub async fn finish_partition(&self, fence: &Fence) -> Result<bool, StoreError> {
         self.ready().await?;
         let db = self.db();
+        let what = format!("marking {} done", fence.describe());
+        let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
+        lock_run(&mut tx, fence.run).await.map_err(db.sql(&what))?;
         let done = sqlx::query(
             "UPDATE run_partitions SET done = true, lease_until = NULL, updated_at = now()
              WHERE run_id = $1 AND name = $2 AND epoch = $3 AND NOT done",
@@ -177,10 +202,15 @@ impl PostgresStore {
         .bind(fence.run)
         .bind(&fence.partition)
         .bind(fence.epoch)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await
-        .map_err(db.sql(format!("marking {} done", fence.describe())))?;
-        Ok(done.rows_affected() == 1)
+        .map_err(db.sql(&what))?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        open_next_step(&mut tx, fence.run).await.map_err(db.sql(&what))?;
+        tx.commit().await.map_err(db.sql(&what))?;
+        Ok(true)
     }
 
     /// Marks a distributed run failed (a partition failed for a reason no other worker would mend).
@@ -209,16 +239,13 @@ impl PostgresStore {
         let db = self.db();
         let what = format!("settling distributed run {run}");
         let mut tx = db.pool().begin().await.map_err(db.sql(&what))?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM pipeline_runs WHERE id = $1 AND distributed FOR UPDATE")
-                .bind(run)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db.sql(&what))?;
+        let status = lock_run(&mut tx, run).await.map_err(db.sql(&what))?;
         let Some(status) = status.as_deref().and_then(RunStatus::parse) else { return Ok(None) };
+        // A step whose rows are missing though the one before is done (a source without partitions).
+        open_next_step(&mut tx, run).await.map_err(db.sql(&what))?;
         let rows = sqlx::query(
-            "SELECT name, later, checkpoint, done, (lease_until IS NOT NULL AND lease_until > now())
-             FROM run_partitions WHERE run_id = $1 ORDER BY later, name",
+            "SELECT name, ordinal, phase, checkpoint, done, (lease_until IS NOT NULL AND lease_until > now())
+             FROM run_partitions WHERE run_id = $1 ORDER BY ordinal, name",
         )
         .bind(run)
         .fetch_all(&mut *tx)
@@ -229,12 +256,14 @@ impl PostgresStore {
         for row in &rows {
             let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), None);
             let name: String = row.try_get(0).map_err(get)?;
-            let value: Value = row.try_get(2).map_err(get)?;
+            let value: Value = row.try_get(3).map_err(get)?;
             let checkpoint: Checkpoint = serde_json::from_value(value)
                 .map_err(|e| db.decode(format!("{what}: partition {name:?} has no valid checkpoint: {e}"), None))?;
-            all_done &= row.try_get::<bool, _>(3).map_err(get)?;
-            leased |= row.try_get::<bool, _>(4).map_err(get)?;
-            parts.push((name, row.try_get::<bool, _>(1).map_err(get)?, checkpoint));
+            let done = row.try_get::<bool, _>(4).map_err(get)?;
+            all_done &= done;
+            leased |= row.try_get::<bool, _>(5).map_err(get)?;
+            let (ordinal, range_phase) = (row.try_get(1).map_err(get)?, row.try_get(2).map_err(get)?);
+            parts.push(Part { name, ordinal, range_phase, done, checkpoint });
         }
         let checkpoint = aggregate(&parts);
         let next = match status {
@@ -273,53 +302,12 @@ impl PostgresStore {
     }
 }
 
-/// The run's checkpoint from its partitions': each source partition's
-/// position by name, their counts, costs and batches summed; the later
-/// phases' progress from their task.
-fn aggregate(parts: &[(String, bool, Checkpoint)]) -> Checkpoint {
-    let first = parts.iter().find(|(_, later, _)| !later).map(|(_, _, cp)| cp.phase.clone()).unwrap_or_default();
-    let mut run = Checkpoint::new(first);
-    for (name, later, cp) in parts {
-        run.batches += cp.batches;
-        run.cost.add(&cp.cost);
-        if *later {
-            if cp.in_later_phase() {
-                run.phase.clone_from(&cp.phase);
-                run.phases_done.clone_from(&cp.phases_done);
-                run.phase_counts.clone_from(&cp.phase_counts);
-            }
-        } else {
-            run.partitions.insert(name.clone(), cp.position(name));
-            run.counts.add(&cp.counts);
-        }
-    }
-    run
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_core::Position;
-
-    #[test]
-    fn the_run_checkpoint_sums_its_partitions_and_takes_the_later_phases_from_their_task() {
-        let mut a = Checkpoint::new("classification");
-        a.partitions.insert("a".into(), Position { cursor: Some("c1".into()), skip: 2, ..Position::default() });
-        a.counts.stored = 3;
-        a.batches = 1;
-        let mut b = Checkpoint::new("classification");
-        b.partitions.insert("b".into(), Position { done: true, ..Position::default() });
-        b.counts.stored = 4;
-        b.batches = 2;
-        let mut later = Checkpoint::new("classification");
-        later.advance_to("embedding_generation");
-        later.current_counts_mut().stored = 5;
-        let run = aggregate(&[("a".into(), false, a), ("b".into(), false, b), ("__phases__".into(), true, later)]);
-        assert_eq!(run.counts.stored, 7);
-        assert_eq!(run.batches, 3);
-        assert_eq!(run.position("a").skip, 2);
-        assert!(run.position("b").done);
-        assert_eq!(run.phase, "embedding_generation");
-        assert_eq!(run.current_counts().stored, 5);
-    }
+/// Locks the distributed run's row for the rest of `tx`, so marking the
+/// last partitions done, opening the next step and completing the run
+/// happen once however many workers get there together; its status.
+async fn lock_run(tx: &mut PgTransaction<'_>, run: RunId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM pipeline_runs WHERE id = $1 AND distributed FOR UPDATE")
+        .bind(run)
+        .fetch_optional(&mut **tx)
+        .await
 }

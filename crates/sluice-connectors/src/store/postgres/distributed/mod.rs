@@ -4,8 +4,12 @@
 //! in flight).
 //!
 //! - **Partitions are leased rows** of `run_partitions` (migration 0005):
-//!   the source's partitions, plus one `__phases__` task for the later
-//!   phases that becomes claimable once every source partition is done.
+//!   the source's partitions, then the later phases in steps (`phases.rs`,
+//!   migration 0010): each per-document phase before the first whole-corpus
+//!   one as id ranges of the stored documents, the rest as one `__phases__`
+//!   task. A step's rows are made in the transaction that marks the previous
+//!   step's last row done, so a crash costs a range's batches in flight and
+//!   never falls between two steps.
 //!   A claim is one `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`
 //!   that bumps the partition's `epoch` and sets a lease from the server's
 //!   clock. Plain SQL rather than pgmq or graphile_worker: sluice's own row
@@ -24,23 +28,27 @@
 //! - **Completion**: a partition is marked done by a fenced update after the
 //!   engine finished it; the worker that marks the last one done completes
 //!   the run, under the run row's lock, and refreshes the run's checkpoint,
-//!   which is derived from the partitions (positions by name, summed counts).
+//!   which is derived from the partitions (`aggregate.rs`: positions by name,
+//!   summed counts, a later phase's counts summed over its ranges).
 //! - **Rate limits are shared** ([`pacer`]): a token bucket row per (run,
 //!   service), so N workers keep one rate, and one worker's 429 pauses all.
 
+mod aggregate;
 pub mod fence;
 mod lease;
 mod pacer;
 mod partition_store;
+mod phases;
 mod ranges;
 mod report;
 mod submit;
 
 pub use self::fence::{Fence, LEASE_LOST};
-pub use self::lease::{Claim, WorkerId};
+pub use self::lease::{Claim, IdRange, WorkerId};
 pub use self::pacer::{STASH_TTL, SharedPacer};
 pub use self::partition_store::PartitionStore;
+pub use self::phases::{PhasePlan, PhaseStep};
 pub use self::report::{PartitionRow, WorkerRow};
 
-/// The name of the task that runs the later phases of a distributed run.
+/// The name of the task that runs the whole-corpus later phases of a distributed run.
 pub const LATER_PHASES: &str = "__phases__";

@@ -12,6 +12,14 @@ use super::super::PostgresStore;
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionRow {
     pub name: String,
+    /// Its step: 0 for a source partition, then the later steps in phase order.
+    pub step: i32,
+    /// The later phase an id range runs (`None`: a source partition or the whole-corpus task).
+    pub phase: Option<String>,
+    /// An id range's start (exclusive; `None`: the first document) ...
+    pub range_after: Option<String>,
+    /// ... and its end (inclusive; `None`: the last document).
+    pub range_last: Option<String>,
     pub done: bool,
     /// The worker holding the lease (or that held it last).
     pub owner: Option<String>,
@@ -35,6 +43,12 @@ impl PartitionRow {
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         serde_json::from_value(self.checkpoint.clone()).ok()
     }
+
+    /// An id range of a later phase, as `(after, last]`.
+    pub fn range_text(&self) -> Option<String> {
+        let end = |id: &Option<String>, open: &str| id.as_deref().map_or(open.to_string(), |id| format!("{id:?}"));
+        self.phase.as_ref().map(|_| format!("({}, {}]", end(&self.range_after, "start"), end(&self.range_last, "end")))
+    }
 }
 
 /// A worker, as status shows it.
@@ -56,8 +70,9 @@ impl PostgresStore {
         let db = self.db();
         let what = format!("reading the partitions of run {run}");
         let rows = sqlx::query(
-            "SELECT name, done, owner, extract(epoch FROM lease_until - now())::float8, epoch, commit_seq, checkpoint
-             FROM run_partitions WHERE run_id = $1 ORDER BY later, name",
+            "SELECT name, done, owner, extract(epoch FROM lease_until - now())::float8, epoch, commit_seq, checkpoint,
+                    ordinal, phase, lag(range_last) OVER (PARTITION BY ordinal ORDER BY name), range_last
+             FROM run_partitions WHERE run_id = $1 ORDER BY ordinal, name",
         )
         .bind(run)
         .fetch_all(db.pool())
@@ -68,6 +83,10 @@ impl PostgresStore {
                 let get = |e: sqlx::Error| db.decode(format!("{what}: {e}"), None);
                 Ok(PartitionRow {
                     name: r.try_get(0).map_err(get)?,
+                    step: r.try_get(7).map_err(get)?,
+                    phase: r.try_get(8).map_err(get)?,
+                    range_after: r.try_get(9).map_err(get)?,
+                    range_last: r.try_get(10).map_err(get)?,
                     done: r.try_get(1).map_err(get)?,
                     owner: r.try_get(2).map_err(get)?,
                     lease_left_secs: r.try_get(3).map_err(get)?,

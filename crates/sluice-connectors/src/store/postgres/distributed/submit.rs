@@ -8,18 +8,18 @@ use sqlx::types::Json;
 use super::super::PostgresStore;
 use super::super::runs::parse_run;
 use super::super::sql::CREATE_RUN;
-use super::LATER_PHASES;
+use super::phases::{NewPartition, PhasePlan, insert_partitions, insert_plan, open_next_step};
 
 impl PostgresStore {
     /// Creates the run, marked distributed, with one partition row per name
-    /// (each starting from `Checkpoint::new(new.phase)`) and, when the
-    /// pipeline has later phases, the task that runs them starting from
-    /// `later`. One transaction: workers never see half a run.
+    /// (each starting from `Checkpoint::new(new.phase)`) and the plan of its
+    /// later phases, whose steps get their rows as the steps before them end
+    /// (`phases::open_next_step`). One transaction: workers never see half a run.
     pub async fn submit_distributed(
         &self,
         new: &NewRun,
         partitions: &[String],
-        later: Option<&Checkpoint>,
+        plan: &PhasePlan,
     ) -> Result<RunInfo, StoreError> {
         self.ready().await?;
         let db = self.db();
@@ -40,28 +40,12 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db.sql(&what))?;
-        let start = serde_json::to_value(Checkpoint::new(&new.phase)).map_err(|e| db.contract(e))?;
-        let mut names: Vec<&str> = partitions.iter().map(String::as_str).collect();
-        let mut later_flags = vec![false; names.len()];
-        let mut checkpoints = vec![start.clone(); names.len()];
-        if let Some(later) = later {
-            names.push(LATER_PHASES);
-            later_flags.push(true);
-            checkpoints.push(serde_json::to_value(later).map_err(|e| db.contract(e))?);
-        }
-        let checkpoints: Vec<String> = checkpoints.iter().map(ToString::to_string).collect();
-        sqlx::query(
-            "INSERT INTO run_partitions (run_id, name, later, checkpoint)
-             SELECT $1, u.name, u.later, u.checkpoint::jsonb
-             FROM UNNEST($2::text[], $3::bool[], $4::text[]) AS u(name, later, checkpoint)",
-        )
-        .bind(run.id)
-        .bind(&names)
-        .bind(&later_flags)
-        .bind(&checkpoints)
-        .execute(&mut *tx)
-        .await
-        .map_err(db.sql(&what))?;
+        let start = Checkpoint::new(&new.phase);
+        let rows: Vec<NewPartition> = partitions.iter().map(|name| NewPartition::source(name, &start)).collect();
+        insert_partitions(&mut tx, run.id, &rows).await.map_err(db.sql(&what))?;
+        insert_plan(&mut tx, run.id, plan).await.map_err(db.sql(&what))?;
+        // A source without partitions: the first later step is open at once.
+        open_next_step(&mut tx, run.id).await.map_err(db.sql(&what))?;
         tx.commit().await.map_err(db.sql(&what))?;
         Ok(run)
     }
