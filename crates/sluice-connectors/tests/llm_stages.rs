@@ -346,6 +346,26 @@ async fn openai_embeddings_batch_record_usage_retry_and_are_remembered() {
 }
 
 #[tokio::test]
+async fn a_server_refusing_base64_is_asked_for_floats_once_and_from_then_on() {
+    // The default fake answers base64 (what the embedder asks for); this one knows only floats.
+    let fake = fake(OpenAiFaults { refuse_base64: true, ..OpenAiFaults::default() }).await;
+    let embedder =
+        Arc::new(OpenAiEmbedder::new(api(&fake, fake.key()), "text-embedding-3-small", 64, true, 2).unwrap());
+    let stage = EmbedStage::with_embedder(embedder, 4).unwrap().with_concurrency(1).unwrap();
+    let outcomes = stage.process(&Context::detached(), docs(8)).await.unwrap();
+    for outcome in &outcomes {
+        let Outcome::Kept(doc) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(doc.embedding.as_ref(), Some(&model::embed(&doc.record.text, 64)), "the same vectors as floats");
+    }
+    let counters = fake.counters();
+    assert_eq!(
+        (counters.embedding_requests, counters.bad_requests, counters.embedding_responses),
+        (3, 1, 2),
+        "one refusal, then both calls of 4 as floats"
+    );
+}
+
+#[tokio::test]
 async fn embed_concurrency_bounds_the_calls_in_flight_over_all_batches() {
     // Slow answers keep calls open, so the fake sees how many overlap.
     let fake = fake(OpenAiFaults { latency_ms: 200, ..OpenAiFaults::default() }).await;

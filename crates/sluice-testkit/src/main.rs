@@ -261,6 +261,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 retry_after_secs: a.retry_after_secs,
                 max_input_tokens: a.max_input_tokens,
                 refuse_inputs_containing: Vec::new(),
+                refuse_base64: false,
             };
             let config = OpenAiConfig {
                 key: a.key,

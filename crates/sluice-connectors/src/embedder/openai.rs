@@ -14,11 +14,21 @@
 //! long text does not make the API refuse the whole call. A call the API still
 //! refuses for one of its inputs (a 400) is split by the embed stage
 //! ([`Embedder::splits_on`]).
+//!
+//! Vectors are asked for as `encoding_format: "base64"` (little-endian f32,
+//! what OpenAI's own clients ask for): a quarter of the bytes of JSON floats,
+//! decoded without parsing decimals, and the same values. A compatible server
+//! that answers floats anyway is read as well; one that refuses the parameter
+//! (a 400 naming `encoding_format`) is asked again for floats, and from then
+//! on by this embedder.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
 use serde_json::{Value, json};
 use sluice_core::{Context, StageError};
 use sluice_core::{RetryPolicy, Verdict, with_retries};
@@ -72,6 +82,8 @@ pub struct OpenAiEmbedder {
     retry: RetryPolicy,
     /// Inputs are cut to this many tokens; `None`: sent whole.
     max_input_tokens: Option<usize>,
+    /// Cleared once the server refuses `encoding_format: "base64"`.
+    base64: Arc<AtomicBool>,
 }
 
 impl OpenAiEmbedder {
@@ -96,7 +108,15 @@ impl OpenAiEmbedder {
             max_delay: Duration::from_secs(30),
         };
         let max_input_tokens = model_context(&model);
-        Ok(Self { api, model, dimensions, send_dimensions, retry, max_input_tokens })
+        Ok(Self {
+            api,
+            model,
+            dimensions,
+            send_dimensions,
+            retry,
+            max_input_tokens,
+            base64: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     /// The same embedder cutting inputs to `max` tokens (`Some(0)`: never
@@ -120,12 +140,45 @@ impl OpenAiEmbedder {
         fitted
     }
 
-    fn request(&self, texts: &[String]) -> Value {
-        let mut body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
+    fn request(&self, texts: &[String], base64: bool) -> Value {
+        let format = if base64 { "base64" } else { "float" };
+        let mut body = json!({"model": self.model, "input": texts, "encoding_format": format});
         if self.send_dimensions {
             body["dimensions"] = json!(self.dimensions);
         }
         body
+    }
+
+    /// POSTs the inputs (with retries), asked for as base64 unless the
+    /// server refused it before; a refusal naming `encoding_format` is asked
+    /// again for floats.
+    async fn call(&self, ctx: &Context, inputs: &[String]) -> Result<Value, StageError> {
+        let base64 = self.base64.load(Ordering::Relaxed);
+        match self.post(ctx, &self.request(inputs, base64)).await {
+            Err(ApiError::Request(e)) if base64 && e.message.contains("encoding_format") => {
+                if self.base64.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(model = %self.model, error = %e.message,
+                        "the embeddings server refused encoding_format \"base64\": asking for floats from now on");
+                }
+                self.post(ctx, &self.request(inputs, false)).await.map_err(ApiError::into_stage_error)
+            }
+            answer => answer.map_err(ApiError::into_stage_error),
+        }
+    }
+
+    async fn post(&self, ctx: &Context, body: &Value) -> Result<Value, ApiError> {
+        with_retries(
+            &self.retry,
+            ctx,
+            "embed",
+            &ctx.abort,
+            || self.api.post_paced(ctx, "embed", "/embeddings", body),
+            |e: &ApiError| match e {
+                ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
+                _ => Verdict::Fatal,
+            },
+        )
+        .await
     }
 
     /// Reads an answer: one vector per input, by `index`, of the right length.
@@ -138,14 +191,18 @@ impl OpenAiEmbedder {
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
         for (position, item) in data.iter().enumerate() {
             let index = item.get("index").and_then(Value::as_u64).map_or(position, |i| i as usize);
-            let values = item
-                .get("embedding")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad(format!("item {position} has no embedding array")))?;
-            let vector: Vec<f32> = values.iter().filter_map(Value::as_f64).map(|x| x as f32).collect();
-            if vector.len() != values.len() {
-                return Err(bad(format!("item {position} has non-numeric values")));
-            }
+            let vector = match item.get("embedding") {
+                Some(Value::Array(values)) => {
+                    let vector: Vec<f32> = values.iter().filter_map(Value::as_f64).map(|x| x as f32).collect();
+                    if vector.len() != values.len() {
+                        return Err(bad(format!("item {position} has non-numeric values")));
+                    }
+                    vector
+                }
+                Some(Value::String(encoded)) => decode_base64(encoded)
+                    .ok_or_else(|| bad(format!("item {position}'s embedding is not base64 of little-endian f32")))?,
+                _ => return Err(bad(format!("item {position} has no embedding (an array or a base64 string)"))),
+            };
             if vector.len() != self.dimensions {
                 return Err(bad(format!(
                     "model {} returned {} dimensions, embed.dimensions is {}",
@@ -195,20 +252,7 @@ impl Embedder for OpenAiEmbedder {
             return Ok(vectors);
         }
         let inputs: Vec<String> = sent.iter().map(|(_, t)| self.fit(t).into_owned()).collect();
-        let body = self.request(&inputs);
-        let answer = with_retries(
-            &self.retry,
-            ctx,
-            "embed",
-            &ctx.abort,
-            || self.api.post_paced(ctx, "embed", "/embeddings", &body),
-            |e: &ApiError| match e {
-                ApiError::Retryable { retry_after, .. } => Verdict::Retry(*retry_after),
-                _ => Verdict::Fatal,
-            },
-        )
-        .await
-        .map_err(ApiError::into_stage_error)?;
+        let answer = self.call(ctx, &inputs).await?;
         let usage = answer.get("usage");
         let tokens = usage
             .and_then(|u| u.get("prompt_tokens").or_else(|| u.get("total_tokens")))
@@ -231,6 +275,15 @@ impl Embedder for OpenAiEmbedder {
     fn splits_on(&self, error: &StageError) -> bool {
         is_refused_request(error)
     }
+}
+
+/// A base64 embedding's values: little-endian f32, as OpenAI sends them.
+fn decode_base64(encoded: &str) -> Option<Vec<f32>> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 #[cfg(test)]
@@ -261,5 +314,17 @@ mod tests {
         assert!(matches!(cut, Cow::Borrowed(_)) && from.is_none(), "100 tokens in 200 bytes");
         assert_eq!(model_context("text-embedding-3-small"), Some(8191));
         assert_eq!(model_context("nomic-embed-text"), None);
+    }
+
+    #[test]
+    fn base64_embeddings_decode_to_their_f32_values_and_bad_ones_are_refused() {
+        let values = [0.25f32, -1.5, f32::MIN_POSITIVE, 3.0e-8];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(decode_base64(&encoded), Some(values.to_vec()));
+        assert_eq!(decode_base64("AAAAAA=="), Some(vec![0.0]));
+        assert_eq!(decode_base64("AAAA"), None, "three bytes are not an f32");
+        
+        assert_eq!(decode_base64("not base64!"), None);
     }
 }

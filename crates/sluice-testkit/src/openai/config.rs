@@ -47,6 +47,10 @@ fault_settings! {
         /// 400 naming it (`Invalid 'input[i]': ...`) for the whole request: a
         /// per-input error other than length.
         pub refuse_inputs_containing: Vec<String>,
+        /// Embeddings: answer as a compatible server that knows only
+        /// `encoding_format: "float"`: a request for `"base64"` gets a 400
+        /// naming the parameter.
+        pub refuse_base64: bool,
     }
 }
 

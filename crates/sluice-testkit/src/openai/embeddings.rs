@@ -67,10 +67,10 @@ fn embeddings(shared: &Shared, body: Option<Value>) -> Answer {
         }
         _ => return bad_request(INPUT_INVALID, None, None),
     };
-    let (limit, refused) = {
+    let (limit, refused, float_only) = {
         let m = shared.lock();
         let settings = m.faults.settings();
-        (settings.max_input_tokens, settings.refuse_inputs_containing.clone())
+        (settings.max_input_tokens, settings.refuse_inputs_containing.clone(), settings.refuse_base64)
     };
     for (i, (text, ids)) in inputs.iter().enumerate() {
         if let Some(marker) = refused.iter().find(|m| !m.is_empty() && text.contains(m.as_str())) {
@@ -114,7 +114,14 @@ fn embeddings(shared: &Shared, body: Option<Value>) -> Answer {
     };
     let base64 = match body.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => false,
-        Some("base64") => true,
+        Some("base64") if !float_only => true,
+        Some(other) if float_only => {
+            return bad_request(
+                &format!("Invalid value for 'encoding_format': '{other}'. Supported values are: 'float'."),
+                Some("encoding_format"),
+                Some("invalid_value"),
+            );
+        }
         Some(other) => {
             return bad_request(
                 &format!("Invalid value for 'encoding_format': '{other}'. Supported values are: 'float' and 'base64'."),

@@ -34,7 +34,8 @@
 //!   token arrays), at most 2048, none empty; `model`; optional `dimensions`
 //!   (default 64 in the fake, unlike the real models' 1536, to stay cheap;
 //!   refused for `text-embedding-ada-002`); `encoding_format` `float` or
-//!   `base64` (little-endian f32). Vectors come from [`model::embed`].
+//!   `base64` (little-endian f32; [`OpenAiFaults::refuse_base64`] refuses it
+//!   as a float-only compatible server). Vectors come from [`model::embed`].
 //!   As the real API, one input over the model's context
 //!   ([`OpenAiFaults::max_input_tokens`], counted with cl100k_base) refuses
 //!   the whole request with 400 "This model's maximum context length is ...";
