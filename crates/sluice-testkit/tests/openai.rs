@@ -390,3 +390,33 @@ async fn repeated_inputs_are_counted_and_drops_are_transport_errors() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["object"], "list");
 }
+
+#[tokio::test]
+async fn latency_is_the_time_to_the_answer_and_an_answer_is_tallied_when_sent() {
+    let latency = Duration::from_millis(1500);
+    let faults = OpenAiFaults { latency_ms: 1500, refuse_base64: true, ..OpenAiFaults::default() };
+    let fake = fake(OpenAiConfig::default().with_faults(faults)).await;
+    let sent = std::time::Instant::now();
+    let body = json!({"model": "text-embedding-3-small", "input": ["a", "b"]});
+    let answer = tokio::spawn({
+        let (url, key) = (format!("{}/v1/embeddings", fake.base_url()), fake.key().to_string());
+        async move { reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.expect("sent") }
+    });
+    while fake.counters().embedding_requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(fake.counters().embedding_responses, 0, "arrived, worked out, but not yet answered");
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(sent.elapsed() >= latency, "answered after {:?}", sent.elapsed());
+    assert_eq!((fake.counters().embedding_responses, fake.counters().embedded_inputs), (1, 2));
+
+    // Refusals wait as long; a float-only server refuses base64, naming the parameter.
+    let sent = std::time::Instant::now();
+    let refused =
+        embed_raw(&fake, &json!({"model": "text-embedding-3-small", "input": "x", "encoding_format": "base64"})).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(sent.elapsed() >= latency, "refused after {:?}", sent.elapsed());
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "encoding_format", "{error}");
+}

@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(decode_base64(&encoded), Some(values.to_vec()));
         assert_eq!(decode_base64("AAAAAA=="), Some(vec![0.0]));
         assert_eq!(decode_base64("AAAA"), None, "three bytes are not an f32");
-        
+
         assert_eq!(decode_base64("not base64!"), None);
     }
 }

@@ -48,14 +48,17 @@
 //!
 //! # Order of checks
 //!
-//! counted -> `latency_ms` (targeted endpoints) -> `Authorization: Bearer`
+//! counted -> `Authorization: Bearer`
 //! (401 `invalid_api_key`, or code null when no key is sent) -> the
 //! requests-per-minute limiter (fixed windows aligned on the minute;
 //! headers `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
 //! `x-ratelimit-reset-requests` like `"12.5s"`, and the `-tokens`
 //! counterparts, which are informative only; over the limit: 429
 //! `rate_limit_exceeded` with `retry-after`) -> injected faults -> request
-//! validation (400 `invalid_request_error`) -> the answer.
+//! validation (400 `invalid_request_error`) -> the answer. Every answer of a
+//! targeted endpoint leaves `latency_ms` after its request arrived, the
+//! fake's own work included (a real API's latency includes its compute), and
+//! is tallied in the counters only then.
 //!
 //! # Counting inputs
 //!

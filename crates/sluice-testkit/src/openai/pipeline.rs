@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::config::ApiEndpoint;
 use super::model::Mode;
 use super::state::Shared;
-use crate::faults::{self, FaultKind};
+use crate::faults::FaultKind;
 use crate::server;
 
 /// OpenAI's error body.
@@ -126,12 +126,17 @@ pub(super) async fn handle(
         }
         (format!("req_{}", server::request_id(shared.seed, n)), latency)
     };
-    faults::delay(latency).await;
+    // The latency is the time to the answer, the fake's own work included (as
+    // a real API's latency includes its compute): each answer waits until
+    // `latency` after the request arrived, and is tallied after that wait.
+    let answered_at = tokio::time::Instant::from_std(started) + std::time::Duration::from_millis(latency);
+    let wait = || tokio::time::sleep_until(answered_at);
     let base_headers = vec![(X_REQUEST_ID.clone(), request_id.clone())];
 
     // Auth.
     let key = server::bearer(&headers);
     if key.as_deref() != Some(shared.key.as_str()) {
+        wait().await;
         shared.lock().counters.unauthorized += 1;
         let body = match key.filter(|k| !k.is_empty()) {
             None => api_error(
@@ -196,12 +201,16 @@ pub(super) async fn handle(
         )
     };
     if limited {
+        wait().await;
         shared.lock().counters.rate_limited += 1;
         let wait = out_headers.iter().find(|(n, _)| *n == RESET_REQUESTS).map(|(_, v)| v.clone()).unwrap_or_default();
         return server::json(StatusCode::TOO_MANY_REQUESTS, &rate_limit_body(&wait), &out_headers);
     }
 
     // Injected faults.
+    if fault != FaultKind::None {
+        wait().await;
+    }
     match fault {
         FaultKind::Drop => {
             shared.lock().counters.faults.record(fault);
@@ -235,6 +244,9 @@ pub(super) async fn handle(
     }
 
     let answer = work(&shared, fault);
+    if fault == FaultKind::None {
+        wait().await;
+    }
     let mut truncate = false;
     {
         let mut m = shared.lock();
