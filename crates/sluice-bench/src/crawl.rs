@@ -139,16 +139,6 @@ pub async fn crawl(pages: usize, page_ms: u64, embed_ms: u64) {
     );
 }
 
-/// CPU seconds (user + system) this process has used so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// The crawl alone against a site served by another process (the test kit's
 /// `site` command, as `crates/sluice-bench/scripts/crawl-vs-scrapy.sh` runs
 /// it for both crawlers): wall, CPU and peak RSS of this process, pages.
@@ -163,7 +153,7 @@ pub async fn crawl_site(url: String, concurrency: usize) {
     config.delay_ms = 0;
     config.retry_base_ms = 1;
     let source = Arc::new(CrawlSource::new(config).expect("crawl source"));
-    let cpu_before = cpu_seconds();
+    let cpu_before = crate::cpu_seconds();
     let started = Instant::now();
     let summary = Pipeline::new(source, Arc::new(sluice_core::testing::MemStore::discarding()))
         .settings(Settings { batch_size: BATCH, per_document_events: false, ..Settings::default() })
@@ -171,7 +161,7 @@ pub async fn crawl_site(url: String, concurrency: usize) {
         .await
         .expect("run");
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = crate::cpu_seconds() - cpu_before;
     println!(
         "| sluice | {concurrency} | {} pages ({} failed) | {wall:.2} | {cpu:.2} | {:.0} |",
         summary.counts.fetched,

@@ -18,6 +18,11 @@
 //! overlap across batches is worth: with one, a batch's last calls leave
 //! slots idle until the next batch starts. "mean calls at once" is the
 //! fake's time spent answering, summed over calls, over the wall time.
+//!
+//! `embed-wire [DOCUMENTS] [DIMENSIONS]`: the same path at real vector sizes
+//! (default 1536, `text-embedding-3-small`), once with vectors as base64 (what
+//! the embedder asks for) and once as JSON floats (the fake refusing base64,
+//! as a float-only server does), 16 at once: wall and this process's CPU.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +107,17 @@ impl Fake {
         }
     }
 
+    /// Make the fake a float-only server (400 on `encoding_format: "base64"`), or not.
+    async fn refuse_base64(&self, refuse: bool) {
+        match self {
+            Fake::InProcess(openai) => openai.update_faults(|f| f.refuse_base64 = refuse),
+            Fake::Remote { base_url, http } => {
+                let patch = serde_json::json!({ "refuse_base64": refuse });
+                http.post(format!("{base_url}/_testkit/faults")).json(&patch).send().await.expect("fake faults");
+            }
+        }
+    }
+
     async fn reset(&self) {
         match self {
             Fake::InProcess(openai) => openai.reset_counters(),
@@ -134,12 +150,12 @@ impl Fake {
     }
 }
 
-fn pipeline(data: &std::path::Path, openai: &Fake, concurrency: usize, workers: usize) -> Pipeline {
+fn pipeline(data: &std::path::Path, openai: &Fake, concurrency: usize, workers: usize, dimensions: usize) -> Pipeline {
     let source = Arc::new(JsonlSource::new(JsonlConfig::new(data.to_str().expect("utf-8 path"))).expect("jsonl"));
     let chunk = ChunkConfig { by: ChunkBy::Chars, size: Some(1000), overlap: 100, ..ChunkConfig::default() };
     let embed = EmbedConfig {
         provider: "openai".into(),
-        dimensions: 64,
+        dimensions,
         batch_size: EMBED_BATCH,
         concurrency,
         endpoint: OpenAiEndpoint {
@@ -180,7 +196,7 @@ pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
         for workers in [1, 2, EmbedStage::MIN_WORKERS] {
             openai.reset().await;
             let started = Instant::now();
-            let summary = pipeline(&data, &openai, concurrency, workers).run(Start::New).await.expect("run");
+            let summary = pipeline(&data, &openai, concurrency, workers, 64).run(Start::New).await.expect("run");
             let wall = started.elapsed().as_secs_f64();
             assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
             assert_eq!(summary.counts.failed, 0);
@@ -194,4 +210,38 @@ pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
             );
         }
     }
+}
+
+/// Vectors as base64 against vectors as JSON floats, at `dimensions`.
+pub async fn embed_wire(documents: usize, dimensions: usize) {
+    const CALL_MS: u64 = 20;
+    const CONCURRENCY: usize = 16;
+    let openai = Fake::start(CALL_MS).await;
+    let dir = crate::bench_dir();
+    let data = dir.path().join("docs.jsonl");
+    write_corpus(&data, documents);
+    println!(
+        "{documents} documents chunked 1000/100, {EMBED_BATCH} chunks a call of {dimensions} dimensions, \
+         {CALL_MS} ms a call (the fake, in {}), {CONCURRENCY} at once",
+        openai.place()
+    );
+    println!("| vectors as | calls | wall s | CPU s (this process) | CPU ms per call |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (encoding, refuse) in [("base64", false), ("JSON floats", true)] {
+        openai.refuse_base64(refuse).await;
+        openai.reset().await;
+        let cpu_before = crate::cpu_seconds();
+        let started = Instant::now();
+        let summary = pipeline(&data, &openai, CONCURRENCY, EmbedStage::MIN_WORKERS, dimensions)
+            .run(Start::New)
+            .await
+            .expect("run");
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = crate::cpu_seconds() - cpu_before;
+        assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+        assert_eq!(summary.counts.failed, 0);
+        let (calls, _, _) = openai.counters().await;
+        println!("| {encoding} | {calls} | {wall:.2} | {cpu:.2} | {:.2} |", cpu * 1000.0 / calls as f64);
+    }
+    openai.refuse_base64(false).await;
 }

@@ -11,6 +11,7 @@
 //! cargo run --release -p sluice-bench -- crawl [PAGES] [PAGE_MS] [EMBED_MS]  # see crawl.rs
 //! cargo run --release -p sluice-bench -- crawl-site URL [CONCURRENCY]      # against Scrapy: scripts/crawl-vs-scrapy.sh
 //! cargo run --release -p sluice-bench -- embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...]  # see embed.rs
+//! cargo run --release -p sluice-bench -- embed-wire [DOCUMENTS] [DIMENSIONS]  # base64 vs floats, see embed.rs
 //! cargo run --release -p sluice-bench -- unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY]  # see unchanged.rs
 //! cargo run --release -p sluice-bench -- chunk MB unbroken|natural [chars|before]  # see chunk.rs
 //! cargo run --release -p sluice-bench --features minilm -- minilm [TEXTS] [BATCH] [OUT_DIR]  # see minilm.rs
@@ -83,6 +84,7 @@ fn main() {
             let concurrencies = if concurrencies.is_empty() { vec![4, 16] } else { concurrencies };
             runtime.block_on(embed::embed(number(1, 2_000) as usize, number(2, 20), concurrencies))
         }
+        Some("embed-wire") => runtime.block_on(embed::embed_wire(number(1, 2_000) as usize, number(2, 1536) as usize)),
         Some("crawl-site") => runtime.block_on(crawl::crawl_site(
             args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8003/".into()),
             number(2, 8) as usize,
@@ -105,7 +107,7 @@ fn main() {
         #[cfg(not(feature = "minilm"))]
         Some("minilm") => eprintln!("minilm needs the bench built with --features minilm"),
         _ => eprintln!(
-            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY] | chunk MB unbroken|natural [chars|before] | minilm [TEXTS] [BATCH] [OUT_DIR]"
+            "usage: sluice-bench throughput [RECORDS] [STORE/BATCH/EVENTS] | rss RECORDS | modes | postgres [RECORDS] | distributed [CONVERSATIONS] [WORKERS...] | distributed-limit [CONVERSATIONS] [RPM_LIMIT] | intercom [CONVERSATIONS] [CONCURRENCY...] | intercom-store [CONVERSATIONS] [ROUNDS] | crawl [PAGES] [PAGE_MS] [EMBED_MS] | crawl-site URL [CONCURRENCY] | embed [DOCUMENTS] [CALL_MS] [CONCURRENCY...] | embed-wire [DOCUMENTS] [DIMENSIONS] | unchanged [DOCUMENTS] [DIR] [OPENAI_URL] [CONCURRENCY] | chunk MB unbroken|natural [chars|before] | minilm [TEXTS] [BATCH] [OUT_DIR]"
         ),
     }
 }
@@ -146,6 +148,16 @@ pub(crate) fn engine_pipeline(
         .stage(stage(StageConfig::Normalize(NormalizeConfig::default())))
         .stage(stage(StageConfig::Filter(FilterConfig::default())))
         .stage(stage(StageConfig::Classify(rules.into())))
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub(crate) fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A scratch directory for the benchmark's database: under `SLUICE_BENCH_DIR`
