@@ -35,11 +35,13 @@ use sluice_connectors::stage::chunk::{ChunkBy, ChunkConfig};
 use sluice_connectors::stage::embed::{EmbedConfig, EmbedStage};
 use sluice_connectors::util::secret::Secret;
 use sluice_core::testing::MemStore;
-use sluice_core::{Pipeline, RunStatus, Settings, StageSpec, Start};
+use sluice_core::{Pipeline, RunStatus, RunSummary, Settings, StageSpec, Start};
 use sluice_testkit::openai::OpenAiTarget;
 use sluice_testkit::{FakeOpenAi, OpenAiConfig, OpenAiFaults};
 
 const EMBED_BATCH: usize = 32;
+/// Vector size of the `embed` rows: small, so the calls' waiting is what is measured.
+const DIMENSIONS: usize = 64;
 const BATCH: usize = 50;
 /// Characters per document: about 15.7 chunks of 1000 with 100 overlap, so
 /// 2,000 documents make about 983 calls of 32, as in the comparison.
@@ -179,6 +181,18 @@ fn pipeline(data: &std::path::Path, openai: &Fake, concurrency: usize, workers: 
         .stage(StageSpec::new(Arc::new(EmbedStage::new(embed).expect("embed"))).workers(workers))
 }
 
+/// Runs `pipeline` from the start on a fake with fresh counters; the summary
+/// of a run that completed with nothing failed, and its wall seconds.
+async fn timed_run(openai: &Fake, pipeline: Pipeline) -> (RunSummary, f64) {
+    openai.reset().await;
+    let started = Instant::now();
+    let summary = pipeline.run(Start::New).await.expect("run");
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+    assert_eq!(summary.counts.failed, 0);
+    (summary, wall)
+}
+
 pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
     let openai = Fake::start(call_ms).await;
     let dir = crate::bench_dir();
@@ -195,12 +209,7 @@ pub async fn embed(documents: usize, call_ms: u64, concurrencies: Vec<usize>) {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &concurrency in &concurrencies {
         for workers in [1, 2, EmbedStage::MIN_WORKERS] {
-            openai.reset().await;
-            let started = Instant::now();
-            let summary = pipeline(&data, &openai, concurrency, workers, 64).run(Start::New).await.expect("run");
-            let wall = started.elapsed().as_secs_f64();
-            assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
-            assert_eq!(summary.counts.failed, 0);
+            let (summary, wall) = timed_run(&openai, pipeline(&data, &openai, concurrency, workers, DIMENSIONS)).await;
             let (calls, max_in_flight, busy) = openai.counters().await;
             let bound = calls as f64 * call_ms as f64 / 1000.0 / concurrency as f64;
             println!(
@@ -232,17 +241,10 @@ pub async fn embed_wire(documents: usize, dimensions: usize) {
     let (base64, floats) = (("base64", false), ("JSON floats", true));
     for (encoding, refuse) in [base64, floats, floats, base64] {
         openai.refuse_base64(refuse).await;
-        openai.reset().await;
         let cpu_before = crate::cpu_seconds();
-        let started = Instant::now();
-        let summary = pipeline(&data, &openai, CONCURRENCY, EmbedStage::MIN_WORKERS, dimensions)
-            .run(Start::New)
-            .await
-            .expect("run");
-        let wall = started.elapsed().as_secs_f64();
+        let (_, wall) =
+            timed_run(&openai, pipeline(&data, &openai, CONCURRENCY, EmbedStage::MIN_WORKERS, dimensions)).await;
         let cpu = crate::cpu_seconds() - cpu_before;
-        assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
-        assert_eq!(summary.counts.failed, 0);
         let (calls, _, _) = openai.counters().await;
         println!("| {encoding} | {calls} | {wall:.2} | {cpu:.2} | {:.2} |", cpu * 1000.0 / calls as f64);
     }
