@@ -4,14 +4,12 @@
 /// A quick check: a `<` followed by a letter, `/` or `!`, and a `>` after it.
 pub fn looks_like_html(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(at) = bytes[from..].iter().position(|&b| b == b'<') {
-        let lt = from + at;
+    for lt in memchr::memchr_iter(b'<', bytes) {
         match bytes.get(lt + 1) {
             Some(b) if b.is_ascii_alphabetic() || *b == b'/' || *b == b'!' => {
-                return bytes[lt + 2..].contains(&b'>');
+                return memchr::memchr(b'>', &bytes[lt + 2..]).is_some();
             }
-            Some(_) => from = lt + 1,
+            Some(_) => {}
             None => return false,
         }
     }
@@ -79,6 +77,10 @@ mod tests {
         assert!(!looks_like_html("x <y"));
         assert!(!looks_like_html("no tags at all"));
         assert!(!looks_like_html("<"));
+        assert!(!looks_like_html(""));
+        assert!(!looks_like_html("<b"), "no closing >");
+        assert!(looks_like_html("x < y and <br>"), "a later < starts a tag");
+        assert!(!looks_like_html("é <é>"), "a tag name starts with an ASCII letter");
     }
 
     #[test]
