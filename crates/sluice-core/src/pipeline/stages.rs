@@ -88,7 +88,11 @@ pub(crate) async fn process_batch(
                             value,
                         });
                     }
-                    settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await
+                    match outcome {
+                        // Nearly every outcome: settled in place, not moved through settle's future.
+                        Outcome::Kept(doc) => keep(stage.as_ref(), &mut batch, doc),
+                        outcome => settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await,
+                    }
                 }
             }
         }
@@ -137,7 +141,7 @@ async fn reuse_remembered(
         match value {
             Some(value) if memo.apply(&mut doc, &value) => {
                 batch.delta.skipped_unchanged += 1;
-                settle(shared, stage, batch, Outcome::Kept(doc), 0).await;
+                keep(stage, batch, doc);
             }
             _ => rest.push(doc),
         }
@@ -145,19 +149,22 @@ async fn reuse_remembered(
     rest
 }
 
+/// Keeps a document in the batch and counts what the stage did to it.
+fn keep(stage: &dyn Stage, batch: &mut Batch, doc: Document) {
+    match stage.counter() {
+        Some(StageCounter::Classified) => batch.delta.classified += 1,
+        Some(StageCounter::Embedded) => batch.delta.embedded += embeddings_in(&doc),
+        None => {}
+    }
+    batch.docs.push(doc);
+}
+
 /// Puts one final outcome where it belongs: kept in the batch, or counted as
 /// filtered or failed (with its event and failures row).
 async fn settle(shared: &Shared, stage: &dyn Stage, batch: &mut Batch, outcome: Outcome, attempt: u32) {
     let events = &shared.ctx.events;
     match outcome {
-        Outcome::Kept(doc) => {
-            match stage.counter() {
-                Some(StageCounter::Classified) => batch.delta.classified += 1,
-                Some(StageCounter::Embedded) => batch.delta.embedded += embeddings_in(&doc),
-                None => {}
-            }
-            batch.docs.push(doc);
-        }
+        Outcome::Kept(doc) => keep(stage, batch, doc),
         Outcome::Filtered { doc, reason } => {
             batch.delta.filtered += 1;
             events

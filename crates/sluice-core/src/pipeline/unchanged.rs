@@ -40,6 +40,10 @@ pub(crate) async fn skip_unchanged(shared: &Shared, batch: &mut Batch) {
             return;
         }
     };
+    if !found.contains(&true) {
+        // Nothing to take out (a first backfill): the documents stay where they are.
+        return;
+    }
     let docs = std::mem::take(&mut batch.docs);
     let (kept, skipped) = split_unchanged(docs, &found);
     batch.docs = kept;
