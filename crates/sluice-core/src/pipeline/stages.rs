@@ -75,9 +75,10 @@ pub(crate) async fn process_batch(
                     wait = wait.max(error.retry_after);
                     retry.push(doc);
                 }
-                outcome => {
-                    if let (Some((memo, fingerprint)), Outcome::Kept(doc)) = (&memo, &outcome)
-                        && let Some(value) = memo.value(doc)
+                // Nearly every outcome: settled in place, not moved through settle's future.
+                Outcome::Kept(doc) => {
+                    if let Some((memo, fingerprint)) = &memo
+                        && let Some(value) = memo.value(&doc)
                     {
                         batch.memos.push(MemoEntry {
                             source: doc.source().to_string(),
@@ -88,12 +89,9 @@ pub(crate) async fn process_batch(
                             value,
                         });
                     }
-                    match outcome {
-                        // Nearly every outcome: settled in place, not moved through settle's future.
-                        Outcome::Kept(doc) => keep(stage.as_ref(), &mut batch, doc),
-                        outcome => settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await,
-                    }
+                    keep(stage.as_ref(), &mut batch, doc);
                 }
+                outcome => settle(shared, stage.as_ref(), &mut batch, outcome, attempt).await,
             }
         }
         if retry.is_empty() {
