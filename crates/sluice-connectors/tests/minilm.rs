@@ -38,7 +38,7 @@ mod with_model {
         ("It's so sunny outside!", "He drove to the stadium.", 0.1411),
     ];
 
-    /// Half a unit of the last printed decimal, plus float noise between torch and candle.
+    /// Half a unit of the last printed decimal, plus float noise between torch and our encoder.
     const TOLERANCE: f32 = 0.001;
 
     #[tokio::test]
@@ -166,6 +166,30 @@ mod with_model {
         std::fs::write(broken.path().join("model.safetensors"), b"not safetensors").unwrap();
         let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
         assert!(error.contains("model.safetensors cannot be read"), "{error}");
+
+        // A real safetensors file, but not this model's: the first tensor it lacks or mis-shapes is named.
+        let header = r#"{"embeddings.word_embeddings.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[0u8; 16]);
+        std::fs::write(broken.path().join("model.safetensors"), &file).unwrap();
+        let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("does not match config.json: it has no tensor encoder.layer.0.attention.self.query.weight"),
+            "{error}"
+        );
+        std::fs::copy(dir.join("model.safetensors"), broken.path().join("model.safetensors")).unwrap();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let shrunk = config.replace("\"hidden_size\": 384", "\"hidden_size\": 192");
+        assert_ne!(shrunk, config, "the test's config edit must apply");
+        std::fs::write(broken.path().join("config.json"), shrunk).unwrap();
+        let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
+        assert!(error.contains("has shape [384, 384], the configuration says [192, 192]"), "{error}");
+        let swish = config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\"");
+        assert_ne!(swish, config, "the test's config edit must apply");
+        std::fs::write(broken.path().join("config.json"), swish).unwrap();
+        let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
+        assert!(error.contains("hidden_act = \"swish\" is not one this encoder runs"), "{error}");
     }
 }
 

@@ -1,24 +1,25 @@
 //! all-MiniLM-L6-v2 (or any BERT sentence encoder of that shape) run locally
-//! on the CPU with candle: no network, no download; the weights come from a
+//! on the CPU, in Rust: no network, no download; the weights come from a
 //! directory the user names (`model.safetensors`, `config.json`,
 //! `tokenizer.json`).
 //!
 //! What sentence-transformers does for this model: WordPiece tokens with
-//! `[CLS]`/`[SEP]`, BERT forward, mean over the tokens the attention mask
-//! keeps, L2 normalisation. The forward pass runs on a blocking thread so it
-//! does not stall the async runtime.
+//! `[CLS]`/`[SEP]`, BERT forward ([`bert`]), mean over the text's tokens, L2
+//! normalisation. The forward pass runs on a blocking thread so it does not
+//! stall the async runtime, and uses every core (rayon) inside.
+
+mod bert;
+mod kernels;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use sluice_core::StageError;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
+use self::bert::{Bert, Config as BertConfig, Scratch};
 use super::Embedder;
 use crate::ConfigError;
 use crate::util::hash::fnv_hex;
@@ -42,7 +43,7 @@ pub struct MiniLmEmbedder {
 }
 
 struct Loaded {
-    model: BertModel,
+    model: Bert,
     /// Truncates to `max_tokens`, does not pad.
     encoder: Tokenizer,
     /// Neither truncates nor pads: the true token count of a text.
@@ -114,12 +115,12 @@ impl MiniLmEmbedder {
             )));
         }
 
-        let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+        let file = safetensors::SafeTensors::deserialize(&weights)
             .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: model.safetensors cannot be read: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
+        let model = Bert::load(&config, file).map_err(|e| {
             ConfigError(format!("embed.model_dir = {shown:?}: model.safetensors does not match config.json: {e}"))
         })?;
+        drop(weights);
 
         // tokenizer.json ships with truncation and padding fixed at 128: off
         // for counting, our own limit and per-call padding for embedding.
@@ -192,56 +193,24 @@ impl MiniLmEmbedder {
 pub const FORWARD_BATCH: usize = 32;
 
 impl Loaded {
-    /// Tokenizes every text once (no padding), then runs the texts in order
-    /// of token count, `batch` at a time, each pass padded only to its own
-    /// longest text; the vectors go back to the texts' order.
+    /// Tokenizes every text once, then runs the texts in order of token
+    /// count, `batch` at a time (texts of like length in one pass share its
+    /// attention work evenly between the cores); the vectors go back to the
+    /// texts' order.
     fn embed(&self, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>, String> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encodings = self.encoder.encode_batch_fast(inputs, true).map_err(|e| format!("tokenizer: {e}"))?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].len());
         let mut vectors = vec![Vec::new(); texts.len()];
+        let mut scratch = Scratch::default();
         for pass in order.chunks(batch) {
             let rows: Vec<&[u32]> = pass.iter().map(|&i| encodings[i].get_ids()).collect();
-            for (&i, vector) in pass.iter().zip(self.forward(&rows).map_err(|e| e.to_string())?) {
+            for (&i, vector) in pass.iter().zip(self.model.embed(&rows, &mut scratch)?) {
                 vectors[i] = vector;
             }
         }
         Ok(vectors)
-    }
-
-    /// One forward pass over token id rows, padded at the end to the longest.
-    /// Mean pooling over each row's own tokens (the padding is a suffix, so
-    /// the mask is a length), then unit length.
-    fn forward(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let count = rows.len();
-        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; count * width];
-        let mut mask = vec![0u8; count * width];
-        for (r, row) in rows.iter().enumerate() {
-            ids[r * width..r * width + row.len()].copy_from_slice(row);
-            mask[r * width..r * width + row.len()].fill(1);
-        }
-        let device = &self.model.device;
-        let ids = Tensor::from_vec(ids, (count, width), device)?;
-        let mask = Tensor::from_vec(mask, (count, width), device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (count, width, dims)
-        let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
-        let dims = self.dimensions;
-        Ok(rows
-            .iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let mut mean = vec![0f32; dims];
-                for token in hidden[r * width * dims..].chunks_exact(dims).take(row.len()) {
-                    mean.iter_mut().zip(token).for_each(|(m, x)| *m += x);
-                }
-                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                mean.iter_mut().for_each(|m| *m /= norm);
-                mean
-            })
-            .collect())
     }
 }
 
