@@ -15,10 +15,17 @@
 //!   batches of BATCH itself; what sentence-transformers' `encode(texts,
 //!   batch_size=BATCH)` is asked to do.
 //!
-//! With OUT_DIR, the texts go to `OUT_DIR/texts.txt` (one a line) and the
+//! A third row times the dense layers' matrix products alone (gemm, the
+//! kernels the embedder uses) at the run's shapes: as many passes of the mean
+//! pass's token count through six layers of all-MiniLM-L6-v2's sizes. No
+//! encoder built on those kernels can take less.
+//!
+//! With OUT_DIR, the texts go to `OUT_DIR/texts.txt` (one a line), the
 //! seconds of `one call` then its vectors (one a line) to
-//! `OUT_DIR/sluice.txt`: `scripts/minilm-vs-sentence-transformers.sh` runs
-//! sentence-transformers on the same texts and compares.
+//! `OUT_DIR/sluice.txt`, and the products' shape (rows a pass, passes) to
+//! `OUT_DIR/shape.txt`: `scripts/minilm-vs-sentence-transformers.sh` runs
+//! sentence-transformers (and torch's products at that shape) on the same
+//! texts and compares.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -130,6 +137,11 @@ pub(crate) fn minilm(count: usize, batch: usize, out_dir: Option<PathBuf>) {
     let one = started.elapsed().as_secs_f64();
     println!("| one call, batches of {batch} | {count} | {one:.2} | {:.0} |", count as f64 / one);
 
+    let passes = count.div_ceil(batch.max(1));
+    let rows = tokens.div_ceil(passes.max(1));
+    let (floor, gflops) = dense_products(rows, passes);
+    println!("dense-layer products alone (gemm, {passes} passes of {rows} tokens): {floor:.2} s, {gflops:.0} GFLOP/s");
+
     if let Some(out) = out_dir {
         std::fs::create_dir_all(&out).expect("OUT_DIR");
         std::fs::write(out.join("texts.txt"), texts.join("\n") + "\n").expect("texts.txt");
@@ -141,5 +153,59 @@ pub(crate) fn minilm(count: usize, batch: usize, out_dir: Option<PathBuf>) {
             lines.push('\n');
         }
         std::fs::write(out.join("sluice.txt"), lines).expect("sluice.txt");
+        std::fs::write(out.join("shape.txt"), format!("{rows} {passes}\n")).expect("shape.txt");
     }
+}
+
+/// all-MiniLM-L6-v2's sizes.
+const HIDDEN: usize = 384;
+const INTERMEDIATE: usize = 1536;
+const LAYERS: usize = 6;
+
+/// One product's inputs, outputs, and its matrices: `rows × inputs`, the
+/// weights `outputs × inputs`, the result `rows × outputs`.
+type Product = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// Seconds and GFLOP/s of the dense layers' products of `passes` passes of
+/// `rows` tokens: per layer query-key-value, attention output, intermediate
+/// and output, each `rows × inputs` times `inputs × outputs` by gemm on every core.
+fn dense_products(rows: usize, passes: usize) -> (f64, f64) {
+    let shapes = [(HIDDEN, 3 * HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, INTERMEDIATE), (INTERMEDIATE, HIDDEN)];
+    let mut buffers: Vec<Product> =
+        shapes.iter().map(|&(k, n)| (k, n, vec![0.5; rows * k], vec![0.25; n * k], vec![0.0; rows * n])).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut product = |(k, n, a, w, out): &mut Product| {
+        // SAFETY: out is rows × n, a rows × k, w n × k (read as its transpose), as the strides say.
+        unsafe {
+            gemm::gemm(
+                rows,
+                *n,
+                *k,
+                out.as_mut_ptr(),
+                1,
+                *n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                *k as isize,
+                w.as_ptr(),
+                *k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(threads),
+            )
+        }
+    };
+    buffers.iter_mut().for_each(&mut product); // warm-up
+    let started = Instant::now();
+    for _ in 0..passes * LAYERS {
+        buffers.iter_mut().for_each(&mut product);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let flops: usize = shapes.iter().map(|(k, n)| 2 * rows * k * n).sum::<usize>() * passes * LAYERS;
+    (seconds, flops as f64 / seconds / 1e9)
 }
