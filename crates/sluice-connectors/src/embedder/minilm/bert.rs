@@ -273,31 +273,34 @@ widest_simd! {
         let len = out.len() / h;
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // A head's keys transposed (d × len) and values (len × d), each
-        // contiguous, so that both loops below run along a vector.
-        let mut keys = vec![0f32; d * len];
-        let mut values = vec![0f32; len * d];
-        let mut scores = vec![0f32; len];
+        let mut scores = vec![0f32; len * len];
+        let row = (3 * h) as isize;
         for head in 0..heads {
             let (q_at, k_at, v_at) = (head * d, h + head * d, 2 * h + head * d);
-            for (j, token) in qkv.chunks_exact(3 * h).enumerate() {
-                for (c, &k) in token[k_at..k_at + d].iter().enumerate() {
-                    keys[c * len + j] = k;
-                }
-                values[j * d..(j + 1) * d].copy_from_slice(&token[v_at..v_at + d]);
+            // SAFETY: every matrix lies in its slice: the query, key and value
+            // blocks of head `head` are d columns at q_at, k_at, v_at of `len`
+            // rows of 3h (keys read transposed: element (c, j) at j·3h + k_at + c);
+            // scores are len × len; the head's context is d columns at head·d
+            // of len rows of h in `out`.
+            unsafe {
+                gemm::gemm(
+                    len, len, d,
+                    scores.as_mut_ptr(), 1, len as isize, false,
+                    qkv.as_ptr().add(q_at), 1, row,
+                    qkv.as_ptr().add(k_at), row, 1,
+                    0.0, scale, false, false, false, gemm::Parallelism::None,
+                );
             }
-            for (i, token) in qkv.chunks_exact(3 * h).enumerate() {
-                scores.fill(0.0);
-                for (&q, keys) in token[q_at..q_at + d].iter().zip(keys.chunks_exact(len)) {
-                    let q = q * scale;
-                    scores.iter_mut().zip(keys).for_each(|(s, k)| *s += q * k);
-                }
-                softmax(&mut scores);
-                let target = &mut out[i * h + head * d..][..d];
-                target.fill(0.0);
-                for (&p, value) in scores.iter().zip(values.chunks_exact(d)) {
-                    target.iter_mut().zip(value).for_each(|(t, v)| *t += p * v);
-                }
+            scores.chunks_exact_mut(len).for_each(softmax);
+            // SAFETY: as above; the scores are read as len × len.
+            unsafe {
+                gemm::gemm(
+                    len, d, len,
+                    out.as_mut_ptr().add(head * d), 1, h as isize, false,
+                    scores.as_ptr(), 1, len as isize,
+                    qkv.as_ptr().add(v_at), 1, row,
+                    0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                );
             }
         }
     }
