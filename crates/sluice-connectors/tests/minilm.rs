@@ -190,6 +190,11 @@ mod with_model {
         std::fs::write(broken.path().join("config.json"), swish).unwrap();
         let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
         assert!(error.contains("hidden_act = \"swish\" is not one this encoder runs"), "{error}");
+        let narrow = config.replace("\"intermediate_size\": 1536", "\"intermediate_size\": 0");
+        assert_ne!(narrow, config, "the test's config edit must apply");
+        std::fs::write(broken.path().join("config.json"), narrow).unwrap();
+        let error = MiniLmEmbedder::load(broken.path()).unwrap_err().to_string();
+        assert!(error.contains("intermediate_size = 0"), "{error}");
     }
 }
 

@@ -121,6 +121,9 @@ impl Bert {
         if heads == 0 || hidden == 0 || hidden % heads != 0 {
             return Err(format!("hidden_size = {hidden} does not divide into num_attention_heads = {heads}"));
         }
+        if config.intermediate_size == 0 {
+            return Err("intermediate_size = 0 leaves the feed-forward layers no width".to_string());
+        }
         if config.type_vocab_size == 0 {
             return Err("type_vocab_size = 0 leaves no segment embedding".to_string());
         }

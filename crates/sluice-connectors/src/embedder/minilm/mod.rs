@@ -123,13 +123,13 @@ impl MiniLmEmbedder {
         drop(weights);
 
         // tokenizer.json ships with truncation and padding fixed at 128: off
-        // for counting, our own limit and per-call padding for embedding.
+        // for counting; for embedding our own limit and no padding (the
+        // encoder runs each text at its own length).
         let mut counter = tokenizer.clone();
         counter.with_padding(None);
         counter
             .with_truncation(None)
             .map_err(|e| ConfigError(format!("embed.model_dir = {shown:?}: tokenizer.json: {e}")))?;
-        // Padding is ours: per forward pass, to that pass's longest text.
         let mut encoder = tokenizer;
         encoder.with_padding(None);
         encoder
