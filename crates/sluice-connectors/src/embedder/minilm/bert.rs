@@ -274,6 +274,8 @@ widest_simd! {
     /// (three `hidden` blocks each), `out` its rows of the context.
     fn attend_text(qkv: &[f32], out: &mut [f32], h: usize, heads: usize) {
         let len = out.len() / h;
+        // What the unsafe products below rely on: checked, not assumed.
+        assert!(out.len() == len * h && qkv.len() == len * 3 * h && h % heads == 0, "attention's rows do not fit");
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let mut scores = vec![0f32; len * len];

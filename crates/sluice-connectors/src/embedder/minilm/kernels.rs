@@ -58,8 +58,10 @@ impl Linear {
     /// `dst = src · weightᵀ + bias (+ residual)`, for the `src.len() / inputs` rows of `src`.
     pub fn apply(&self, src: &[f32], residual: Option<&[f32]>, dst: &mut [f32]) {
         let rows = src.len() / self.inputs;
-        debug_assert_eq!(src.len(), rows * self.inputs);
-        debug_assert_eq!(dst.len(), rows * self.outputs);
+        // What the unsafe product below relies on: checked, not assumed.
+        assert_eq!(src.len(), rows * self.inputs, "a dense layer's input is not whole rows");
+        assert_eq!(dst.len(), rows * self.outputs, "a dense layer's output has room for other than its rows");
+        assert_eq!((self.weight.len(), self.bias.len()), (self.outputs * self.inputs, self.outputs));
         // The bias (and the residual) first; the product is then added onto it.
         dst.par_chunks_mut(self.outputs * ROWS_PER_TASK).enumerate().for_each(|(task, out)| {
             for (r, row) in out.chunks_exact_mut(self.outputs).enumerate() {
