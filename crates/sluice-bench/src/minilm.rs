@@ -15,7 +15,7 @@
 //!   batches of BATCH itself; what sentence-transformers' `encode(texts,
 //!   batch_size=BATCH)` is asked to do.
 //!
-//! A third row times the dense layers' matrix products alone (gemm, the
+//! A last line times the dense layers' matrix products alone (gemm, the
 //! kernels the embedder uses) at the run's shapes: as many passes of the mean
 //! pass's token count through six layers of all-MiniLM-L6-v2's sizes. No
 //! encoder built on those kernels can take less.
