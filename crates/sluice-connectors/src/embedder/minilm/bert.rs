@@ -118,7 +118,7 @@ impl Bert {
             return Err(format!("position_embedding_type = {kind:?}: only absolute positions are supported"));
         }
         let (hidden, heads) = (config.hidden_size, config.num_attention_heads);
-        if heads == 0 || hidden == 0 || hidden % heads != 0 {
+        if heads == 0 || hidden == 0 || !hidden.is_multiple_of(heads) {
             return Err(format!("hidden_size = {hidden} does not divide into num_attention_heads = {heads}"));
         }
         if config.intermediate_size == 0 {
@@ -275,7 +275,10 @@ widest_simd! {
     fn attend_text(qkv: &[f32], out: &mut [f32], h: usize, heads: usize) {
         let len = out.len() / h;
         // What the unsafe products below rely on: checked, not assumed.
-        assert!(out.len() == len * h && qkv.len() == len * 3 * h && h % heads == 0, "attention's rows do not fit");
+        assert!(
+            out.len() == len * h && qkv.len() == len * 3 * h && h.is_multiple_of(heads),
+            "attention's rows do not fit"
+        );
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let mut scores = vec![0f32; len * len];
