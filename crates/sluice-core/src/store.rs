@@ -283,6 +283,15 @@ pub trait Store: Send + Sync {
         Ok(vec![false; keys.len()])
     }
 
+    /// Whether the store holds any document at all, marked deleted or not.
+    /// A run that starts on a store without one asks [`unchanged`](Store::unchanged)
+    /// nothing: every answer would be no but for a record the run itself
+    /// meets twice, which then only goes through the stages again. Stores
+    /// that cannot tell cheaply answer yes, and the lookup runs.
+    async fn holds_documents(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Stores stage results the moment they are paid for, ahead of their
     /// batch, in a short transaction of its own, together with the run's
     /// cost ledger `cost`, kept in its checkpoint (a run with no batch

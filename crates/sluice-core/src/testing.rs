@@ -44,6 +44,8 @@ pub struct MemState {
     pub results: BTreeMap<(RunId, String, String), PhaseResult>,
     /// Commits that succeeded.
     pub commits: u64,
+    /// Calls of [`Store::unchanged`].
+    pub unchanged_lookups: u64,
 }
 
 /// A [`Store`] in memory: runs, documents, failures, memos and phase
@@ -220,8 +222,12 @@ impl Store for MemStore {
             })
             .collect())
     }
+    async fn holds_documents(&self) -> Result<bool, StoreError> {
+        Ok(!self.state().docs.is_empty())
+    }
     async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
-        let s = self.state();
+        let mut s = self.state();
+        s.unchanged_lookups += 1;
         Ok(keys
             .iter()
             .map(|k| {

@@ -454,9 +454,12 @@ async fn a_rerun_skips_unchanged_documents_whole_until_their_content_or_the_conf
     let (first, stage) = run_with("model-a", None);
     let summary = first.run(Start::New).await.unwrap();
     assert_eq!((stage.0.calls.load(Ordering::SeqCst), summary.counts.stored), (120, 120));
+    let lookups = || store.state.lock().unwrap().unchanged_lookups;
+    assert_eq!(lookups(), 0, "a run that starts on an empty store looks nothing up: there is nothing to find");
 
     let (again, stage) = run_with("model-a", None);
     let summary = again.run(Start::New).await.unwrap();
+    assert!(lookups() > 0, "a run on a store with documents looks its batches up");
     assert_eq!(summary.status, RunStatus::Completed);
     assert_eq!(stage.0.calls.load(Ordering::SeqCst), 0, "nothing paid");
     let c = summary.counts;

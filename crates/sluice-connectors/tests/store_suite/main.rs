@@ -636,9 +636,11 @@ async fn deletions_mark_or_remove_and_a_marked_document_is_never_unchanged(h: &d
     use sluice_core::store::{Deletion, OnDelete};
     let store = h.open().await;
     let run = store.create_run(&new_run("p")).await.unwrap();
+    assert!(!store.holds_documents().await.unwrap(), "a new store holds no document");
     let mut stored = docs(&["a", "b", "c"]);
     stored.fingerprint = Some("fp".into());
     store.commit(run.id, &stored, &checkpoint(1)).await.unwrap();
+    assert!(store.holds_documents().await.unwrap());
     let keys: Vec<MemoKey> = stored
         .documents
         .iter()
@@ -661,7 +663,10 @@ async fn deletions_mark_or_remove_and_a_marked_document_is_never_unchanged(h: &d
     assert_eq!(scanned, ["a"], "a marked document is left out of reads");
     // Its content is the stored one, yet it is not unchanged: stored again, it is no longer marked.
     assert_eq!(store.unchanged("fp", &keys).await.unwrap(), [true, false, false]);
-    store.commit(run.id, &batch(vec![stored.documents[1].clone()]), &checkpoint(3)).await.unwrap();
+    let only_marked = CommitBatch { deletions: vec![gone("a", OnDelete::Remove)], ..CommitBatch::default() };
+    store.commit(run.id, &only_marked, &checkpoint(3)).await.unwrap();
+    assert!(store.holds_documents().await.unwrap(), "a marked document is still held (and never unchanged)");
+    store.commit(run.id, &batch(vec![stored.documents[1].clone()]), &checkpoint(4)).await.unwrap();
     assert!(store.deleted_ids("src").await.unwrap().is_empty());
 }
 

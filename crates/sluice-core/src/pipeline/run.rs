@@ -85,7 +85,15 @@ impl Pipeline {
             write_ahead,
             pacer: self.pacer.clone(),
         };
-        let shared = Arc::new(Shared::new(run_id, self, ctx, checkpoint.counts));
+        let mut shared = Shared::new(run_id, self, ctx, checkpoint.counts);
+        shared.look_up_unchanged = match self.store.holds_documents().await {
+            Ok(holds) => holds,
+            Err(error) => {
+                tracing::warn!(%error, "could not tell whether the store holds documents; looking up unchanged ones");
+                true
+            }
+        };
+        let shared = Arc::new(shared);
         let in_flight = shared.in_flight.clone();
         let task = tokio::spawn(execute(shared, self.phases.clone(), checkpoint, resumed, guard));
         Ok(RunHandle::new(run_id, resumed, rx, stop, in_flight, task))

@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     /// The fingerprint of the stages, stored with each document; `None`
     /// (a stage that cannot tell, or a later phase) skips nothing.
     pub fingerprint: Option<String>,
+    /// Whether to look for unchanged documents before the stages: not when
+    /// the run started on a store without any document (a first backfill).
+    pub look_up_unchanged: bool,
     /// [`Pipeline::only_phase`]: the last id a later phase reads (`None`: to the end).
     pub phase_last: Option<String>,
 }
@@ -79,6 +82,7 @@ impl Shared {
             // A sink (files, S3) is owed every record of a run, so a pipeline
             // with one never skips: nothing unchanged goes missing from it.
             fingerprint: if pipeline.sinks.is_empty() { pipeline_fingerprint(&pipeline.stages) } else { None },
+            look_up_unchanged: true,
             phase_last: pipeline.phase_last.clone(),
         }
     }
@@ -123,6 +127,7 @@ impl Shared {
             writes: CommitKind::Updates,
             sinks: self.sinks.clone(),
             fingerprint: None,
+            look_up_unchanged: false,
             phase_last: self.phase_last.clone(),
         })
     }

@@ -13,7 +13,7 @@ use crate::store::MemoKey;
 /// batch then goes through the stages as it would have.
 pub(crate) async fn skip_unchanged(shared: &Shared, batch: &mut Batch) {
     let Some(fingerprint) = shared.fingerprint.as_deref() else { return };
-    if batch.docs.is_empty() {
+    if batch.docs.is_empty() || !shared.look_up_unchanged {
         return;
     }
     let keys: Vec<MemoKey> = batch

@@ -307,6 +307,15 @@ impl Store for PostgresStore {
         read::unchanged(self.db(), fingerprint, keys).await
     }
 
+    async fn holds_documents(&self) -> Result<bool, StoreError> {
+        self.ready().await?;
+        let holds: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM documents)")
+            .fetch_one(self.db().pool())
+            .await
+            .map_err(self.db().sql("asking whether any document is stored"))?;
+        Ok(holds)
+    }
+
     async fn scan_documents(
         &self,
         source: &str,

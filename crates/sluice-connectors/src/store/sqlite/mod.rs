@@ -601,6 +601,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn holds_documents(&self) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM documents)", [], |r| r.get(0))
+                .map_err(sql("asking whether any document is stored"))
+        })
+        .await
+    }
+
     async fn unchanged(&self, fingerprint: &str, keys: &[MemoKey]) -> Result<Vec<bool>, StoreError> {
         let fingerprint = fingerprint.to_string();
         let keys = keys.to_vec();
