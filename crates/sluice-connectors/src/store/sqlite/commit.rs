@@ -48,6 +48,11 @@ pub(super) struct ChunkRow {
 /// overlaps writing this one, and a piece fills one multi-row upsert.
 pub(super) const DOCUMENTS_PER_PIECE: usize = MAX_ROWS_PER_STATEMENT;
 
+/// Encoded pieces that may wait for the writer: a group commit of five
+/// batches of 50 fits whole, and what is encoded ahead stays bounded
+/// (256 documents) however large the group.
+pub(super) const PIECES_AHEAD: usize = 8;
+
 /// Encodes documents into owned rows (so they can move to the blocking pool).
 pub(super) fn encode_documents(documents: &[Document]) -> Result<Vec<DocRow>, StoreError> {
     let mut rows = Vec::with_capacity(documents.len());

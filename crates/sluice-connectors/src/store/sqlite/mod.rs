@@ -31,7 +31,7 @@ use sluice_core::store::{
 use sluice_core::{Checkpoint, Chunk, CostLedger, Document, HighWaterMark, PhaseResult, StoreError};
 
 use self::commit::{
-    DOCUMENTS_PER_PIECE, DocRow, Written, apply_updates, encode_documents, encode_memos, encode_updates,
+    DOCUMENTS_PER_PIECE, DocRow, PIECES_AHEAD, Written, apply_updates, encode_documents, encode_memos, encode_updates,
     insert_failures, raised_cost, upsert_memos, upsert_results, write_batch,
 };
 use self::deleted::{NOT_DELETED, apply_deletions, deleted_ids, lift_tombstones};
@@ -494,7 +494,9 @@ impl Store for SqliteStore {
         let (n_docs, n_failures) = (batch.documents.len(), failures.len());
         // The documents reach the writer in pieces, encoded here while it
         // writes the ones before: the two overlap instead of taking turns.
-        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(2);
+        // Room for PIECES_AHEAD of them: the encoder, polled on a busy async
+        // worker, seldom gets back to a full channel before the writer waits.
+        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(PIECES_AHEAD);
         let write = self.call(move |conn| {
             let what = || format!("commit of run {run} ({n_docs} documents, {n_failures} failures)");
             let now = now_rfc3339();
