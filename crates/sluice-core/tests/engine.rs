@@ -224,7 +224,10 @@ async fn invalid_cursor_restarts_the_partition_without_duplicates() {
     let source = Arc::new(VecSource::new(100, 1, 10));
     source.refuse_cursors.store(1, Ordering::SeqCst);
     source.transient_errors.store(2, Ordering::SeqCst);
-    let pipeline = Pipeline::new(source.clone(), store.clone()).settings(settings(Mode::Streaming));
+    // A stage that tells its configuration, so that the run may skip unchanged documents.
+    let stage = Arc::new(Told(Paid { model: "m".into(), calls: AtomicU64::new(0) }));
+    let pipeline =
+        Pipeline::new(source.clone(), store.clone()).settings(settings(Mode::Streaming)).stage(StageSpec::new(stage));
     let mut handle = pipeline.start(Start::New).await.unwrap();
     let mut fallbacks = 0;
     let mut backoffs = 0;
@@ -240,6 +243,9 @@ async fn invalid_cursor_restarts_the_partition_without_duplicates() {
     assert_eq!(fallbacks, 1);
     assert_eq!(backoffs, 2);
     assert_eq!(store.doc_ids(), ids(100));
+    // The run started on an empty store, so it looked nothing up until the
+    // partition was read again: then the pages it had stored could come back.
+    assert!(store.state.lock().unwrap().unchanged_lookups > 0, "the re-read pages are looked up");
 }
 
 #[tokio::test]

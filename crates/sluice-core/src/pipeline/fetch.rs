@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -74,6 +75,8 @@ async fn fetch_partition(shared: Arc<Shared>, partition: String, start: Position
                     .emit(EventKind::CursorFallback { partition: partition.clone(), reason: message })
                     .await;
                 (cursor, skip, last_id) = (None, 0, None);
+                // Read again from its start: records this run stored come back.
+                shared.look_up_unchanged.store(true, Ordering::Relaxed);
                 continue;
             }
             Err(error) => {

@@ -2,6 +2,7 @@
 //! each later one, then the final status.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -85,14 +86,15 @@ impl Pipeline {
             write_ahead,
             pacer: self.pacer.clone(),
         };
-        let mut shared = Shared::new(run_id, self, ctx, checkpoint.counts);
-        shared.look_up_unchanged = match self.store.holds_documents().await {
+        let shared = Shared::new(run_id, self, ctx, checkpoint.counts);
+        let holds = match self.store.holds_documents().await {
             Ok(holds) => holds,
             Err(error) => {
                 tracing::warn!(%error, "could not tell whether the store holds documents; looking up unchanged ones");
                 true
             }
         };
+        shared.look_up_unchanged.store(holds, Ordering::Relaxed);
         let shared = Arc::new(shared);
         let in_flight = shared.in_flight.clone();
         let task = tokio::spawn(execute(shared, self.phases.clone(), checkpoint, resumed, guard));

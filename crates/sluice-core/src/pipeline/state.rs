@@ -1,7 +1,7 @@
 //! The state the tasks of one run share: the run's parts and settings, its
 //! abort switch and first error, the record budget and the live progress.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -46,8 +46,10 @@ pub(crate) struct Shared {
     /// (a stage that cannot tell, or a later phase) skips nothing.
     pub fingerprint: Option<String>,
     /// Whether to look for unchanged documents before the stages: not when
-    /// the run started on a store without any document (a first backfill).
-    pub look_up_unchanged: bool,
+    /// the run started on a store without any document (a first backfill),
+    /// until a partition is read again from its start (a cursor fallback),
+    /// which brings back records this run may have stored.
+    pub look_up_unchanged: AtomicBool,
     /// [`Pipeline::only_phase`]: the last id a later phase reads (`None`: to the end).
     pub phase_last: Option<String>,
 }
@@ -82,7 +84,7 @@ impl Shared {
             // A sink (files, S3) is owed every record of a run, so a pipeline
             // with one never skips: nothing unchanged goes missing from it.
             fingerprint: if pipeline.sinks.is_empty() { pipeline_fingerprint(&pipeline.stages) } else { None },
-            look_up_unchanged: true,
+            look_up_unchanged: AtomicBool::new(true),
             phase_last: pipeline.phase_last.clone(),
         }
     }
@@ -127,7 +129,7 @@ impl Shared {
             writes: CommitKind::Updates,
             sinks: self.sinks.clone(),
             fingerprint: None,
-            look_up_unchanged: false,
+            look_up_unchanged: AtomicBool::new(false),
             phase_last: self.phase_last.clone(),
         })
     }

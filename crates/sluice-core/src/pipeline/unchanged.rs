@@ -3,6 +3,8 @@
 //! pipeline of the same fingerprint. Those leave the batch: no stage sees
 //! them, nothing rewrites them, and only the checkpoint moves past them.
 
+use std::sync::atomic::Ordering;
+
 use super::batcher::Batch;
 use super::state::Shared;
 use crate::record::Document;
@@ -13,7 +15,7 @@ use crate::store::MemoKey;
 /// batch then goes through the stages as it would have.
 pub(crate) async fn skip_unchanged(shared: &Shared, batch: &mut Batch) {
     let Some(fingerprint) = shared.fingerprint.as_deref() else { return };
-    if batch.docs.is_empty() || !shared.look_up_unchanged {
+    if batch.docs.is_empty() || !shared.look_up_unchanged.load(Ordering::Relaxed) {
         return;
     }
     let keys: Vec<MemoKey> = batch
