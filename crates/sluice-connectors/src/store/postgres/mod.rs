@@ -309,11 +309,7 @@ impl Store for PostgresStore {
 
     async fn holds_documents(&self) -> Result<bool, StoreError> {
         self.ready().await?;
-        let holds: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM documents)")
-            .fetch_one(self.db().pool())
-            .await
-            .map_err(self.db().sql("asking whether any document is stored"))?;
-        Ok(holds)
+        read::holds_documents(self.db()).await
     }
 
     async fn scan_documents(

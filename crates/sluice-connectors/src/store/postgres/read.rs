@@ -176,6 +176,14 @@ pub(super) async fn scan_documents(
     rows.iter().map(|row| document_of(db, row, source, &what)).collect()
 }
 
+/// Whether any document is stored, marked deleted or not.
+pub(super) async fn holds_documents(db: &Db) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM documents)")
+        .fetch_one(db.pool())
+        .await
+        .map_err(db.sql("asking whether any document is stored"))
+}
+
 /// The stored documents of `source` (a range of the documents_scan index).
 pub(super) async fn count_documents(db: &Db, source: &str) -> Result<u64, StoreError> {
     let what = format!("counting the stored documents of {source}");
